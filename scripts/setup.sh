@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the system packages RangeDB's build needs, when they are missing.
+# RocksDB's Rust bindings need libclang (bindgen) and a C++ compiler.
+set -euo pipefail
+
+missing=()
+have_libclang() {
+  ldconfig -p 2>/dev/null | grep -q 'libclang' && return 0
+  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1
+}
+have_libclang || missing+=(libclang-dev)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "setup: installing ${missing[*]} (needed to build RocksDB's bindings)" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "setup: please install: ${missing[*]} (libclang for bindgen, a C++ compiler)" >&2
+  exit 1
+fi

@@ -1,0 +1,252 @@
+//! The simulated cluster: nodes, disks, clients and fault injection.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+use rangedb::client::{Client, ClientOptions};
+use rangedb::config::ServerConfig;
+use rangedb::keys;
+use rangedb::proto::NodeStatusResponse;
+use rangedb::storage::MemEngine;
+use tokio::sync::watch;
+
+/// One simulated server: its host, its disk and its addresses.
+pub struct SimNode {
+    pub id: u64,
+    pub handle: NodeHandle,
+    pub engine: MemEngine,
+    pub client_address: String,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<SimNode>,
+    pub client_host: NodeHandle,
+    seed: u64,
+}
+
+/// The one-line command that replays this run.
+pub fn replay_hint(seed: u64) -> String {
+    format!("replay: MADSIM_TEST_SEED={seed} make sim")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("static ip")
+}
+
+impl Cluster {
+    /// Starts `n` nodes forming one cluster (node 1 initializes it).
+    pub fn start(n: usize) -> Cluster {
+        let h = Handle::current();
+        let peers: Vec<String> = (1..=n).map(|i| format!("10.0.0.{i}:8080")).collect();
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let engine = MemEngine::new();
+            let cfg = ServerConfig {
+                peer_address: peers[i - 1].clone(),
+                client_address: format!("10.0.0.{i}:8081"),
+                peers: peers.clone(),
+                cluster_init: i == 1,
+                data_dir: format!("sim-node-{i}").into(),
+                ..Default::default()
+            };
+            let disk = engine.clone();
+            let handle = h
+                .create_node()
+                .name(format!("node-{i}"))
+                .ip(ip(&format!("10.0.0.{i}")))
+                .init(move || {
+                    let cfg = cfg.clone();
+                    let disk = disk.clone();
+                    async move {
+                        let (_keep_running, rx) = watch::channel(false);
+                        if let Err(e) = rangedb::server::run_node(cfg, Arc::new(disk), rx).await {
+                            panic!("node stopped with an error: {e}");
+                        }
+                    }
+                })
+                .build();
+            nodes.push(SimNode {
+                id: i as u64,
+                handle,
+                engine,
+                client_address: format!("10.0.0.{i}:8081"),
+            });
+        }
+        let client_host = h.create_node().name("client").ip(ip("10.0.1.1")).build();
+        Cluster {
+            nodes,
+            client_host,
+            seed: h.seed(),
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| n.client_address.clone())
+            .collect()
+    }
+
+    pub fn client(&self, deadline: Duration) -> Client {
+        let opts = ClientOptions {
+            deadline,
+            ..Default::default()
+        };
+        Client::new(self.endpoints(), opts).expect("valid endpoints")
+    }
+
+    fn node(&self, id: u64) -> &SimNode {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// Power loss: the node stops and its unsynced writes are gone.
+    pub fn kill(&self, id: u64) {
+        let n = self.node(id);
+        Handle::current().kill(n.handle.id());
+        n.engine.crash();
+    }
+
+    pub fn restart(&self, id: u64) {
+        Handle::current().restart(self.node(id).handle.id());
+    }
+
+    /// Cuts every link between `a` and `b`, both ways.
+    pub fn partition(&self, a: &[u64], b: &[u64]) {
+        let net = NetSim::current();
+        for &x in a {
+            for &y in b {
+                let (x, y) = (self.node(x).handle.id(), self.node(y).handle.id());
+                net.clog_link(x, y);
+                net.clog_link(y, x);
+            }
+        }
+    }
+
+    /// Cuts `id` off from every other node (clients can still reach it).
+    pub fn isolate(&self, id: u64) {
+        let others: Vec<u64> = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&o| o != id)
+            .collect();
+        self.partition(&[id], &others);
+    }
+
+    /// Restores every link between nodes.
+    pub fn heal(&self) {
+        let net = NetSim::current();
+        for a in &self.nodes {
+            for b in &self.nodes {
+                if a.id != b.id {
+                    net.unclog_link(a.handle.id(), b.handle.id());
+                }
+            }
+        }
+    }
+
+    /// Node statuses as seen from the client host (unreachable nodes omitted).
+    pub async fn statuses(&self) -> Vec<NodeStatusResponse> {
+        let client = self.client(Duration::from_secs(2));
+        let eps = self.endpoints();
+        self.client_host
+            .spawn(async move {
+                let mut out = Vec::new();
+                for ep in eps {
+                    if let Ok(s) = client.node_status(&ep).await {
+                        out.push(s);
+                    }
+                }
+                out
+            })
+            .await
+            .expect("client host task")
+    }
+
+    /// The leader of `range_id` as reported by its own node, if any.
+    pub async fn leader(&self, range_id: u64) -> Option<u64> {
+        self.statuses()
+            .await
+            .iter()
+            .find(|s| {
+                s.ranges
+                    .iter()
+                    .any(|r| r.range_id == range_id && r.is_leader)
+            })
+            .map(|s| s.node_id)
+    }
+
+    /// Waits until every range has a leader; panics after `limit`.
+    pub async fn wait_for_leaders(&self, limit: Duration) {
+        let start = tokio::time::Instant::now();
+        loop {
+            let st = self.statuses().await;
+            let ok = st.len() == self.nodes.len()
+                && st
+                    .iter()
+                    .all(|s| s.ranges.len() >= 2 && s.ranges.iter().all(|r| r.leader_id != 0));
+            if ok {
+                return;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "no leader for every range within {limit:?}: {st:?}\n{}",
+                    replay_hint(self.seed)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until every node has applied the same index of every range,
+    /// then returns each node's data keys (for convergence checks).
+    pub async fn wait_converged(&self, limit: Duration) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = tokio::time::Instant::now();
+        loop {
+            let st = self.statuses().await;
+            let mut converged = st.len() == self.nodes.len();
+            if converged {
+                for range_id in [1u64, 2] {
+                    let applied: Vec<u64> = st
+                        .iter()
+                        .map(|s| {
+                            s.ranges
+                                .iter()
+                                .find(|r| r.range_id == range_id)
+                                .map(|r| r.applied)
+                                .unwrap_or(0)
+                        })
+                        .collect();
+                    converged &= applied.iter().all(|&a| a == applied[0] && a > 0);
+                }
+            }
+            if converged {
+                return self
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        n.engine
+                            .dump()
+                            .into_iter()
+                            .filter(|(k, _)| keys::user_key(k).is_some())
+                            .collect()
+                    })
+                    .collect();
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "replicas did not converge within {limit:?}: {st:?}\n{}",
+                    replay_hint(self.seed)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! `rangedb bench`: N concurrent clients against a running cluster for a fixed
+//! time; prints ops/s and p50/p99/p999 latency, then one JSON line.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::client::{Client, ClientOptions};
+use crate::error::{Error, Result};
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Put,
+    Get,
+    Scan,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// What each client does in a loop.
+    #[arg(long, value_enum, default_value_t = Workload::Put)]
+    pub workload: Workload,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Distinct keys the workload touches (loaded first for get/scan).
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Pairs per scan.
+    #[arg(long, default_value_t = 100)]
+    pub scan_limit: u32,
+    /// Key prefix (must not start with "_/").
+    #[arg(long, default_value = "/bench/")]
+    pub prefix: String,
+    /// Seed of the key choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn key(prefix: &str, i: usize) -> Vec<u8> {
+    format!("{prefix}{i:010}").into_bytes()
+}
+
+pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Result<()> {
+    if args.clients == 0 || args.keys == 0 || !(args.duration > 0.0) {
+        return Err(Error::InvalidArgument(
+            "--clients, --keys and --duration must be positive".into(),
+        ));
+    }
+    let opts = ClientOptions::default();
+    if args.workload != Workload::Put {
+        let loader = Client::new(endpoints.to_vec(), opts.clone())?;
+        let value = vec![b'v'; args.value_size];
+        let mut done = 0;
+        let mut last_report = Instant::now();
+        for chunk_start in (0..args.keys).step_by(500) {
+            let pairs = (chunk_start..(chunk_start + 500).min(args.keys))
+                .map(|i| (key(&args.prefix, i), value.clone()))
+                .collect();
+            loader.batch_put(pairs).await?;
+            done = (chunk_start + 500).min(args.keys);
+            if last_report.elapsed() > Duration::from_secs(1) {
+                eprintln!("loading: {done}/{} keys", args.keys);
+                last_report = Instant::now();
+            }
+        }
+        eprintln!("loaded {done} keys");
+    }
+    let duration = Duration::from_secs_f64(args.duration);
+    let args = Arc::new(args);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let client = Client::new(endpoints.to_vec(), opts.clone())?;
+        let args = args.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(c as u64));
+            let value = vec![b'x'; args.value_size];
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut first_error = None;
+            while start.elapsed() < duration {
+                let k = key(&args.prefix, rng.gen_range(0..args.keys));
+                let t = Instant::now();
+                let r = match args.workload {
+                    Workload::Put => client.put(&k, &value).await,
+                    Workload::Get => client.get(&k).await.map(|_| ()),
+                    Workload::Scan => client
+                        .scan(&k, b"", args.scan_limit, false)
+                        .await
+                        .map(|_| ()),
+                };
+                match r {
+                    Ok(()) => lat.push(t.elapsed().as_micros() as u64),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        let (l, e, f) = t
+            .await
+            .map_err(|e| Error::Internal(format!("bench client failed: {e}")))?;
+        lat.extend(l);
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        lat[i] as f64 / 1000.0
+    };
+    let ops = lat.len();
+    let ops_per_sec = ops as f64 / secs;
+    let name = format!("{:?}", args.workload).to_lowercase();
+    if !json_only {
+        println!(
+            "{name}: {ops} ops in {secs:.1}s with {} clients = {ops_per_sec:.0} ops/s; latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; {errors} errors",
+            args.clients,
+            pct(0.50),
+            pct(0.99),
+            pct(0.999)
+        );
+        if let Some(e) = &first_error {
+            println!("first error: {e}");
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "workload": name, "clients": args.clients, "seconds": secs, "ops": ops, "errors": errors,
+            "ops_per_sec": ops_per_sec, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+            "value_size": args.value_size, "keys": args.keys,
+        })
+    );
+    Ok(())
+}

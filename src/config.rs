@@ -1,0 +1,199 @@
+//! Typed configuration: documented limits and defaults as named constants,
+//! the server's settings, and `validate()` for relations between fields.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Largest key accepted by the Kv API, in bytes.
+pub const MAX_KEY_BYTES: usize = 4 * 1024;
+/// Largest value accepted by the Kv API, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Most pairs in one BatchPut.
+pub const MAX_BATCH_PAIRS: usize = 1000;
+/// Largest total size (keys + values) of one BatchPut, in bytes.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Scan limit used when the request says 0.
+pub const DEFAULT_SCAN_LIMIT: usize = 1000;
+/// Most pairs one Scan returns.
+pub const MAX_SCAN_LIMIT: usize = 100_000;
+/// Pairs per streamed Scan message.
+pub const SCAN_CHUNK_PAIRS: usize = 256;
+
+pub const DEFAULT_PEER_ADDRESS: &str = "127.0.0.1:8080";
+pub const DEFAULT_CLIENT_ADDRESS: &str = "127.0.0.1:8081";
+pub const DEFAULT_DATA_DIR: &str = "./rangedb-data";
+
+/// Raft tick period.
+pub const DEFAULT_TICK_MS: u64 = 100;
+/// Leader heartbeat every this many ticks.
+pub const DEFAULT_HEARTBEAT_TICKS: usize = 2;
+/// Base election timeout in ticks; each replica draws its own in [base, 2*base).
+pub const DEFAULT_ELECTION_TICKS: usize = 10;
+/// Server-side deadline for one client request.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Compact a range's Raft log once it holds this many applied entries.
+pub const DEFAULT_LOG_COMPACT_ENTRIES: u64 = 2_000;
+/// Most store messages handled per loop iteration before the Readys are processed.
+pub const DEFAULT_MAX_MSGS_PER_LOOP: usize = 4_096;
+
+/// Settings of one `rangedb server` process (or simulated node).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address other nodes use for Raft traffic.
+    pub peer_address: String,
+    /// Address clients use for the Kv API.
+    pub client_address: String,
+    /// Peer addresses of the initial voters, in the same order on every node.
+    /// Empty means a single-node cluster made of this node.
+    pub peers: Vec<String>,
+    /// Initialize a new cluster when the data directory is empty.
+    pub cluster_init: bool,
+    pub data_dir: PathBuf,
+    pub tick: Duration,
+    pub heartbeat_ticks: usize,
+    pub election_ticks: usize,
+    pub request_timeout: Duration,
+    pub log_compact_entries: u64,
+    pub max_msgs_per_loop: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            peer_address: DEFAULT_PEER_ADDRESS.into(),
+            client_address: DEFAULT_CLIENT_ADDRESS.into(),
+            peers: Vec::new(),
+            cluster_init: false,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            tick: Duration::from_millis(DEFAULT_TICK_MS),
+            heartbeat_ticks: DEFAULT_HEARTBEAT_TICKS,
+            election_ticks: DEFAULT_ELECTION_TICKS,
+            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
+            log_compact_entries: DEFAULT_LOG_COMPACT_ENTRIES,
+            max_msgs_per_loop: DEFAULT_MAX_MSGS_PER_LOOP,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The initial voters' peer addresses (this node alone when none were given).
+    pub fn initial_peers(&self) -> Vec<String> {
+        if self.peers.is_empty() {
+            vec![self.peer_address.clone()]
+        } else {
+            self.peers.clone()
+        }
+    }
+
+    /// This node's id: its 1-based position in the initial peer list.
+    pub fn node_id(&self) -> Result<u64> {
+        let peers = self.initial_peers();
+        peers
+            .iter()
+            .position(|p| same_address(p, &self.peer_address))
+            .map(|i| i as u64 + 1)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "--peer-address {} is not in the peer list [{}]; list every initial node, this one included \
+                     (adding nodes to a running cluster is not supported yet)",
+                    self.peer_address,
+                    peers.join(",")
+                ))
+            })
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.peer_address.is_empty() || self.client_address.is_empty() {
+            return Err(Error::Config(
+                "peer and client addresses must not be empty".into(),
+            ));
+        }
+        if same_address(&self.peer_address, &self.client_address) {
+            return Err(Error::Config(format!(
+                "--peer-address and --client-address must differ (both are {})",
+                self.peer_address
+            )));
+        }
+        let peers = self.initial_peers();
+        for (i, p) in peers.iter().enumerate() {
+            if !p.contains(':') {
+                return Err(Error::Config(format!(
+                    "peer address {p:?} has no port (want host:port)"
+                )));
+            }
+            if peers[..i].iter().any(|q| same_address(p, q)) {
+                return Err(Error::Config(format!("peer address {p} is listed twice")));
+            }
+        }
+        self.node_id()?;
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err(Error::Config(
+                "election ticks must exceed heartbeat ticks (> 0)".into(),
+            ));
+        }
+        if self.tick.is_zero() || self.request_timeout.is_zero() {
+            return Err(Error::Config(
+                "tick and request timeout must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Compares host:port addresses, treating `localhost` and `127.0.0.1` alike.
+pub fn same_address(a: &str, b: &str) -> bool {
+    fn norm(s: &str) -> String {
+        let s = s.trim().trim_start_matches("http://");
+        s.replacen("localhost:", "127.0.0.1:", 1)
+    }
+    norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_is_position_in_peer_list() {
+        let cfg = ServerConfig {
+            peer_address: "localhost:8082".into(),
+            client_address: "localhost:8083".into(),
+            peers: vec![
+                "localhost:8080".into(),
+                "localhost:8082".into(),
+                "localhost:8084".into(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(cfg.node_id().unwrap(), 2);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn single_node_defaults_validate() {
+        let cfg = ServerConfig::default();
+        assert_eq!(cfg.node_id().unwrap(), 1);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        let mut cfg = ServerConfig {
+            peers: vec!["a:1".into(), "b:2".into()],
+            ..Default::default()
+        };
+        assert!(
+            matches!(cfg.validate(), Err(Error::Config(_))),
+            "own address missing from peers"
+        );
+        cfg.peers = vec!["127.0.0.1:8080".into(), "localhost:8080".into()];
+        assert!(cfg.validate().is_err(), "duplicate peer");
+        let cfg = ServerConfig {
+            client_address: DEFAULT_PEER_ADDRESS.into(),
+            ..Default::default()
+        };
+        assert!(cfg.validate().is_err(), "same peer and client address");
+    }
+}

@@ -1,0 +1,102 @@
+//! The one error type of RangeDB.
+//!
+//! Routing errors carry hints (`NotLeader { leader }`) so callers can retry
+//! without guessing; `is_retryable()` tells the client SDK which errors are
+//! worth another attempt. The server maps each variant to a precise gRPC
+//! status code (see `server::status`), and the SDK maps statuses back.
+
+use std::fmt;
+
+/// Convenience alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the current leader of a range can be reached, when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub node_id: u64,
+    /// The leader's client (Kv) address, if this node has learned it.
+    pub client_address: Option<String>,
+}
+
+impl fmt::Display for LeaderHint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.client_address {
+            Some(a) => write!(f, "node {} at {}", self.node_id, a),
+            None => write!(f, "node {}", self.node_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Bad input from a user; nothing was written.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// This replica is not the leader of the range.
+    #[error("not leader for range {range_id}{}", .leader.as_ref().map(|l| format!(" (leader is {l})")).unwrap_or_default())]
+    NotLeader {
+        range_id: u64,
+        leader: Option<LeaderHint>,
+    },
+    /// This node holds no replica of the range (yet).
+    #[error("range {0} not found on this node")]
+    RangeNotFound(u64),
+    /// The request did not finish in time; a write may or may not have happened.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The cluster or node cannot serve the request right now; retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The storage engine failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The data directory is unusable (another cluster's, damaged, locked).
+    #[error("{0}")]
+    DataDir(String),
+    /// Bad configuration or flags.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Stored bytes did not decode: corruption or a bug.
+    #[error("corrupt data: {0}")]
+    Corruption(String),
+    /// A Raft library error.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whether a client may retry the request (possibly on another node).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeader { .. }
+                | Error::RangeNotFound(_)
+                | Error::Timeout(_)
+                | Error::Unavailable(_)
+                | Error::ShuttingDown
+        )
+    }
+}
+
+impl From<raft::Error> for Error {
+    fn from(e: raft::Error) -> Self {
+        Error::Raft(e.to_string())
+    }
+}
+
+impl From<prost::DecodeError> for Error {
+    fn from(e: prost::DecodeError) -> Self {
+        Error::Corruption(e.to_string())
+    }
+}
+
+impl From<protobuf::ProtobufError> for Error {
+    fn from(e: protobuf::ProtobufError) -> Self {
+        Error::Corruption(e.to_string())
+    }
+}

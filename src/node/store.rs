@@ -1,0 +1,421 @@
+//! `Store`: the task that owns all replicas of this node (see `node` docs).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft::eraftpb::Message;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::MissedTickBehavior;
+
+use super::transport::{Directory, Transport};
+use crate::error::{Error, LeaderHint, Result};
+use crate::keys;
+use crate::range::{
+    Completion, Op, ReadOp, ReadResult, Replica, ReplicaStatus, Responder, SYSTEM_RANGE_ID,
+    USER_RANGE_ID,
+};
+use crate::storage::{Engine, WriteBatch};
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Served by the leader after a ReadIndex round.
+    Linearizable,
+    /// Served from this node's replica as applied so far.
+    Local,
+}
+
+pub enum StoreMsg {
+    Raft {
+        from: u64,
+        msgs: Vec<(u64, Message)>,
+    },
+    Write {
+        ops: Vec<Op>,
+        done: Responder<()>,
+    },
+    Read {
+        op: ReadOp,
+        consistency: Consistency,
+        done: Responder<ReadResult>,
+    },
+    Status {
+        done: oneshot::Sender<NodeStatus>,
+    },
+}
+
+/// What a node reports about itself.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    pub ranges: Vec<ReplicaStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub node_id: u64,
+    pub tick: Duration,
+    pub heartbeat_ticks: usize,
+    pub election_ticks: usize,
+    pub log_compact_entries: u64,
+    pub max_msgs_per_loop: usize,
+    pub request_timeout: Duration,
+}
+
+/// A cheap, cloneable handle for sending requests to the Store.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<StoreMsg>,
+    directory: Directory,
+    request_timeout: Duration,
+}
+
+impl StoreHandle {
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn raft_sender(&self) -> mpsc::Sender<StoreMsg> {
+        self.tx.clone()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Responder<T>) -> StoreMsg) -> Result<T> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(make(done))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        let result = match tokio::time::timeout(self.request_timeout, rx).await {
+            Err(_) => Err(Error::Timeout(format!(
+                "no answer within {:?}; a write may or may not have been applied",
+                self.request_timeout
+            ))),
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Ok(Ok(r)) => r,
+        };
+        result.map_err(|e| self.add_hint(e))
+    }
+
+    fn add_hint(&self, e: Error) -> Error {
+        match e {
+            Error::NotLeader {
+                range_id,
+                leader:
+                    Some(LeaderHint {
+                        node_id,
+                        client_address: None,
+                    }),
+            } => Error::NotLeader {
+                range_id,
+                leader: Some(LeaderHint {
+                    node_id,
+                    client_address: self.directory.get(node_id),
+                }),
+            },
+            e => e,
+        }
+    }
+
+    /// Replicates `ops` (all in one range) atomically.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<()> {
+        self.call(|done| StoreMsg::Write { ops, done }).await
+    }
+
+    pub async fn read(&self, op: ReadOp, consistency: Consistency) -> Result<ReadResult> {
+        self.call(|done| StoreMsg::Read {
+            op,
+            consistency,
+            done,
+        })
+        .await
+    }
+
+    pub async fn status(&self) -> Result<NodeStatus> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(StoreMsg::Status { done })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+}
+
+pub struct Store {
+    cfg: StoreConfig,
+    engine: Arc<dyn Engine>,
+    replicas: BTreeMap<u64, Replica>,
+    transport: Transport,
+    rx: mpsc::Receiver<StoreMsg>,
+    rng: ChaCha8Rng,
+}
+
+impl Store {
+    /// Opens every replica found in the engine. `rng_seed` must come from the
+    /// runtime's seeded RNG so that simulations replay exactly.
+    pub fn open(
+        cfg: StoreConfig,
+        engine: Arc<dyn Engine>,
+        transport: Transport,
+        directory: Directory,
+        rng_seed: u64,
+    ) -> Result<(Store, StoreHandle)> {
+        let (tx, rx) = mpsc::channel(cfg.max_msgs_per_loop.max(64));
+        let handle = StoreHandle {
+            tx,
+            directory,
+            request_timeout: cfg.request_timeout,
+        };
+        let mut store = Store {
+            cfg,
+            engine,
+            replicas: BTreeMap::new(),
+            transport,
+            rx,
+            rng: ChaCha8Rng::seed_from_u64(rng_seed),
+        };
+        let (lo, hi) = keys::descriptor_scan_bounds();
+        for (k, _) in store.engine.scan(&lo, &hi, usize::MAX, false)? {
+            if let Some(range_id) = keys::descriptor_range_id(&k) {
+                let r = store.open_replica(range_id)?;
+                store.replicas.insert(range_id, r);
+            }
+        }
+        // A group of one elects itself at once instead of waiting a timeout.
+        let me = store.cfg.node_id;
+        for r in store.replicas.values_mut() {
+            if r.status().voters == [me] {
+                r.campaign()?;
+            }
+        }
+        Ok((store, handle))
+    }
+
+    fn open_replica(&mut self, range_id: u64) -> Result<Replica> {
+        let base = self.cfg.election_ticks;
+        let election_tick = self.rng.gen_range(base..2 * base);
+        Replica::open(
+            self.cfg.node_id,
+            range_id,
+            self.engine.clone(),
+            self.cfg.heartbeat_ticks,
+            election_tick,
+            self.cfg.log_compact_entries,
+            self.rng.gen(),
+        )
+    }
+
+    /// Runs until `shutdown` flips or every handle is dropped.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let mut ticker = tokio::time::interval(self.cfg.tick);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break Ok(()),
+                _ = ticker.tick() => {
+                    for r in self.replicas.values_mut() {
+                        r.tick();
+                    }
+                }
+                msg = self.rx.recv() => {
+                    let Some(msg) = msg else { break Ok(()) };
+                    self.handle(msg);
+                    for _ in 1..self.cfg.max_msgs_per_loop {
+                        match self.rx.try_recv() {
+                            Ok(m) => self.handle(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            // A round can create more work (e.g. reads started after a commit).
+            let mut failed = None;
+            for _ in 0..3 {
+                if let Err(e) = self.process_readies().await {
+                    failed = Some(e);
+                    break;
+                }
+                if !self.replicas.values().any(|r| r.has_ready()) {
+                    break;
+                }
+            }
+            if let Some(e) = failed {
+                tracing::error!(%e, "store stopped: cannot persist raft state");
+                break Err(e);
+            }
+        };
+        let mut completions = Vec::new();
+        for r in self.replicas.values_mut() {
+            r.fail_all(Error::ShuttingDown, &mut completions);
+        }
+        completions.into_iter().for_each(Completion::send);
+        result
+    }
+
+    fn route(&self, key: &[u8]) -> Result<u64> {
+        if let Some(r) = self
+            .replicas
+            .values()
+            .find(|r| r.descriptor().contains(key))
+        {
+            return Ok(r.range_id());
+        }
+        // No initialized replica holds the key (yet): say which range would.
+        let range_id = if key.first() == Some(&keys::SYSTEM_DATA) {
+            SYSTEM_RANGE_ID
+        } else {
+            USER_RANGE_ID
+        };
+        Err(Error::RangeNotFound(range_id))
+    }
+
+    fn handle(&mut self, msg: StoreMsg) {
+        match msg {
+            StoreMsg::Raft { from, msgs } => {
+                for (range_id, m) in msgs {
+                    if m.to != self.cfg.node_id {
+                        tracing::warn!(to = m.to, from, "raft message for another node dropped");
+                        continue;
+                    }
+                    if !self.replicas.contains_key(&range_id) {
+                        // A replica of a range we do not hold yet: create it
+                        // empty; the leader will send a snapshot.
+                        match self.open_replica(range_id) {
+                            Ok(r) => {
+                                tracing::info!(
+                                    range_id,
+                                    from,
+                                    "created replica for incoming raft traffic"
+                                );
+                                self.replicas.insert(range_id, r);
+                            }
+                            Err(e) => {
+                                tracing::error!(range_id, %e, "cannot create replica");
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(r) = self.replicas.get_mut(&range_id) {
+                        if let Err(e) = r.step(m) {
+                            tracing::debug!(range_id, %e, "raft step failed");
+                        }
+                    }
+                }
+            }
+            StoreMsg::Write { ops, done } => {
+                let Some(first) = ops.first() else {
+                    let _ = done.send(Ok(()));
+                    return;
+                };
+                match self.route(&first.key) {
+                    Ok(id) => {
+                        if let Some(r) = self.replicas.get_mut(&id) {
+                            r.propose(ops, done);
+                        }
+                    }
+                    Err(e) => drop(done.send(Err(e))),
+                }
+            }
+            StoreMsg::Read {
+                op,
+                consistency,
+                done,
+            } => {
+                let key = match &op {
+                    ReadOp::Get(k) => k,
+                    ReadOp::Scan { start, .. } => start,
+                };
+                match self.route(key) {
+                    Ok(id) => {
+                        if let Some(r) = self.replicas.get_mut(&id) {
+                            match consistency {
+                                Consistency::Linearizable => r.read(op, done),
+                                Consistency::Local => drop(done.send(r.read_local(&op))),
+                            }
+                        }
+                    }
+                    Err(e) => drop(done.send(Err(e))),
+                }
+            }
+            StoreMsg::Status { done } => {
+                let ranges = self.replicas.values().map(|r| r.status()).collect();
+                let _ = done.send(NodeStatus {
+                    node_id: self.cfg.node_id,
+                    ranges,
+                });
+            }
+        }
+    }
+
+    /// One engine write. In production it runs on the blocking pool (an
+    /// fsync must not stall the reactor); in simulation MemEngine never
+    /// blocks and madsim forbids blocking tasks, so it runs inline.
+    async fn write(&self, wb: WriteBatch, sync: bool) -> Result<()> {
+        #[cfg(madsim)]
+        {
+            self.engine.write(&wb, sync)
+        }
+        #[cfg(not(madsim))]
+        {
+            let engine = self.engine.clone();
+            match tokio::task::spawn_blocking(move || engine.write(&wb, sync)).await {
+                Ok(r) => r,
+                Err(e) => Err(Error::Internal(format!("engine write task failed: {e}"))),
+            }
+        }
+    }
+
+    fn send_all(&self, msgs: Vec<(u64, Vec<Message>)>) {
+        for (range_id, ms) in msgs {
+            for m in ms {
+                self.transport.send(range_id, m);
+            }
+        }
+    }
+
+    /// Handles every replica's Ready with one synced engine write (see module docs).
+    async fn process_readies(&mut self) -> Result<()> {
+        let mut wb = WriteBatch::new();
+        let mut sync = false;
+        let mut early = Vec::new();
+        let mut readies = Vec::new();
+        let mut completions = Vec::new();
+        for (&id, r) in self.replicas.iter_mut() {
+            let mut msgs = Vec::new();
+            if let Some((rd, must_sync)) = r.collect_ready(&mut wb, &mut msgs, &mut completions)? {
+                sync |= must_sync;
+                readies.push((id, rd));
+            }
+            early.push((id, msgs));
+        }
+        // Leaders may send appends before their own fsync (Raft thesis 10.2.1).
+        self.send_all(early);
+        if readies.is_empty() && completions.is_empty() {
+            return Ok(());
+        }
+        if !wb.is_empty() || sync {
+            self.write(wb, sync).await?;
+        }
+        let mut wb = WriteBatch::new();
+        let mut late = Vec::new();
+        for (id, rd) in readies {
+            let mut msgs = Vec::new();
+            if let Some(r) = self.replicas.get_mut(&id) {
+                r.finish_ready(rd, &mut wb, &mut msgs, &mut completions)?;
+            }
+            late.push((id, msgs));
+        }
+        if !wb.is_empty() {
+            self.write(wb, false).await?;
+        }
+        self.send_all(late);
+        for r in self.replicas.values_mut() {
+            r.after_write(&mut completions);
+        }
+        completions.into_iter().for_each(Completion::send);
+        Ok(())
+    }
+}

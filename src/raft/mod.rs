@@ -1,0 +1,51 @@
+//! The raft-rs adapter: `LogStore` (raft::Storage over an `Engine`), group
+//! configuration, and a slog→tracing bridge for raft-rs' logger.
+//!
+//! This layer knows Raft logs, hard state, apply state and snapshots of one
+//! key span; it knows nothing of ranges, requests or MVCC. The caller (the
+//! node's Store) drives each `RawNode` through raft-rs' Ready order and passes
+//! one `WriteBatch` through every mutation here, so all state changes of a loop
+//! land in one engine write.
+
+mod log_store;
+mod logger;
+
+pub use log_store::{ApplyState, LogStore, SnapshotData};
+pub use logger::raft_logger;
+
+pub use raft::eraftpb;
+pub use raft::{RawNode, StateRole};
+
+/// Log index and term at which a freshly bootstrapped range starts. Replicas
+/// created later start empty, below it, and so always receive a snapshot first.
+pub const INIT_INDEX: u64 = 5;
+pub const INIT_TERM: u64 = 5;
+
+/// raft-rs configuration for one replica.
+///
+/// `election_tick` is this replica's own timeout, drawn by the caller from the
+/// seeded runtime RNG; the randomized range is one tick wide because raft-rs
+/// draws from `rand::thread_rng()`, which the simulator cannot seed.
+pub fn group_config(
+    id: u64,
+    applied: u64,
+    heartbeat_tick: usize,
+    election_tick: usize,
+) -> raft::Config {
+    raft::Config {
+        id,
+        applied,
+        heartbeat_tick,
+        election_tick,
+        min_election_tick: election_tick,
+        max_election_tick: election_tick + 1,
+        check_quorum: true,
+        pre_vote: true,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        max_uncommitted_size: 64 * 1024 * 1024,
+        max_committed_size_per_ready: 16 * 1024 * 1024,
+        batch_append: true,
+        ..Default::default()
+    }
+}

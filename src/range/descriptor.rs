@@ -1,0 +1,59 @@
+//! Range descriptors: id, key span, epoch and replicas.
+
+use crate::keys;
+
+/// The range holding the `_/` metadata namespace.
+pub const SYSTEM_RANGE_ID: u64 = 1;
+/// The first (and for now only) user range.
+pub const USER_RANGE_ID: u64 = 2;
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct RangeDescriptor {
+    #[prost(uint64, tag = "1")]
+    pub range_id: u64,
+    /// Inclusive start in the internal data keyspace.
+    #[prost(bytes = "vec", tag = "2")]
+    pub start_key: Vec<u8>,
+    /// Exclusive end in the internal data keyspace.
+    #[prost(bytes = "vec", tag = "3")]
+    pub end_key: Vec<u8>,
+    /// Bumped by membership changes.
+    #[prost(uint64, tag = "4")]
+    pub conf_ver: u64,
+    /// Bumped by splits and merges.
+    #[prost(uint64, tag = "5")]
+    pub version: u64,
+    /// Node ids holding a replica.
+    #[prost(uint64, repeated, tag = "6")]
+    pub replicas: Vec<u64>,
+}
+
+impl RangeDescriptor {
+    pub fn contains(&self, data_key: &[u8]) -> bool {
+        data_key >= self.start_key.as_slice() && data_key < self.end_key.as_slice()
+    }
+
+    /// The two ranges a new cluster starts with.
+    pub fn initial(replicas: Vec<u64>) -> Vec<RangeDescriptor> {
+        let (s0, s1) = keys::system_data_bounds();
+        let (u0, u1) = keys::user_data_bounds();
+        vec![
+            RangeDescriptor {
+                range_id: SYSTEM_RANGE_ID,
+                start_key: s0,
+                end_key: s1,
+                conf_ver: 1,
+                version: 1,
+                replicas: replicas.clone(),
+            },
+            RangeDescriptor {
+                range_id: USER_RANGE_ID,
+                start_key: u0,
+                end_key: u1,
+                conf_ver: 1,
+                version: 1,
+                replicas,
+            },
+        ]
+    }
+}

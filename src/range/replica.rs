@@ -1,0 +1,503 @@
+//! `Replica`: one range's Raft group on this node, its state machine, and the
+//! proposals and reads waiting on it. Synchronous; the node's Store drives it
+//! through the two Ready phases and owns all IO.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message};
+use raft::{RawNode, Ready, StateRole};
+use tokio::sync::oneshot;
+
+use super::{Command, Op, RangeDescriptor};
+use crate::error::{Error, LeaderHint, Result};
+use crate::keys;
+use crate::raft::{group_config, raft_logger, LogStore};
+use crate::storage::{Engine, KvPair, WriteBatch};
+
+/// Where a request's answer goes.
+pub type Responder<T> = oneshot::Sender<Result<T>>;
+
+/// A read, over internal data keys.
+#[derive(Debug, Clone)]
+pub enum ReadOp {
+    Get(Vec<u8>),
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        reverse: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResult {
+    Value(Option<Vec<u8>>),
+    Pairs(Vec<KvPair>),
+}
+
+/// An answer to send once the engine write that makes it true has landed.
+pub enum Completion {
+    Write(Responder<()>, Result<()>),
+    Read(Responder<ReadResult>, Result<ReadResult>),
+}
+
+impl Completion {
+    pub fn send(self) {
+        // A receiver that gave up (timed out) is not an error.
+        match self {
+            Completion::Write(tx, r) => drop(tx.send(r)),
+            Completion::Read(tx, r) => drop(tx.send(r)),
+        }
+    }
+}
+
+struct Proposal {
+    id: u64,
+    done: Responder<()>,
+}
+
+struct PendingRead {
+    ctx: u64,
+    op: ReadOp,
+    done: Responder<ReadResult>,
+    /// Set when the ReadIndex round finished: serve once applied >= index.
+    index: Option<u64>,
+}
+
+/// A snapshot of a replica's Raft state, for status and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub range_id: u64,
+    pub leader_id: u64,
+    pub term: u64,
+    pub is_leader: bool,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    pub voters: Vec<u64>,
+}
+
+pub struct Replica {
+    node_id: u64,
+    desc: RangeDescriptor,
+    group: RawNode<LogStore>,
+    engine: Arc<dyn Engine>,
+    /// Waiting writes by log index.
+    proposals: BTreeMap<u64, Proposal>,
+    reads: Vec<PendingRead>,
+    /// Reads that arrived before this leader committed an entry of its term.
+    early_reads: Vec<(ReadOp, Responder<ReadResult>)>,
+    next_ctx: u64,
+    next_cmd_id: u64,
+    was_leader: bool,
+    log_compact_entries: u64,
+}
+
+impl Replica {
+    /// Opens the replica of `range_id` stored in `engine` (empty if new).
+    /// `election_tick` is this replica's own election timeout (seeded by the caller).
+    pub fn open(
+        node_id: u64,
+        range_id: u64,
+        engine: Arc<dyn Engine>,
+        heartbeat_tick: usize,
+        election_tick: usize,
+        log_compact_entries: u64,
+        id_seed: u64,
+    ) -> Result<Replica> {
+        let desc = match engine.get(&keys::descriptor_key(range_id))? {
+            Some(b) => <RangeDescriptor as prost::Message>::decode(b.as_slice())?,
+            None => RangeDescriptor {
+                range_id,
+                ..Default::default()
+            },
+        };
+        let span = (desc.start_key.clone(), desc.end_key.clone());
+        let store = LogStore::open(
+            engine.clone(),
+            range_id,
+            span,
+            vec![keys::descriptor_key(range_id)],
+        )?;
+        let cfg = group_config(
+            node_id,
+            store.applied_index(),
+            heartbeat_tick,
+            election_tick,
+        );
+        let group = RawNode::new(&cfg, store, &raft_logger(node_id, range_id))?;
+        Ok(Replica {
+            node_id,
+            desc,
+            group,
+            engine,
+            proposals: BTreeMap::new(),
+            reads: Vec::new(),
+            early_reads: Vec::new(),
+            next_ctx: 1,
+            next_cmd_id: id_seed,
+            was_leader: false,
+            log_compact_entries,
+        })
+    }
+
+    /// Stages a new range's descriptor and initial Raft state.
+    pub fn bootstrap(wb: &mut WriteBatch, desc: &RangeDescriptor) {
+        wb.put(
+            keys::descriptor_key(desc.range_id),
+            prost::Message::encode_to_vec(desc),
+        );
+        LogStore::bootstrap(wb, desc.range_id, desc.replicas.clone());
+    }
+
+    pub fn range_id(&self) -> u64 {
+        self.desc.range_id
+    }
+    pub fn descriptor(&self) -> &RangeDescriptor {
+        &self.desc
+    }
+    pub fn is_initialized(&self) -> bool {
+        self.group.store().is_initialized()
+    }
+    pub fn has_ready(&self) -> bool {
+        self.group.has_ready()
+    }
+    pub fn is_leader(&self) -> bool {
+        self.group.raft.state == StateRole::Leader
+    }
+    pub fn leader_id(&self) -> u64 {
+        self.group.raft.leader_id
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        let store = self.group.store();
+        ReplicaStatus {
+            range_id: self.desc.range_id,
+            leader_id: self.group.raft.leader_id,
+            term: self.group.raft.term,
+            is_leader: self.is_leader(),
+            commit: self.group.raft.raft_log.committed,
+            applied: store.applied_index(),
+            last_index: store.last_index_cached(),
+            voters: store.conf_state().voters.clone(),
+        }
+    }
+
+    /// The error for a request that needs the leader, with a hint if known.
+    pub fn not_leader(&self) -> Error {
+        let leader = self.group.raft.leader_id;
+        Error::NotLeader {
+            range_id: self.desc.range_id,
+            leader: (leader != 0 && leader != self.node_id).then_some(LeaderHint {
+                node_id: leader,
+                client_address: None,
+            }),
+        }
+    }
+
+    pub fn tick(&mut self) {
+        self.group.tick();
+        // Drop waiters whose clients gave up.
+        self.proposals.retain(|_, p| !p.done.is_closed());
+        self.reads.retain(|r| !r.done.is_closed());
+        self.early_reads.retain(|(_, d)| !d.is_closed());
+    }
+
+    pub fn step(&mut self, msg: Message) -> Result<()> {
+        self.group.step(msg)?;
+        Ok(())
+    }
+
+    pub fn campaign(&mut self) -> Result<()> {
+        self.group.campaign()?;
+        Ok(())
+    }
+
+    /// Proposes a write; `done` is answered once it is applied (or fails).
+    pub fn propose(&mut self, ops: Vec<Op>, done: Responder<()>) {
+        if !self.is_leader() {
+            let _ = done.send(Err(self.not_leader()));
+            return;
+        }
+        if let Some(op) = ops.iter().find(|op| !self.desc.contains(&op.key)) {
+            let _ = done.send(Err(Error::InvalidArgument(format!(
+                "key {:?} is not in range {}",
+                String::from_utf8_lossy(keys::user_key(&op.key).unwrap_or(&op.key)),
+                self.desc.range_id
+            ))));
+            return;
+        }
+        self.next_cmd_id = self.next_cmd_id.wrapping_add(1);
+        let id = self.next_cmd_id;
+        let data = Command { id, ops }.encode();
+        let before = self.group.raft.raft_log.last_index();
+        if let Err(e) = self.group.propose(vec![], data) {
+            let _ = done.send(Err(Error::Unavailable(format!("proposal dropped: {e}"))));
+            return;
+        }
+        let index = self.group.raft.raft_log.last_index();
+        if index == before {
+            let _ = done.send(Err(Error::Unavailable(
+                "proposal dropped (leader busy)".into(),
+            )));
+            return;
+        }
+        self.proposals.insert(index, Proposal { id, done });
+    }
+
+    /// A linearizable read through ReadIndex.
+    pub fn read(&mut self, op: ReadOp, done: Responder<ReadResult>) {
+        if !self.is_leader() {
+            let _ = done.send(Err(self.not_leader()));
+            return;
+        }
+        if !self.group.raft.commit_to_current_term() {
+            // raft-rs silently drops ReadIndex until the leader commits in its term.
+            self.early_reads.push((op, done));
+            return;
+        }
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        self.group.read_index(ctx.to_be_bytes().to_vec());
+        self.reads.push(PendingRead {
+            ctx,
+            op,
+            done,
+            index: None,
+        });
+    }
+
+    /// A read of this replica's local state, possibly stale.
+    pub fn read_local(&self, op: &ReadOp) -> Result<ReadResult> {
+        self.execute(op)
+    }
+
+    fn execute(&self, op: &ReadOp) -> Result<ReadResult> {
+        match op {
+            ReadOp::Get(key) => {
+                if !self.desc.contains(key) {
+                    return Err(Error::Internal(format!(
+                        "get outside range {}",
+                        self.desc.range_id
+                    )));
+                }
+                Ok(ReadResult::Value(self.engine.get(key)?))
+            }
+            ReadOp::Scan {
+                start,
+                end,
+                limit,
+                reverse,
+            } => {
+                let s = start.clone().max(self.desc.start_key.clone());
+                let e = if end.is_empty() {
+                    self.desc.end_key.clone()
+                } else {
+                    end.clone().min(self.desc.end_key.clone())
+                };
+                Ok(ReadResult::Pairs(
+                    self.engine.scan(&s, &e, *limit, *reverse)?,
+                ))
+            }
+        }
+    }
+
+    /// Ready phase 1: stage the snapshot, committed entries, new entries and
+    /// hard state into `wb`; collect messages that may go out before the
+    /// write. Returns the Ready and whether the write must be synced.
+    pub fn collect_ready(
+        &mut self,
+        wb: &mut WriteBatch,
+        msgs: &mut Vec<Message>,
+        completions: &mut Vec<Completion>,
+    ) -> Result<Option<(Ready, bool)>> {
+        if !self.group.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = self.group.ready();
+        msgs.extend(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.group.mut_store().apply_snapshot(&snap, wb)?;
+            self.reload_descriptor_from(&snap)?;
+        }
+        for e in rd.take_committed_entries() {
+            self.apply_entry(e, wb, completions)?;
+        }
+        self.group.mut_store().append(rd.entries(), wb)?;
+        if let Some(hs) = rd.hs() {
+            self.group.mut_store().set_hard_state(hs, wb)?;
+        }
+        for rs in rd.take_read_states() {
+            let ctx = rs
+                .request_ctx
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if let Some(r) = self.reads.iter_mut().find(|r| r.ctx == ctx) {
+                r.index = Some(rs.index);
+            }
+        }
+        let sync = rd.must_sync();
+        Ok(Some((rd, sync)))
+    }
+
+    /// Ready phase 2, after phase 1's batch is durable: messages that needed
+    /// persistence, then the light ready's commit and entries into `wb`.
+    pub fn finish_ready(
+        &mut self,
+        mut rd: Ready,
+        wb: &mut WriteBatch,
+        msgs: &mut Vec<Message>,
+        completions: &mut Vec<Completion>,
+    ) -> Result<()> {
+        msgs.extend(rd.take_persisted_messages());
+        let mut light = self.group.advance(rd);
+        if let Some(c) = light.commit_index() {
+            self.group.mut_store().set_commit(c, wb)?;
+        }
+        msgs.extend(light.take_messages());
+        for e in light.take_committed_entries() {
+            self.apply_entry(e, wb, completions)?;
+        }
+        self.group.advance_apply();
+        self.maybe_compact(wb)?;
+        Ok(())
+    }
+
+    /// After every write of the loop landed: answer reads that are now
+    /// safe, start reads that were waiting for the leader's first commit, and
+    /// fail waiters if leadership was lost.
+    pub fn after_write(&mut self, completions: &mut Vec<Completion>) {
+        let leader = self.is_leader();
+        if self.was_leader && !leader {
+            for r in self.reads.drain(..) {
+                completions.push(Completion::Read(
+                    r.done,
+                    Err(Error::NotLeader {
+                        range_id: self.desc.range_id,
+                        leader: None,
+                    }),
+                ));
+            }
+        }
+        self.was_leader = leader;
+        if !leader {
+            for (_, done) in self.early_reads.drain(..) {
+                let err = Error::NotLeader {
+                    range_id: self.desc.range_id,
+                    leader: None,
+                };
+                completions.push(Completion::Read(done, Err(err)));
+            }
+        } else if !self.early_reads.is_empty() && self.group.raft.commit_to_current_term() {
+            for (op, done) in std::mem::take(&mut self.early_reads) {
+                self.read(op, done);
+            }
+        }
+        let applied = self.group.store().applied_index();
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].index.is_some_and(|idx| idx <= applied) {
+                let r = self.reads.swap_remove(i);
+                let result = self.execute(&r.op);
+                completions.push(Completion::Read(r.done, result));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Fails every waiter (shutdown).
+    pub fn fail_all(&mut self, err: Error, completions: &mut Vec<Completion>) {
+        for (_, p) in std::mem::take(&mut self.proposals) {
+            completions.push(Completion::Write(p.done, Err(err.clone())));
+        }
+        for r in self.reads.drain(..) {
+            completions.push(Completion::Read(r.done, Err(err.clone())));
+        }
+        for (_, done) in self.early_reads.drain(..) {
+            completions.push(Completion::Read(done, Err(err.clone())));
+        }
+    }
+
+    fn reload_descriptor_from(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<()> {
+        let data = <crate::raft::SnapshotData as prost::Message>::decode(snap.get_data())?;
+        let key = keys::descriptor_key(self.desc.range_id);
+        let kv = data.pairs.iter().find(|kv| kv.key == key).ok_or_else(|| {
+            Error::Corruption(format!(
+                "snapshot of range {} has no descriptor",
+                self.desc.range_id
+            ))
+        })?;
+        self.desc = <RangeDescriptor as prost::Message>::decode(kv.value.as_slice())?;
+        Ok(())
+    }
+
+    fn apply_entry(
+        &mut self,
+        e: raft::eraftpb::Entry,
+        wb: &mut WriteBatch,
+        completions: &mut Vec<Completion>,
+    ) -> Result<()> {
+        let (index, term) = (e.index, e.term);
+        let mut outcome: Option<(u64, Result<()>)> = None;
+        match e.get_entry_type() {
+            EntryType::EntryNormal => {
+                if !e.data.is_empty() {
+                    let cmd = Command::decode(&e.data)?;
+                    let res = cmd.apply(&self.desc, wb);
+                    outcome = Some((cmd.id, res));
+                }
+            }
+            EntryType::EntryConfChange => {
+                let cc = ConfChange::parse_from_bytes(&e.data)?;
+                let cs = self.group.apply_conf_change(&cc)?;
+                self.group.mut_store().set_conf_state(cs, wb)?;
+            }
+            EntryType::EntryConfChangeV2 => {
+                let cc = ConfChangeV2::parse_from_bytes(&e.data)?;
+                let cs = self.group.apply_conf_change(&cc)?;
+                self.group.mut_store().set_conf_state(cs, wb)?;
+            }
+        }
+        self.group.mut_store().set_applied(index, term, wb);
+        // Older waiters can no longer be answered by their own entry.
+        while let Some(entry) = self.proposals.first_entry() {
+            if *entry.key() >= index {
+                break;
+            }
+            let p = entry.remove();
+            completions.push(Completion::Write(
+                p.done,
+                Err(Error::Unavailable(
+                    "proposal lost in a leader change".into(),
+                )),
+            ));
+        }
+        if let Some(p) = self.proposals.remove(&index) {
+            let result = match outcome {
+                Some((id, res)) if id == p.id => res,
+                _ => Err(Error::Unavailable(
+                    "proposal replaced by a new leader's entry; not applied".into(),
+                )),
+            };
+            completions.push(Completion::Write(p.done, result));
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self, wb: &mut WriteBatch) -> Result<()> {
+        let store = self.group.store();
+        let (applied, truncated) = (store.applied_index(), store.truncated_index());
+        if applied > truncated + self.log_compact_entries {
+            // Keep a tail so briefly lagging followers catch up from the log.
+            let to = applied - self.log_compact_entries / 2;
+            self.group.mut_store().compact(to, wb)?;
+        }
+        Ok(())
+    }
+}

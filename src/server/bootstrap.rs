@@ -1,0 +1,252 @@
+//! Store identity and cluster bootstrap.
+//!
+//! The first write into an empty data directory is the store identity (node
+//! id, peer address, initial peer list, cluster id). Every later start checks
+//! it against the flags and refuses, with one clear message, to run a node on
+//! another node's or another cluster's data; a directory that has data but no
+//! identity is treated as damaged and never touched.
+
+use crate::config::{same_address, ServerConfig};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::range::{RangeDescriptor, Replica};
+use crate::storage::{Engine, WriteBatch};
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct StoreIdent {
+    /// Empty on a joining node until it learns the cluster from its peers.
+    #[prost(string, tag = "1")]
+    pub cluster_id: String,
+    #[prost(uint64, tag = "2")]
+    pub node_id: u64,
+    #[prost(string, tag = "3")]
+    pub peer_address: String,
+    #[prost(string, repeated, tag = "4")]
+    pub peers: Vec<String>,
+}
+
+/// Reads (or, for an empty engine, creates) the store identity.
+pub fn prepare_store(cfg: &ServerConfig, engine: &dyn Engine) -> Result<StoreIdent> {
+    let dir = cfg.data_dir.display();
+    if let Some(b) = engine.get(keys::STORE_IDENT_KEY)? {
+        let ident = <StoreIdent as prost::Message>::decode(b.as_slice()).map_err(|e| {
+            Error::DataDir(format!("data directory {dir} is damaged (store identity unreadable: {e}); refusing to start"))
+        })?;
+        if !same_address(&ident.peer_address, &cfg.peer_address) {
+            return Err(Error::DataDir(format!(
+                "data directory {dir} belongs to node {} (peer address {}) of cluster {}, but this server was started \
+                 with --peer-address {}; use that address or another --data-dir",
+                ident.node_id,
+                ident.peer_address,
+                display_cluster(&ident.cluster_id),
+                cfg.peer_address
+            )));
+        }
+        let given = cfg.initial_peers();
+        let same_peers = given.len() == ident.peers.len()
+            && given
+                .iter()
+                .zip(&ident.peers)
+                .all(|(a, b)| same_address(a, b));
+        if !cfg.peers.is_empty() && !same_peers {
+            return Err(Error::DataDir(format!(
+                "data directory {dir} belongs to a cluster whose nodes are [{}], but this server was started with \
+                 peers [{}]; refusing to start",
+                ident.peers.join(","),
+                given.join(",")
+            )));
+        }
+        return Ok(ident);
+    }
+    if !engine.is_empty()? {
+        return Err(Error::DataDir(format!(
+            "data directory {dir} holds data but no RangeDB store identity: it is damaged or not RangeDB's; refusing to touch it"
+        )));
+    }
+    let peers = cfg.initial_peers();
+    let node_id = cfg.node_id()?;
+    let joining = !cfg.cluster_init;
+    if joining && cfg.peers.is_empty() {
+        return Err(Error::Config(format!(
+            "data directory {dir} is empty: start with --cluster-init to create a new cluster, or with --join=<peer addresses> to join one"
+        )));
+    }
+    let cluster_id = if joining {
+        String::new()
+    } else {
+        new_cluster_id()
+    };
+    let ident = StoreIdent {
+        cluster_id: cluster_id.clone(),
+        node_id,
+        peer_address: cfg.peer_address.clone(),
+        peers,
+    };
+    let mut wb = WriteBatch::new();
+    wb.put(
+        keys::STORE_IDENT_KEY.to_vec(),
+        prost::Message::encode_to_vec(&ident),
+    );
+    if !joining {
+        let voters: Vec<u64> = (1..=ident.peers.len() as u64).collect();
+        let descs = RangeDescriptor::initial(voters);
+        for d in &descs {
+            Replica::bootstrap(&mut wb, d);
+        }
+        let replication = ident.peers.len().min(3);
+        wb.put(
+            keys::data_key(b"_/cluster/id"),
+            cluster_id.as_bytes().to_vec(),
+        );
+        wb.put(
+            keys::data_key(b"_/cluster/config/replication_factor"),
+            replication.to_string().into_bytes(),
+        );
+        for (i, p) in ident.peers.iter().enumerate() {
+            wb.put(
+                keys::data_key(format!("_/cluster/nodes/{}", i + 1).as_bytes()),
+                p.as_bytes().to_vec(),
+            );
+        }
+        for d in &descs {
+            let v = format!(
+                "{{\"range_id\":{},\"start\":\"{}\",\"end\":\"{}\",\"replicas\":{:?}}}",
+                d.range_id,
+                hex(&d.start_key),
+                hex(&d.end_key),
+                d.replicas
+            );
+            wb.put(
+                keys::data_key(format!("_/partitions/{}", d.range_id).as_bytes()),
+                v.into_bytes(),
+            );
+        }
+        tracing::info!(%cluster_id, nodes = ident.peers.len(), "initialized a new cluster");
+    }
+    engine.write(&wb, true)?;
+    Ok(ident)
+}
+
+fn display_cluster(id: &str) -> &str {
+    if id.is_empty() {
+        "(not yet joined)"
+    } else {
+        id
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn new_cluster_id() -> String {
+    // From the runtime RNG: seeded (and so replayable) in simulation.
+    let a: u64 = madsim::rand::random();
+    let b: u32 = madsim::rand::random();
+    format!(
+        "{:08x}-{:04x}-{:04x}",
+        (a >> 32) as u32,
+        (a & 0xffff) as u16,
+        (b & 0xffff) as u16
+    )
+}
+
+/// Refuses a non-empty directory that is not a RocksDB data directory.
+#[cfg(not(madsim))]
+pub fn check_data_dir(dir: &std::path::Path) -> Result<()> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::DataDir(format!(
+                "cannot read data directory {}: {e}",
+                dir.display()
+            )))
+        }
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    if !dir.join("CURRENT").exists() {
+        return Err(Error::DataDir(format!(
+            "{} is not empty and is not a RangeDB data directory (or it is damaged); refusing to touch it",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemEngine;
+
+    fn cfg(peer: &str, peers: &[&str], init: bool) -> ServerConfig {
+        ServerConfig {
+            peer_address: peer.into(),
+            client_address: "127.0.0.1:9999".into(),
+            peers: peers.iter().map(|s| s.to_string()).collect(),
+            cluster_init: init,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn init_then_restart_then_foreign_flags_refused() {
+        let e = MemEngine::new();
+        let ident = prepare_store(&cfg("127.0.0.1:8080", &[], true), &e).unwrap();
+        assert_eq!(ident.node_id, 1);
+        assert!(!ident.cluster_id.is_empty());
+        assert!(e.get(&keys::data_key(b"_/cluster/id")).unwrap().is_some());
+        // Restart without --cluster-init keeps the identity.
+        let again = prepare_store(&cfg("127.0.0.1:8080", &[], false), &e).unwrap();
+        assert_eq!(again, ident);
+        // Another node's flags on this data are refused and nothing is written.
+        let before = e.dump();
+        let err = prepare_store(&cfg("127.0.0.1:8082", &[], true), &e).unwrap_err();
+        assert!(matches!(err, Error::DataDir(_)), "{err}");
+        let err = prepare_store(
+            &cfg(
+                "127.0.0.1:8080",
+                &["127.0.0.1:8080", "127.0.0.1:8082"],
+                true,
+            ),
+            &e,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("refusing"), "{err}");
+        assert_eq!(e.dump(), before);
+    }
+
+    #[test]
+    fn damaged_or_foreign_data_is_never_touched() {
+        let e = MemEngine::new();
+        let mut wb = WriteBatch::new();
+        wb.put("something", "else");
+        e.write(&wb, true).unwrap();
+        let err = prepare_store(&cfg("127.0.0.1:8080", &[], true), &e).unwrap_err();
+        assert!(err.to_string().contains("damaged"), "{err}");
+        assert_eq!(e.dump().len(), 1);
+
+        let e = MemEngine::new();
+        let mut wb = WriteBatch::new();
+        wb.put(keys::STORE_IDENT_KEY.to_vec(), b"\xff\xff garbage".to_vec());
+        e.write(&wb, true).unwrap();
+        assert!(prepare_store(&cfg("127.0.0.1:8080", &[], true), &e).is_err());
+    }
+
+    #[test]
+    fn empty_dir_needs_init_or_join() {
+        let e = MemEngine::new();
+        let err = prepare_store(&cfg("127.0.0.1:8080", &[], false), &e).unwrap_err();
+        assert!(err.to_string().contains("--cluster-init"), "{err}");
+        assert!(e.dump().is_empty());
+        let peers = ["127.0.0.1:8080", "127.0.0.1:8082"];
+        let joiner = prepare_store(&cfg("127.0.0.1:8082", &peers, false), &e).unwrap();
+        assert_eq!((joiner.node_id, joiner.cluster_id.as_str()), (2, ""));
+        assert!(
+            e.get(&keys::descriptor_key(1)).unwrap().is_none(),
+            "a joiner creates no ranges itself"
+        );
+    }
+}

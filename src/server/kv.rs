@@ -1,0 +1,361 @@
+//! The Kv and Admin services: validate input (nothing is written for bad
+//! input), translate user keys into the data keyspace, hand requests to the
+//! Store, and map errors to statuses.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::config::{
+    DEFAULT_SCAN_LIMIT, MAX_BATCH_BYTES, MAX_BATCH_PAIRS, MAX_KEY_BYTES, MAX_SCAN_LIMIT,
+    MAX_VALUE_BYTES, SCAN_CHUNK_PAIRS,
+};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::node::{Consistency, StoreHandle};
+use crate::proto::admin_server::Admin;
+use crate::proto::kv_server::Kv;
+use crate::proto::*;
+use crate::range::{Op, ReadOp, ReadResult};
+use crate::wire::to_status;
+
+pub struct NodeInfo {
+    pub node_id: u64,
+    pub cluster_id: String,
+    pub peer_address: String,
+    pub client_address: String,
+}
+
+#[derive(Clone)]
+pub struct KvService {
+    store: StoreHandle,
+    info: Arc<NodeInfo>,
+}
+
+impl KvService {
+    pub fn new(store: StoreHandle, info: Arc<NodeInfo>) -> Self {
+        KvService { store, info }
+    }
+}
+
+const RESERVED: &str = "keys under \"_/\" are reserved for cluster metadata and cannot be written through the \
+     Kv API; read them with `rangedb admin meta get|list` and change configuration with `rangedb admin config set`";
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidArgument("key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "key is {} bytes; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_writable_key(key: &[u8]) -> Result<()> {
+    check_key(key)?;
+    if keys::is_system_key(key) {
+        return Err(Error::InvalidArgument(RESERVED.into()));
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn consistency(c: i32) -> Result<Consistency> {
+    match ReadConsistency::try_from(c) {
+        Ok(ReadConsistency::Linearizable) => Ok(Consistency::Linearizable),
+        Ok(ReadConsistency::Local) => Ok(Consistency::Local),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "unknown read consistency {c}"
+        ))),
+    }
+}
+
+/// Validates a BatchPut and turns it into ops; nothing is written on error.
+pub fn batch_ops(pairs: Vec<KeyValue>) -> Result<Vec<Op>> {
+    if pairs.is_empty() {
+        return Err(Error::InvalidArgument("batch is empty".into()));
+    }
+    if pairs.len() > MAX_BATCH_PAIRS {
+        return Err(Error::InvalidArgument(format!(
+            "batch has {} pairs; the limit is {MAX_BATCH_PAIRS}",
+            pairs.len()
+        )));
+    }
+    let total: usize = pairs.iter().map(|p| p.key.len() + p.value.len()).sum();
+    if total > MAX_BATCH_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "batch is {total} bytes; the limit is {MAX_BATCH_BYTES}"
+        )));
+    }
+    let mut ops = Vec::with_capacity(pairs.len());
+    for (i, p) in pairs.into_iter().enumerate() {
+        check_writable_key(&p.key)
+            .and_then(|_| check_value(&p.value))
+            .map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "pair {}: {}",
+                    i + 1,
+                    e.to_string().trim_start_matches("invalid argument: ")
+                ))
+            })?;
+        ops.push(Op::put(keys::data_key(&p.key), p.value));
+    }
+    Ok(ops)
+}
+
+/// The internal scan bounds for a user scan: the system namespace when
+/// `start` is under `_/`, the user keyspace otherwise.
+pub fn scan_bounds(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if keys::is_system_key(start) {
+        let (_, sys_end) = keys::system_data_bounds();
+        let e = if end.is_empty() {
+            sys_end.clone()
+        } else {
+            keys::data_key(end).min(sys_end)
+        };
+        (keys::data_key(start), e)
+    } else {
+        let (u0, u1) = keys::user_data_bounds();
+        let mut s = u0.clone();
+        s.extend_from_slice(start);
+        let e = if end.is_empty() {
+            u1
+        } else {
+            let mut e = u0;
+            e.extend_from_slice(end);
+            e
+        };
+        (s, e)
+    }
+}
+
+type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = request.into_inner();
+        check_key(&req.key).map_err(to_status)?;
+        let c = consistency(req.consistency).map_err(to_status)?;
+        match self
+            .store
+            .read(ReadOp::Get(keys::data_key(&req.key)), c)
+            .await
+            .map_err(to_status)?
+        {
+            ReadResult::Value(Some(value)) => Ok(Response::new(GetResponse { found: true, value })),
+            ReadResult::Value(None) => Ok(Response::new(GetResponse {
+                found: false,
+                value: Vec::new(),
+            })),
+            ReadResult::Pairs(_) => Err(Status::internal("unexpected read result")),
+        }
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        check_writable_key(&req.key)
+            .and_then(|_| check_value(&req.value))
+            .map_err(to_status)?;
+        self.store
+            .write(vec![Op::put(keys::data_key(&req.key), req.value)])
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(PutResponse {}))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let req = request.into_inner();
+        check_writable_key(&req.key).map_err(to_status)?;
+        self.store
+            .write(vec![Op::delete(keys::data_key(&req.key))])
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(DeleteResponse {}))
+    }
+
+    type ScanStream = ScanStream;
+
+    async fn scan(
+        &self,
+        request: Request<ScanRequest>,
+    ) -> Result<Response<Self::ScanStream>, Status> {
+        let req = request.into_inner();
+        for k in [&req.start, &req.end] {
+            if k.len() > MAX_KEY_BYTES {
+                return Err(to_status(Error::InvalidArgument(format!(
+                    "scan bound is {} bytes; the limit is {MAX_KEY_BYTES}",
+                    k.len()
+                ))));
+            }
+        }
+        let limit = match req.limit as usize {
+            0 => DEFAULT_SCAN_LIMIT,
+            n if n > MAX_SCAN_LIMIT => {
+                return Err(to_status(Error::InvalidArgument(format!(
+                    "scan limit {n} exceeds the maximum {MAX_SCAN_LIMIT}"
+                ))))
+            }
+            n => n,
+        };
+        let c = consistency(req.consistency).map_err(to_status)?;
+        let (start, end) = scan_bounds(&req.start, &req.end);
+        let op = ReadOp::Scan {
+            start,
+            end,
+            limit,
+            reverse: req.reverse,
+        };
+        let pairs = match self.store.read(op, c).await.map_err(to_status)? {
+            ReadResult::Pairs(p) => p,
+            ReadResult::Value(_) => return Err(Status::internal("unexpected read result")),
+        };
+        let mut chunks = Vec::new();
+        let mut it = pairs.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<KeyValue> = it
+                .by_ref()
+                .take(SCAN_CHUNK_PAIRS)
+                .filter_map(|(k, value)| {
+                    keys::user_key(&k).map(|key| KeyValue {
+                        key: key.to_vec(),
+                        value,
+                    })
+                })
+                .collect();
+            chunks.push(Ok(ScanResponse { pairs: chunk }));
+        }
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn batch_put(
+        &self,
+        request: Request<BatchPutRequest>,
+    ) -> Result<Response<BatchPutResponse>, Status> {
+        let ops = batch_ops(request.into_inner().pairs).map_err(to_status)?;
+        self.store.write(ops).await.map_err(to_status)?;
+        Ok(Response::new(BatchPutResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for KvService {
+    async fn node_status(
+        &self,
+        _: Request<NodeStatusRequest>,
+    ) -> Result<Response<NodeStatusResponse>, Status> {
+        let s = self.store.status().await.map_err(to_status)?;
+        // The cluster id is system data: a joining node learns it with its first snapshot.
+        let cluster_id = match self
+            .store
+            .read(
+                ReadOp::Get(keys::data_key(b"_/cluster/id")),
+                Consistency::Local,
+            )
+            .await
+        {
+            Ok(ReadResult::Value(Some(v))) => String::from_utf8_lossy(&v).into_owned(),
+            _ => self.info.cluster_id.clone(),
+        };
+        let ranges = s
+            .ranges
+            .into_iter()
+            .map(|r| RangeStatus {
+                range_id: r.range_id,
+                leader_id: r.leader_id,
+                term: r.term,
+                is_leader: r.is_leader,
+                commit: r.commit,
+                applied: r.applied,
+                last_index: r.last_index,
+                voters: r.voters,
+            })
+            .collect();
+        Ok(Response::new(NodeStatusResponse {
+            node_id: self.info.node_id,
+            cluster_id,
+            peer_address: self.info.peer_address.clone(),
+            client_address: self.info.client_address.clone(),
+            ranges,
+            client_addresses: self.store.directory().all().into_iter().collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_batches_are_rejected_whole() {
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: v.into(),
+        };
+        assert!(batch_ops(vec![]).is_err());
+        let err = batch_ops(vec![kv("/a", "1"), kv("_/cluster/x", "2")]).unwrap_err();
+        assert!(
+            err.to_string().contains("pair 2") && err.to_string().contains("reserved"),
+            "{err}"
+        );
+        assert!(batch_ops(vec![kv("/a", "1"), kv("", "2")]).is_err());
+        let many: Vec<KeyValue> = (0..=MAX_BATCH_PAIRS)
+            .map(|i| kv(&format!("/k{i}"), "v"))
+            .collect();
+        assert!(batch_ops(many).is_err());
+        let big = KeyValue {
+            key: b"/big".to_vec(),
+            value: vec![0; MAX_VALUE_BYTES + 1],
+        };
+        assert!(batch_ops(vec![big]).is_err());
+        assert_eq!(
+            batch_ops(vec![kv("/a", "1"), kv("/b", "2")]).unwrap().len(),
+            2
+        );
+    }
+
+    #[test]
+    fn key_checks() {
+        assert!(check_writable_key(b"").is_err());
+        assert!(check_writable_key(&vec![b'a'; MAX_KEY_BYTES + 1]).is_err());
+        assert!(check_writable_key(b"_/partitions/1").is_err());
+        assert!(
+            check_key(b"_/partitions/1").is_ok(),
+            "system keys are readable"
+        );
+        assert!(check_writable_key(b"/user/1").is_ok());
+        assert!(check_value(&vec![0; MAX_VALUE_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn scan_bounds_stay_in_one_namespace() {
+        let (s, e) = scan_bounds(b"/user/", b"/user/z");
+        assert_eq!(s, keys::data_key(b"/user/"));
+        assert_eq!(e, keys::data_key(b"/user/z"));
+        let (s, e) = scan_bounds(b"", b"");
+        assert_eq!((s, e), keys::user_data_bounds());
+        let (s, e) = scan_bounds(b"_/partitions/", b"");
+        assert_eq!(s, keys::data_key(b"_/partitions/"));
+        assert_eq!(e, keys::system_data_bounds().1);
+        // A user scan whose end lies past "_/" still covers only user keys.
+        let (s, e) = scan_bounds(b"/a", b"zzz");
+        assert!(s < e && e < keys::user_data_bounds().1);
+    }
+}

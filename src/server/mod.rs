@@ -1,0 +1,185 @@
+//! The server edge: node bootstrap/restart (the store identity check), the
+//! tonic services (Kv, RaftTransport, Admin, grpc.health.v1), Error -> Status.
+//!
+//! `run_node` is the whole server as one future over an `Engine` and a
+//! shutdown signal; production wraps it with RocksDB and OS signals
+//! (`serve`), the simulator with a MemEngine it keeps across restarts.
+
+mod bootstrap;
+mod health;
+mod kv;
+mod raft_service;
+
+pub use bootstrap::{prepare_store, StoreIdent};
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use crate::error::{Error, Result};
+use crate::node::{Directory, Store, StoreConfig, Transport};
+use crate::proto::admin_server::AdminServer;
+use crate::proto::kv_server::KvServer;
+use crate::proto::raft_transport_server::RaftTransportServer;
+use crate::storage::Engine;
+
+/// Resolves `host:port` to a socket address to listen on (IPv4 preferred).
+pub async fn resolve_listen(addr: &str) -> Result<SocketAddr> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let found: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot resolve {addr}: {e}")))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| Error::Config(format!("{addr} resolves to no address")))
+}
+
+async fn until_shutdown(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
+}
+
+/// Runs one node until `shutdown` becomes true (or a fatal error).
+pub async fn run_node(
+    cfg: ServerConfig,
+    engine: Arc<dyn Engine>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    cfg.validate()?;
+    let ident = prepare_store(&cfg, engine.as_ref())?;
+    let node_id = ident.node_id;
+    let peer_addr = resolve_listen(&cfg.peer_address).await?;
+    let client_addr = resolve_listen(&cfg.client_address).await?;
+
+    let peers: BTreeMap<u64, String> = ident
+        .peers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u64 + 1, a.clone()))
+        .filter(|(id, _)| *id != node_id)
+        .collect();
+    let directory = Directory::default();
+    directory.insert(node_id, cfg.client_address.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let transport = Transport::start(node_id, cfg.client_address.clone(), peers, stop_rx.clone());
+    let store_cfg = StoreConfig {
+        node_id,
+        tick: cfg.tick,
+        heartbeat_ticks: cfg.heartbeat_ticks,
+        election_ticks: cfg.election_ticks,
+        log_compact_entries: cfg.log_compact_entries,
+        max_msgs_per_loop: cfg.max_msgs_per_loop,
+        request_timeout: cfg.request_timeout,
+    };
+    let (store, handle) = Store::open(
+        store_cfg,
+        engine.clone(),
+        transport,
+        directory,
+        madsim::rand::random(),
+    )?;
+    let mut store_task = tokio::spawn(store.run(stop_rx.clone()));
+
+    let info = Arc::new(kv::NodeInfo {
+        node_id,
+        cluster_id: ident.cluster_id.clone(),
+        peer_address: cfg.peer_address.clone(),
+        client_address: cfg.client_address.clone(),
+    });
+    let kv_service = kv::KvService::new(handle.clone(), info);
+    let health = health::HealthService::new(handle.clone());
+    let raft_service = raft_service::RaftService::new(handle.clone());
+
+    let peer_server = tonic::transport::Server::builder()
+        .add_service(RaftTransportServer::new(raft_service))
+        .add_service(health::pb::health_server::HealthServer::new(health.clone()))
+        .serve_with_shutdown(peer_addr, until_shutdown(stop_rx.clone()));
+    let client_server = tonic::transport::Server::builder()
+        .add_service(KvServer::new(kv_service.clone()))
+        .add_service(AdminServer::new(kv_service))
+        .add_service(health::pb::health_server::HealthServer::new(health.clone()))
+        .serve_with_shutdown(client_addr, until_shutdown(stop_rx.clone()));
+    let mut peer_task = tokio::spawn(peer_server);
+    let mut client_task = tokio::spawn(client_server);
+    tracing::info!(node_id, peer = %cfg.peer_address, client = %cfg.client_address, cluster_id = %ident.cluster_id, "rangedb node started");
+
+    let result: Result<()> = tokio::select! {
+        _ = until_shutdown(shutdown) => Ok(()),
+        r = &mut peer_task => Err(Error::Config(format!("cannot serve peer address {}: {}", cfg.peer_address,
+            match r { Ok(Err(e)) => error_chain(&e), Ok(Ok(())) => "stopped".into(), Err(e) => e.to_string() }))),
+        r = &mut client_task => Err(Error::Config(format!("cannot serve client address {}: {}", cfg.client_address,
+            match r { Ok(Err(e)) => error_chain(&e), Ok(Ok(())) => "stopped".into(), Err(e) => e.to_string() }))),
+        r = &mut store_task => match r {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Err(Error::Internal("store stopped".into())),
+            Err(e) => Err(Error::Internal(format!("store task: {e}"))),
+        },
+    };
+    tracing::info!("rangedb node shutting down");
+    let _ = stop_tx.send(true);
+    let _ = store_task.await;
+    let _ = peer_task.await;
+    let _ = client_task.await;
+    result
+}
+
+/// Production entry point: RocksDB in `cfg.data_dir`, graceful stop on
+/// SIGINT/SIGTERM.
+#[cfg(not(madsim))]
+pub async fn serve(cfg: ServerConfig) -> Result<()> {
+    cfg.validate()?;
+    bootstrap::check_data_dir(&cfg.data_dir)?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        Error::DataDir(format!(
+            "cannot create data directory {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    let engine = Arc::new(crate::storage::RocksEngine::open(&cfg.data_dir)?);
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down gracefully");
+        let _ = tx.send(true);
+    });
+    run_node(cfg, engine, rx).await
+}
+
+#[cfg(not(madsim))]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Error <-> gRPC Status, in one place for both directions: the server's
+//! edge encodes, the client SDK decodes. Every status RangeDB itself produces
+//! carries `x-rangedb-error`, so the SDK can tell a server's answer from a
+//! connection failure.
+//!
+//! Routing errors become `UNAVAILABLE` with metadata the SDK reads:
+//! `x-rangedb-error` (`not-leader`, `range-not-found`), `x-rangedb-range`,
+//! `x-rangedb-leader-id` and `x-rangedb-leader-address`.
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::error::{Error, LeaderHint};
+
+pub const ERROR_KIND: &str = "x-rangedb-error";
+pub const RANGE_ID: &str = "x-rangedb-range";
+pub const LEADER_ID: &str = "x-rangedb-leader-id";
+pub const LEADER_ADDRESS: &str = "x-rangedb-leader-address";
+
+fn set(status: &mut Status, key: &'static str, value: &str) {
+    if let Ok(v) = MetadataValue::try_from(value) {
+        status.metadata_mut().insert(key, v);
+    }
+}
+
+pub fn to_status(e: Error) -> Status {
+    let kind = match &e {
+        Error::InvalidArgument(_) => "invalid-argument",
+        Error::NotLeader { .. } => "not-leader",
+        Error::RangeNotFound(_) => "range-not-found",
+        Error::Timeout(_) => "timeout",
+        Error::Unavailable(_) => "unavailable",
+        Error::ShuttingDown => "shutting-down",
+        Error::DataDir(_) | Error::Config(_) => "precondition",
+        _ => "internal",
+    };
+    let mut s = to_status_inner(e);
+    set(&mut s, ERROR_KIND, kind);
+    s
+}
+
+/// Whether a status came from a RangeDB server (rather than the transport).
+pub fn is_server_status(s: &Status) -> bool {
+    s.metadata().contains_key(ERROR_KIND)
+}
+
+fn to_status_inner(e: Error) -> Status {
+    let msg = e.to_string();
+    match e {
+        Error::InvalidArgument(_) => Status::invalid_argument(msg),
+        Error::NotLeader { range_id, leader } => {
+            let mut s = Status::unavailable(msg);
+            set(&mut s, RANGE_ID, &range_id.to_string());
+            if let Some(h) = leader {
+                set(&mut s, LEADER_ID, &h.node_id.to_string());
+                if let Some(a) = h.client_address {
+                    set(&mut s, LEADER_ADDRESS, &a);
+                }
+            }
+            s
+        }
+        Error::RangeNotFound(range_id) => {
+            let mut s = Status::unavailable(msg);
+            set(&mut s, RANGE_ID, &range_id.to_string());
+            s
+        }
+        Error::Timeout(_) => Status::deadline_exceeded(msg),
+        Error::Unavailable(_) | Error::ShuttingDown => Status::unavailable(msg),
+        Error::DataDir(_) | Error::Config(_) => Status::failed_precondition(msg),
+        Error::Storage(_) | Error::Corruption(_) | Error::Raft(_) | Error::Internal(_) => {
+            Status::internal(msg)
+        }
+    }
+}
+
+fn get<'a>(status: &'a Status, key: &str) -> Option<&'a str> {
+    status.metadata().get(key).and_then(|v| v.to_str().ok())
+}
+
+/// The SDK's view of a failed call.
+pub fn from_status(s: &Status) -> Error {
+    let range_id = get(s, RANGE_ID).and_then(|v| v.parse().ok()).unwrap_or(0);
+    match (s.code(), get(s, ERROR_KIND)) {
+        (Code::Unavailable, Some("not-leader")) => Error::NotLeader {
+            range_id,
+            leader: get(s, LEADER_ID)
+                .and_then(|v| v.parse().ok())
+                .map(|node_id| LeaderHint {
+                    node_id,
+                    client_address: get(s, LEADER_ADDRESS).map(str::to_string),
+                }),
+        },
+        (Code::Unavailable, Some("range-not-found")) => Error::RangeNotFound(range_id),
+        (Code::InvalidArgument, _) => {
+            Error::InvalidArgument(strip(s.message(), "invalid argument: "))
+        }
+        (Code::DeadlineExceeded, _) | (Code::Cancelled, _) => {
+            Error::Timeout(s.message().to_string())
+        }
+        (Code::Unavailable, _)
+        | (Code::Unknown, _)
+        | (Code::Aborted, _)
+        | (Code::ResourceExhausted, _) => Error::Unavailable(describe(s)),
+        (Code::FailedPrecondition, _) => Error::Config(s.message().to_string()),
+        _ => Error::Internal(describe(s)),
+    }
+}
+
+fn strip(m: &str, prefix: &str) -> String {
+    m.strip_prefix(prefix).unwrap_or(m).to_string()
+}
+
+fn describe(s: &Status) -> String {
+    let m = s.message();
+    if m.is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        m.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_errors_roundtrip_with_hints() {
+        let e = Error::NotLeader {
+            range_id: 2,
+            leader: Some(LeaderHint {
+                node_id: 3,
+                client_address: Some("127.0.0.1:8085".into()),
+            }),
+        };
+        let s = to_status(e.clone());
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(from_status(&s), e);
+        assert!(from_status(&s).is_retryable());
+        assert_eq!(
+            from_status(&to_status(Error::RangeNotFound(7))),
+            Error::RangeNotFound(7)
+        );
+        let bad = from_status(&to_status(Error::InvalidArgument("key is empty".into())));
+        assert_eq!(bad, Error::InvalidArgument("key is empty".into()));
+        assert!(!bad.is_retryable());
+        assert_eq!(
+            to_status(Error::Timeout("x".into())).code(),
+            Code::DeadlineExceeded
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Helpers for tests that run real `rangedb` processes on loopback.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rangedb");
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A server process, killed (SIGKILL) on drop.
+pub struct Server {
+    pub child: Option<Child>,
+    pub args: Vec<String>,
+    pub client_address: String,
+    pub peer_address: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(
+        args: Vec<String>,
+        client_address: String,
+        peer_address: String,
+        log: PathBuf,
+    ) -> Server {
+        let mut s = Server {
+            child: None,
+            args,
+            client_address,
+            peer_address,
+            log,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .args(&self.args)
+            .env("RANGEDB_LOG", "info,raft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rangedb server");
+        self.child = Some(child);
+    }
+
+    /// kill -9
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("server did not exit within 10s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the CLI against `endpoints` and returns its output.
+pub fn cli(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .output()
+        .expect("run rangedb cli")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Starts a single-node cluster in `dir`.
+pub fn single_node(dir: &Path) -> Server {
+    let (peer, client) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let args = vec![
+        "server".into(),
+        "--cluster-init".into(),
+        format!("--peer-address={peer}"),
+        format!("--client-address={client}"),
+        format!("--data-dir={}", dir.join("data").display()),
+    ];
+    Server::start(args, client, peer, dir.join("server.log"))
+}
+
+/// Polls until `f` returns true or the time runs out.
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
