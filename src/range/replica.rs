@@ -93,7 +93,13 @@ pub struct Replica {
     next_cmd_id: u64,
     was_leader: bool,
     log_compact_entries: u64,
+    /// Ticks each follower has spent waiting for a snapshot (leader only).
+    snapshot_ticks: BTreeMap<u64, usize>,
 }
+
+/// A follower stuck this long in snapshot state gets its snapshot again
+/// (the MsgSnapshot may have been dropped on the way).
+const SNAPSHOT_RETRY_TICKS: usize = 50;
 
 impl Replica {
     /// Opens the replica of `range_id` stored in `engine` (empty if new).
@@ -140,6 +146,7 @@ impl Replica {
             next_cmd_id: id_seed,
             was_leader: false,
             log_compact_entries,
+            snapshot_ticks: BTreeMap::new(),
         })
     }
 
@@ -199,10 +206,37 @@ impl Replica {
 
     pub fn tick(&mut self) {
         self.group.tick();
+        self.retry_stuck_snapshots();
         // Drop waiters whose clients gave up.
         self.proposals.retain(|_, p| !p.done.is_closed());
         self.reads.retain(|r| !r.done.is_closed());
         self.early_reads.retain(|(_, d)| !d.is_closed());
+    }
+
+    fn retry_stuck_snapshots(&mut self) {
+        if !self.is_leader() {
+            self.snapshot_ticks.clear();
+            return;
+        }
+        let mut waiting: Vec<u64> = self
+            .group
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, pr)| pr.state == raft::ProgressState::Snapshot)
+            .map(|(id, _)| *id)
+            .collect();
+        waiting.sort_unstable();
+        self.snapshot_ticks.retain(|id, _| waiting.contains(id));
+        for id in waiting {
+            let t = self.snapshot_ticks.entry(id).or_insert(0);
+            *t += 1;
+            if *t > SNAPSHOT_RETRY_TICKS {
+                self.snapshot_ticks.remove(&id);
+                self.group
+                    .report_snapshot(id, raft::SnapshotStatus::Failure);
+            }
+        }
     }
 
     pub fn step(&mut self, msg: Message) -> Result<()> {

@@ -26,6 +26,9 @@ use crate::proto::kv_server::KvServer;
 use crate::proto::raft_transport_server::RaftTransportServer;
 use crate::storage::Engine;
 
+/// Largest Raft batch a node accepts (snapshots travel inside MsgSnapshot).
+const MAX_RAFT_BATCH_BYTES: usize = 1 << 30;
+
 /// Resolves `host:port` to a socket address to listen on (IPv4 preferred).
 pub async fn resolve_listen(addr: &str) -> Result<SocketAddr> {
     if let Ok(a) = addr.parse::<SocketAddr>() {
@@ -114,7 +117,9 @@ pub async fn run_node(
     let raft_service = raft_service::RaftService::new(handle.clone());
 
     let peer_server = tonic::transport::Server::builder()
-        .add_service(RaftTransportServer::new(raft_service))
+        .add_service(
+            RaftTransportServer::new(raft_service).max_decoding_message_size(MAX_RAFT_BATCH_BYTES),
+        )
         .add_service(health::pb::health_server::HealthServer::new(health.clone()))
         .serve_with_shutdown(peer_addr, until_shutdown(stop_rx.clone()));
     let client_server = tonic::transport::Server::builder()

@@ -134,7 +134,8 @@ fn mem_and_rocks_agree_on_random_workload() {
             match rng.gen_range(0..10) {
                 0 => {
                     let (a, b) = (key(&mut rng), key(&mut rng));
-                    wb.delete_range(a.min(b.clone()), b.max(a.clone()));
+                    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                    wb.delete_range(lo, hi);
                 }
                 1..=3 => wb.delete(key(&mut rng)),
                 _ => wb.put(key(&mut rng), vec![round as u8; rng.gen_range(0..8)]),
