@@ -51,7 +51,7 @@ fn key(prefix: &str, i: usize) -> Vec<u8> {
 }
 
 pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Result<()> {
-    if args.clients == 0 || args.keys == 0 || !(args.duration > 0.0) {
+    if args.clients == 0 || args.keys == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err(Error::InvalidArgument(
             "--clients, --keys and --duration must be positive".into(),
         ));

@@ -117,11 +117,15 @@ impl LogStore {
     /// Stages the initial state of a brand-new range whose voters are `voters`:
     /// an empty log truncated at `INIT_INDEX`.
     pub fn bootstrap(wb: &mut WriteBatch, range_id: u64, voters: Vec<u64>) {
-        let mut hs = HardState::default();
-        hs.term = super::INIT_TERM;
-        hs.commit = super::INIT_INDEX;
-        let mut cs = ConfState::default();
-        cs.voters = voters;
+        let hs = HardState {
+            term: super::INIT_TERM,
+            commit: super::INIT_INDEX,
+            ..Default::default()
+        };
+        let cs = ConfState {
+            voters,
+            ..Default::default()
+        };
         let apply = ApplyState {
             applied_index: super::INIT_INDEX,
             applied_term: super::INIT_TERM,
@@ -435,11 +439,12 @@ mod tests {
     use raft::Storage as _;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![index as u8; 3].into();
-        e
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 3].into(),
+            ..Default::default()
+        }
     }
 
     fn open(engine: &MemEngine) -> LogStore {

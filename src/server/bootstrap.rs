@@ -151,12 +151,13 @@ fn new_cluster_id() -> String {
     )
 }
 
-/// Refuses a non-empty directory that is not a RocksDB data directory.
+/// Refuses a non-empty directory that is not a RocksDB data directory;
+/// returns whether the directory is new (missing or empty).
 #[cfg(not(madsim))]
-pub fn check_data_dir(dir: &std::path::Path) -> Result<()> {
+pub fn check_data_dir(dir: &std::path::Path) -> Result<bool> {
     let mut entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
         Err(e) => {
             return Err(Error::DataDir(format!(
                 "cannot read data directory {}: {e}",
@@ -165,7 +166,7 @@ pub fn check_data_dir(dir: &std::path::Path) -> Result<()> {
         }
     };
     if entries.next().is_none() {
-        return Ok(());
+        return Ok(true);
     }
     if !dir.join("CURRENT").exists() {
         return Err(Error::DataDir(format!(
@@ -173,7 +174,7 @@ pub fn check_data_dir(dir: &std::path::Path) -> Result<()> {
             dir.display()
         )));
     }
-    Ok(())
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -156,7 +156,14 @@ pub async fn run_node(
 #[cfg(not(madsim))]
 pub async fn serve(cfg: ServerConfig) -> Result<()> {
     cfg.validate()?;
-    bootstrap::check_data_dir(&cfg.data_dir)?;
+    let fresh = bootstrap::check_data_dir(&cfg.data_dir)?;
+    if fresh && !cfg.cluster_init && cfg.peers.is_empty() {
+        return Err(Error::Config(format!(
+            "data directory {} is empty: start with --cluster-init to create a new cluster, or with \
+             --join=<peer addresses> to join one",
+            cfg.data_dir.display()
+        )));
+    }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
         Error::DataDir(format!(
             "cannot create data directory {}: {e}",
