@@ -7,8 +7,9 @@
 CARGO ?= cargo
 SIM_TARGET_DIR ?= target/sim
 SIM_FLAGS := --cfg madsim
-# How many seeds `make sim` and `make test` sweep, starting at SEED_START.
+# How many seeds `make sim` sweeps (and `make test`: TEST_SEEDS), from SEED_START.
 SEEDS ?= 20
+TEST_SEEDS ?= 200
 SEED_START ?= 1
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 RANGEDB := $(TARGET_DIR)/debug/rangedb
@@ -27,8 +28,8 @@ run: build
 	$(RANGEDB) server --cluster-init
 
 test: setup
-	$(CARGO) test --workspace
-	$(MAKE) sim-sweep SEEDS=$(SEEDS)
+	$(CARGO) test
+	$(MAKE) sim-sweep SEEDS=$(TEST_SEEDS)
 
 unit: setup
 	$(CARGO) test --lib
@@ -61,6 +62,7 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --all-targets
+	RUSTFLAGS="$(SIM_FLAGS)" CARGO_TARGET_DIR=$(SIM_TARGET_DIR) $(CARGO) clippy -p rangedb-sim --all-targets
 
 clean:
 	$(CARGO) clean

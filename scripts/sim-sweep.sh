@@ -11,7 +11,11 @@ export CARGO_TARGET_DIR="$target"
 
 failed=()
 start=$(date +%s)
-for ((s = first; s < first + count; s++)); do
+# Every seed that ever found a bug (seeds/*.toml), then the sweep.
+corpus=$(sed -n 's/^seed *= *\([0-9][0-9]*\).*/\1/p' seeds/*.toml 2>/dev/null | sort -n | uniq)
+seeds=($corpus)
+for ((s = first; s < first + count; s++)); do seeds+=("$s"); done
+for s in "${seeds[@]}"; do
   if ! MADSIM_TEST_SEED=$s cargo test -q -p rangedb-sim >"/tmp/rangedb-sim-$s.log" 2>&1; then
     failed+=("$s")
     echo "seed $s FAILED (log: /tmp/rangedb-sim-$s.log); replay: MADSIM_TEST_SEED=$s make sim"
@@ -25,7 +29,7 @@ if ! MADSIM_TEST_SEED=$first MADSIM_TEST_CHECK_DETERMINISM=1 cargo test -q -p ra
   grep -E "non-determinism|panicked" /tmp/rangedb-sim-det.log | head -5
 fi
 secs=$(( $(date +%s) - start ))
-passed=$(( count - ${#failed[@]} ))
-echo "simulation sweep: seeds $first..$((first + count - 1)) in ${secs}s"
-echo "${passed} passed, ${#failed[@]} failed"
+total=$(( ${#seeds[@]} + 1 ))
+echo "simulation sweep: corpus [${corpus//$'\n'/ }] + seeds $first..$((first + count - 1)) + determinism, in ${secs}s"
+echo "$(( total - ${#failed[@]} )) passed, ${#failed[@]} failed"
 [ ${#failed[@]} -eq 0 ]

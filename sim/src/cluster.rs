@@ -32,13 +32,50 @@ pub fn replay_hint(seed: u64) -> String {
     format!("replay: MADSIM_TEST_SEED={seed} make sim")
 }
 
+/// Logs to stderr when RUST_LOG is set (e.g. `RUST_LOG=info make sim SEED=…`).
+fn init_logging() {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("static ip")
+}
+
+/// Knobs of a simulated cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub nodes: usize,
+    /// Compact a range's log after this many applied entries.
+    pub log_compact_entries: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            log_compact_entries: rangedb::config::DEFAULT_LOG_COMPACT_ENTRIES,
+        }
+    }
 }
 
 impl Cluster {
     /// Starts `n` nodes forming one cluster (node 1 initializes it).
     pub fn start(n: usize) -> Cluster {
+        Self::start_with(ClusterOptions {
+            nodes: n,
+            ..Default::default()
+        })
+    }
+
+    pub fn start_with(opts: ClusterOptions) -> Cluster {
+        init_logging();
+        let n = opts.nodes;
         let h = Handle::current();
         let peers: Vec<String> = (1..=n).map(|i| format!("10.0.0.{i}:8080")).collect();
         let mut nodes = Vec::new();
@@ -50,6 +87,7 @@ impl Cluster {
                 peers: peers.clone(),
                 cluster_init: i == 1,
                 data_dir: format!("sim-node-{i}").into(),
+                log_compact_entries: opts.log_compact_entries,
                 ..Default::default()
             };
             let disk = engine.clone();
@@ -181,6 +219,11 @@ impl Cluster {
                     .any(|r| r.range_id == range_id && r.is_leader)
             })
             .map(|s| s.node_id)
+    }
+
+    /// The status of node `id`, if reachable.
+    pub async fn status(&self, id: u64) -> Option<NodeStatusResponse> {
+        self.statuses().await.into_iter().find(|s| s.node_id == id)
     }
 
     /// Waits until every range has a leader; panics after `limit`.

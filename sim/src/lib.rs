@@ -11,4 +11,4 @@
 mod cluster;
 
 #[cfg(madsim)]
-pub use cluster::{replay_hint, Cluster, SimNode};
+pub use cluster::{replay_hint, Cluster, ClusterOptions, SimNode};

@@ -194,14 +194,12 @@ impl Store {
     }
 
     fn open_replica(&mut self, range_id: u64) -> Result<Replica> {
-        let base = self.cfg.election_ticks;
-        let election_tick = self.rng.gen_range(base..2 * base);
         Replica::open(
             self.cfg.node_id,
             range_id,
             self.engine.clone(),
             self.cfg.heartbeat_ticks,
-            election_tick,
+            self.cfg.election_ticks,
             self.cfg.log_compact_entries,
             self.rng.gen(),
         )

@@ -21,11 +21,14 @@ pub use raft::{RawNode, StateRole};
 pub const INIT_INDEX: u64 = 5;
 pub const INIT_TERM: u64 = 5;
 
-/// raft-rs configuration for one replica.
+/// raft-rs configuration for one replica: election timeouts are drawn from
+/// `[election_tick, 2 * election_tick)`.
 ///
-/// `election_tick` is this replica's own timeout, drawn by the caller from the
-/// seeded runtime RNG; the randomized range is one tick wide because raft-rs
-/// draws from `rand::thread_rng()`, which the simulator cannot seed.
+/// raft-rs draws each new timeout from `rand::thread_rng()`, which the
+/// simulator cannot seed; the replica overrides every draw with one from its
+/// own seeded RNG (`Replica::reseed_election_timeout`) before the next tick,
+/// so runs stay deterministic and timeouts are re-randomized every term (a
+/// fixed timeout per replica can make two replicas tie forever: seed 43).
 pub fn group_config(
     id: u64,
     applied: u64,
@@ -38,7 +41,7 @@ pub fn group_config(
         heartbeat_tick,
         election_tick,
         min_election_tick: election_tick,
-        max_election_tick: election_tick + 1,
+        max_election_tick: 2 * election_tick,
         check_quorum: true,
         pre_vote: true,
         max_size_per_msg: 1024 * 1024,

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message};
 use raft::{RawNode, Ready, StateRole};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tokio::sync::oneshot;
 
 use super::{Command, Op, RangeDescriptor};
@@ -76,6 +78,7 @@ pub struct ReplicaStatus {
     pub commit: u64,
     pub applied: u64,
     pub last_index: u64,
+    pub truncated_index: u64,
     pub voters: Vec<u64>,
 }
 
@@ -95,6 +98,10 @@ pub struct Replica {
     log_compact_entries: u64,
     /// Ticks each follower has spent waiting for a snapshot (leader only).
     snapshot_ticks: BTreeMap<u64, usize>,
+    /// Seeded source of election timeouts (see `group_config`).
+    rng: ChaCha8Rng,
+    /// (term, role) when the election timeout was last drawn.
+    timeout_drawn_at: (u64, StateRole),
 }
 
 /// A follower stuck this long in snapshot state gets its snapshot again
@@ -103,7 +110,8 @@ const SNAPSHOT_RETRY_TICKS: usize = 50;
 
 impl Replica {
     /// Opens the replica of `range_id` stored in `engine` (empty if new).
-    /// `election_tick` is this replica's own election timeout (seeded by the caller).
+    /// `seed` must come from the runtime's seeded RNG (election timeouts and
+    /// proposal ids derive from it).
     pub fn open(
         node_id: u64,
         range_id: u64,
@@ -111,8 +119,9 @@ impl Replica {
         heartbeat_tick: usize,
         election_tick: usize,
         log_compact_entries: u64,
-        id_seed: u64,
+        seed: u64,
     ) -> Result<Replica> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let desc = match engine.get(&keys::descriptor_key(range_id))? {
             Some(b) => <RangeDescriptor as prost::Message>::decode(b.as_slice())?,
             None => RangeDescriptor {
@@ -134,7 +143,8 @@ impl Replica {
             election_tick,
         );
         let group = RawNode::new(&cfg, store, &raft_logger(node_id, range_id))?;
-        Ok(Replica {
+        let next_cmd_id = rng.gen();
+        let mut replica = Replica {
             node_id,
             desc,
             group,
@@ -143,11 +153,30 @@ impl Replica {
             reads: Vec::new(),
             early_reads: Vec::new(),
             next_ctx: 1,
-            next_cmd_id: id_seed,
+            next_cmd_id,
             was_leader: false,
             log_compact_entries,
             snapshot_ticks: BTreeMap::new(),
-        })
+            rng,
+            timeout_drawn_at: (u64::MAX, StateRole::Follower),
+        };
+        replica.reseed_election_timeout();
+        Ok(replica)
+    }
+
+    /// Replaces raft-rs' unseeded election-timeout draw with a seeded one
+    /// whenever the term or role changed (raft-rs draws anew exactly then).
+    fn reseed_election_timeout(&mut self) {
+        let now = (self.group.raft.term, self.group.raft.state);
+        if now == self.timeout_drawn_at {
+            return;
+        }
+        self.timeout_drawn_at = now;
+        // Same bounds as group_config: [election_tick, 2 * election_tick).
+        let base = self.group.raft.election_timeout();
+        let (lo, hi) = (base, 2 * base);
+        let t = self.rng.gen_range(lo..hi);
+        self.group.raft.set_randomized_election_timeout(t);
     }
 
     /// Stages a new range's descriptor and initial Raft state.
@@ -188,6 +217,7 @@ impl Replica {
             commit: self.group.raft.raft_log.committed,
             applied: store.applied_index(),
             last_index: store.last_index_cached(),
+            truncated_index: store.truncated_index(),
             voters: store.conf_state().voters.clone(),
         }
     }
@@ -206,6 +236,7 @@ impl Replica {
 
     pub fn tick(&mut self) {
         self.group.tick();
+        self.reseed_election_timeout();
         self.retry_stuck_snapshots();
         // Drop waiters whose clients gave up.
         self.proposals.retain(|_, p| !p.done.is_closed());
@@ -240,13 +271,15 @@ impl Replica {
     }
 
     pub fn step(&mut self, msg: Message) -> Result<()> {
-        self.group.step(msg)?;
-        Ok(())
+        let r = self.group.step(msg);
+        self.reseed_election_timeout();
+        Ok(r?)
     }
 
     pub fn campaign(&mut self) -> Result<()> {
-        self.group.campaign()?;
-        Ok(())
+        let r = self.group.campaign();
+        self.reseed_election_timeout();
+        Ok(r?)
     }
 
     /// Proposes a write; `done` is answered once it is applied (or fails).

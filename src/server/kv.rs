@@ -285,6 +285,7 @@ impl Admin for KvService {
                 commit: r.commit,
                 applied: r.applied,
                 last_index: r.last_index,
+                truncated_index: r.truncated_index,
                 voters: r.voters,
             })
             .collect();
