@@ -1,7 +1,7 @@
 # RangeDB — the README's commands.
 #   make run    start a single-node server on the defaults
 #   make test   unit + integration tests + a bounded simulation sweep
-#   make sim    simulation tests (SEED=<n> for one seed, SEEDS=<n> for a sweep)
+#   make sim    simulation sweep (SEED=<n> [CANARY=<bug>] replays one seed)
 #   make bench  a local 3-node cluster and `rangedb bench` against it
 
 CARGO ?= cargo
@@ -9,12 +9,12 @@ SIM_TARGET_DIR ?= target/sim
 SIM_FLAGS := --cfg madsim
 # How many seeds `make sim` sweeps (and `make test`: TEST_SEEDS), from SEED_START.
 SEEDS ?= 20
-TEST_SEEDS ?= 200
+TEST_SEEDS ?= 1000
 SEED_START ?= 1
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 RANGEDB := $(TARGET_DIR)/debug/rangedb
 
-.PHONY: all setup build run test unit sim sim-one sim-sweep bench fmt clippy clean
+.PHONY: all setup build run test unit sim sim-build sim-long sim-canaries sim-tests sim-ci bench fmt clippy clean
 
 all: build
 
@@ -29,30 +29,55 @@ run: build
 
 test: setup
 	$(CARGO) test
-	$(MAKE) sim-sweep SEEDS=$(TEST_SEEDS)
+	$(MAKE) sim-ci
 
 unit: setup
 	$(CARGO) test --lib
 
-# One seed when SEED is given (replay), else a sweep of SEEDS seeds.
-sim:
+SIM_BIN := $(SIM_TARGET_DIR)/debug/rangedb-sim
+SIM_ENV := RUSTFLAGS="$(SIM_FLAGS)" CARGO_TARGET_DIR=$(SIM_TARGET_DIR)
+JOBS ?= 2
+DURATION ?= 600
+# Every seed that ever found a bug (seeds/*.toml).
+CORPUS = $(shell sed -n 's/^seed *= *\([0-9][0-9]*\).*/\1/p' seeds/*.toml | sort -n | uniq | paste -sd, -)
+CANARY_ARG = $(if $(CANARY),--canary $(CANARY),)
+
+sim-build:
+	$(SIM_ENV) $(CARGO) build -p rangedb-sim --bins
+
+# `make sim SEED=n [CANARY=name]` replays one seed with its full report;
+# `make sim` sweeps SEEDS seeds from SEED_START and checks determinism.
+sim: sim-build
 ifdef SEED
-	$(MAKE) sim-one SEED=$(SEED)
+	$(SIM_BIN) --seed $(SEED) $(CANARY_ARG)
 else
-ifdef MADSIM_TEST_SEED
-	$(MAKE) sim-one SEED=$(MADSIM_TEST_SEED)
-else
-	$(MAKE) sim-sweep
-endif
+	$(SIM_BIN) --seeds $(SEED_START)..$(shell echo $$(($(SEED_START) + $(SEEDS) - 1))) --jobs $(JOBS) --check-determinism $(CANARY_ARG)
 endif
 
-sim-one:
-	RUSTFLAGS="$(SIM_FLAGS)" CARGO_TARGET_DIR=$(SIM_TARGET_DIR) MADSIM_TEST_SEED=$(SEED) \
-	  $(CARGO) test -p rangedb-sim -- --nocapture
+# An open-ended sweep: seeds from SEED_START until DURATION seconds have passed.
+sim-long: sim-build
+	$(SIM_BIN) --time $(DURATION) --start $(SEED_START) --jobs $(JOBS)
 
-sim-sweep:
-	RUSTFLAGS="$(SIM_FLAGS)" CARGO_TARGET_DIR=$(SIM_TARGET_DIR) $(CARGO) test -p rangedb-sim --no-run
+# Every canary bug must be caught within 50 seeds.
+sim-canaries: sim-build
+	$(SIM_BIN) --canaries 50 --jobs $(JOBS)
+
+# The simulation tests written as cargo tests (sim/tests/*.rs); SEED=n for one seed.
+sim-tests:
+ifdef SEED
+	$(SIM_ENV) MADSIM_TEST_SEED=$(SEED) $(CARGO) test -p rangedb-sim -- --nocapture
+else
+	$(SIM_ENV) $(CARGO) test -p rangedb-sim --no-run
 	bash scripts/sim-sweep.sh $(SEED_START) $(SEEDS)
+endif
+
+# What `make test` runs in simulation: the cargo sim tests over 20 seeds, the
+# seeds/ corpus, TEST_SEEDS runner seeds with a determinism check, the canaries.
+sim-ci: sim-build
+	$(MAKE) sim-tests SEEDS=20
+	$(SIM_BIN) --list $(CORPUS) --jobs $(JOBS)
+	$(SIM_BIN) --seeds 1..$(TEST_SEEDS) --jobs $(JOBS) --check-determinism
+	$(SIM_BIN) --canaries 50 --jobs $(JOBS)
 
 bench: build
 	bash scripts/bench.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the simulation tests once per seed, one process per seed (statics must
+# Runs the cargo simulation tests (sim/tests/*.rs) once per seed, one process per seed (statics must
 # not leak between seeds), and checks determinism on the first seed.
 # Usage: scripts/sim-sweep.sh <first-seed> <count>
 set -uo pipefail
@@ -18,7 +18,7 @@ for ((s = first; s < first + count; s++)); do seeds+=("$s"); done
 for s in "${seeds[@]}"; do
   if ! MADSIM_TEST_SEED=$s cargo test -q -p rangedb-sim >"/tmp/rangedb-sim-$s.log" 2>&1; then
     failed+=("$s")
-    echo "seed $s FAILED (log: /tmp/rangedb-sim-$s.log); replay: MADSIM_TEST_SEED=$s make sim"
+    echo "seed $s FAILED (log: /tmp/rangedb-sim-$s.log); replay: make sim-tests SEED=$s"
     grep -E "panicked|replay:" "/tmp/rangedb-sim-$s.log" | head -5
   fi
 done

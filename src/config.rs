@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     pub log_compact_entries: u64,
     pub max_msgs_per_loop: usize,
+    /// This node's clock (skewed and drifted by the simulator).
+    pub clock: crate::clock::NodeClock,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +75,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
             log_compact_entries: DEFAULT_LOG_COMPACT_ENTRIES,
             max_msgs_per_loop: DEFAULT_MAX_MSGS_PER_LOOP,
+            clock: Default::default(),
         }
     }
 }

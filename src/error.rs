@@ -44,6 +44,10 @@ pub enum Error {
     /// The request did not finish in time; a write may or may not have happened.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A write's fate is unknown (e.g. the node stopped while it was in
+    /// flight): it may or may not have been applied.
+    #[error("outcome unknown: {0}")]
+    Indeterminate(String),
     /// The cluster or node cannot serve the request right now; retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -77,9 +81,19 @@ impl Error {
             Error::NotLeader { .. }
                 | Error::RangeNotFound(_)
                 | Error::Timeout(_)
+                | Error::Indeterminate(_)
                 | Error::Unavailable(_)
                 | Error::ShuttingDown
         )
+    }
+}
+
+impl Error {
+    /// Whether a failed write may nevertheless have been applied. Such a
+    /// write must not be retried blindly: a second copy could land after
+    /// other clients' writes.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, Error::Timeout(_) | Error::Indeterminate(_))
     }
 }
 

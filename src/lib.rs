@@ -25,9 +25,11 @@ compile_error!(
      (it builds with RUSTFLAGS=\"--cfg madsim\" in target/sim)"
 );
 
+pub mod chaos;
 #[cfg(not(madsim))]
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keys;

@@ -29,6 +29,7 @@ pub fn to_status(e: Error) -> Status {
         Error::NotLeader { .. } => "not-leader",
         Error::RangeNotFound(_) => "range-not-found",
         Error::Timeout(_) => "timeout",
+        Error::Indeterminate(_) => "indeterminate",
         Error::Unavailable(_) => "unavailable",
         Error::ShuttingDown => "shutting-down",
         Error::DataDir(_) | Error::Config(_) => "precondition",
@@ -65,6 +66,7 @@ fn to_status_inner(e: Error) -> Status {
             s
         }
         Error::Timeout(_) => Status::deadline_exceeded(msg),
+        Error::Indeterminate(_) => Status::unknown(msg),
         Error::Unavailable(_) | Error::ShuttingDown => Status::unavailable(msg),
         Error::DataDir(_) | Error::Config(_) => Status::failed_precondition(msg),
         Error::Storage(_) | Error::Corruption(_) | Error::Raft(_) | Error::Internal(_) => {
@@ -91,6 +93,9 @@ pub fn from_status(s: &Status) -> Error {
                 }),
         },
         (Code::Unavailable, Some("range-not-found")) => Error::RangeNotFound(range_id),
+        (Code::Unknown, Some("indeterminate")) => {
+            Error::Indeterminate(strip(s.message(), "outcome unknown: "))
+        }
         (Code::InvalidArgument, _) => {
             Error::InvalidArgument(strip(s.message(), "invalid argument: "))
         }

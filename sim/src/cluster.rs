@@ -7,6 +7,7 @@ use std::time::Duration;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use rangedb::client::{Client, ClientOptions};
+use rangedb::clock::NodeClock;
 use rangedb::config::ServerConfig;
 use rangedb::keys;
 use rangedb::proto::NodeStatusResponse;
@@ -18,6 +19,7 @@ pub struct SimNode {
     pub id: u64,
     pub handle: NodeHandle,
     pub engine: MemEngine,
+    pub clock: NodeClock,
     pub client_address: String,
 }
 
@@ -29,7 +31,7 @@ pub struct Cluster {
 
 /// The one-line command that replays this run.
 pub fn replay_hint(seed: u64) -> String {
-    format!("replay: MADSIM_TEST_SEED={seed} make sim")
+    format!("replay: make sim-tests SEED={seed}")
 }
 
 /// Logs to stderr when RUST_LOG is set (e.g. `RUST_LOG=info make sim SEED=…`).
@@ -53,6 +55,9 @@ pub struct ClusterOptions {
     pub nodes: usize,
     /// Compact a range's log after this many applied entries.
     pub log_compact_entries: u64,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub max_msgs_per_loop: usize,
 }
 
 impl Default for ClusterOptions {
@@ -60,6 +65,9 @@ impl Default for ClusterOptions {
         ClusterOptions {
             nodes: 3,
             log_compact_entries: rangedb::config::DEFAULT_LOG_COMPACT_ENTRIES,
+            election_ticks: rangedb::config::DEFAULT_ELECTION_TICKS,
+            heartbeat_ticks: rangedb::config::DEFAULT_HEARTBEAT_TICKS,
+            max_msgs_per_loop: rangedb::config::DEFAULT_MAX_MSGS_PER_LOOP,
         }
     }
 }
@@ -81,6 +89,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for i in 1..=n {
             let engine = MemEngine::new();
+            let clock = NodeClock::default();
             let cfg = ServerConfig {
                 peer_address: peers[i - 1].clone(),
                 client_address: format!("10.0.0.{i}:8081"),
@@ -88,6 +97,10 @@ impl Cluster {
                 cluster_init: i == 1,
                 data_dir: format!("sim-node-{i}").into(),
                 log_compact_entries: opts.log_compact_entries,
+                election_ticks: opts.election_ticks,
+                heartbeat_ticks: opts.heartbeat_ticks,
+                max_msgs_per_loop: opts.max_msgs_per_loop,
+                clock: clock.clone(),
                 ..Default::default()
             };
             let disk = engine.clone();
@@ -110,6 +123,7 @@ impl Cluster {
                 id: i as u64,
                 handle,
                 engine,
+                clock,
                 client_address: format!("10.0.0.{i}:8081"),
             });
         }
@@ -140,7 +154,7 @@ impl Cluster {
         Client::new(self.endpoints(), opts).expect("valid endpoints")
     }
 
-    fn node(&self, id: u64) -> &SimNode {
+    pub fn node(&self, id: u64) -> &SimNode {
         &self.nodes[(id - 1) as usize]
     }
 
@@ -153,6 +167,29 @@ impl Cluster {
 
     pub fn restart(&self, id: u64) {
         Handle::current().restart(self.node(id).handle.id());
+    }
+
+    /// Stops scheduling the node's tasks (a GC or VM pause); timers and
+    /// network deliveries still happen.
+    pub fn pause(&self, id: u64) {
+        Handle::current().pause(self.node(id).handle.id());
+    }
+
+    pub fn resume(&self, id: u64) {
+        Handle::current().resume(self.node(id).handle.id());
+    }
+
+    /// Drops traffic from `from` to `to` only.
+    pub fn clog_one_way(&self, from: u64, to: u64) {
+        NetSim::current().clog_link(self.node(from).handle.id(), self.node(to).handle.id());
+    }
+
+    /// Sets message latency and loss for the whole network.
+    pub fn set_network(&self, latency: std::ops::Range<Duration>, loss: f64) {
+        NetSim::current().update_config(|c| {
+            c.send_latency = latency.clone();
+            c.packet_loss_rate = loss;
+        });
     }
 
     /// Cuts every link between `a` and `b`, both ways.
@@ -178,8 +215,9 @@ impl Cluster {
         self.partition(&[id], &others);
     }
 
-    /// Restores every link between nodes.
+    /// Restores every link between nodes and the default network.
     pub fn heal(&self) {
+        self.set_network(Duration::from_millis(1)..Duration::from_millis(10), 0.0);
         let net = NetSim::current();
         for a in &self.nodes {
             for b in &self.nodes {
@@ -192,7 +230,12 @@ impl Cluster {
 
     /// Node statuses as seen from the client host (unreachable nodes omitted).
     pub async fn statuses(&self) -> Vec<NodeStatusResponse> {
-        let client = self.client(Duration::from_secs(2));
+        let opts = ClientOptions {
+            deadline: Duration::from_secs(2),
+            rpc_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(500),
+        };
+        let client = Client::new(self.endpoints(), opts).expect("valid endpoints");
         let eps = self.endpoints();
         self.client_host
             .spawn(async move {
@@ -249,29 +292,40 @@ impl Cluster {
     }
 
     /// Waits until every node has applied the same index of every range,
-    /// then returns each node's data keys (for convergence checks).
-    pub async fn wait_converged(&self, limit: Duration) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// then checks that they agree on the apply hash chain and returns each
+    /// node's data keys. Err describes a divergence or a timeout.
+    pub async fn converge(&self, limit: Duration) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>, String> {
         let start = tokio::time::Instant::now();
         loop {
             let st = self.statuses().await;
             let mut converged = st.len() == self.nodes.len();
             if converged {
                 for range_id in [1u64, 2] {
-                    let applied: Vec<u64> = st
+                    let per_node: Vec<(u64, u64, u64)> = st
                         .iter()
                         .map(|s| {
                             s.ranges
                                 .iter()
                                 .find(|r| r.range_id == range_id)
-                                .map(|r| r.applied)
-                                .unwrap_or(0)
+                                .map(|r| (s.node_id, r.applied, r.apply_hash))
+                                .unwrap_or((s.node_id, 0, 0))
                         })
                         .collect();
-                    converged &= applied.iter().all(|&a| a == applied[0] && a > 0);
+                    let same_index = per_node
+                        .iter()
+                        .all(|&(_, a, _)| a == per_node[0].1 && a > 0);
+                    if same_index && per_node.iter().any(|&(_, _, h)| h != per_node[0].2) {
+                        return Err(format!(
+                            "range {range_id}: replicas applied the same index {} but their apply hashes differ \
+                             (node, applied, hash): {per_node:?}",
+                            per_node[0].1
+                        ));
+                    }
+                    converged &= same_index;
                 }
             }
             if converged {
-                return self
+                return Ok(self
                     .nodes
                     .iter()
                     .map(|n| {
@@ -281,15 +335,39 @@ impl Cluster {
                             .filter(|(k, _)| keys::user_key(k).is_some())
                             .collect()
                     })
-                    .collect();
+                    .collect());
             }
             if start.elapsed() > limit {
-                panic!(
-                    "replicas did not converge within {limit:?}: {st:?}\n{}",
-                    replay_hint(self.seed)
-                );
+                let brief: Vec<String> = st
+                    .iter()
+                    .map(|s| {
+                        let rs: Vec<String> = s
+                            .ranges
+                            .iter()
+                            .map(|r| {
+                                format!(
+                                    "r{}:applied {} leader {}",
+                                    r.range_id, r.applied, r.leader_id
+                                )
+                            })
+                            .collect();
+                        format!("node {} [{}]", s.node_id, rs.join(", "))
+                    })
+                    .collect();
+                return Err(format!(
+                    "replicas did not converge within {limit:?}: {}",
+                    brief.join("; ")
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `converge`, panicking with the replay hint on failure (for tests).
+    pub async fn wait_converged(&self, limit: Duration) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+        match self.converge(limit).await {
+            Ok(d) => d,
+            Err(e) => panic!("{e}\n{}", replay_hint(self.seed)),
         }
     }
 }

@@ -11,6 +11,7 @@ async fn lagging_replica_catches_up_by_snapshot() {
     let cluster = Cluster::start_with(ClusterOptions {
         nodes: 3,
         log_compact_entries: 20,
+        ..Default::default()
     });
     let seed = cluster.seed();
     cluster.wait_for_leaders(Duration::from_secs(20)).await;

@@ -6,9 +6,13 @@
 //! when it knows it; the SDK goes there next and remembers it per key
 //! namespace (system `_/` vs user keys, which are separate ranges).
 //!
-//! CAVEATS: a write that timed out may have been applied; the SDK retries
-//! puts/deletes/batches (idempotent) and reports the last error if the
-//! deadline passes. Uses only the API (proto) and the shared error type.
+//! Writes are retried only when they certainly were not applied (not the
+//! leader, connection refused, proposal dropped); an ambiguous failure (a
+//! timeout, a connection lost mid-request) is returned to the caller as
+//! `Timeout`/`Indeterminate`, because a blind retry could apply the write a
+//! second time after other clients' writes (found by the simulator, seed 80).
+//! Reads are retried on any retryable error. Uses only the API (proto) and
+//! the shared error type.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -147,8 +151,10 @@ impl Client {
     }
 
     /// Runs `call` against the right node, following hints and retrying
-    /// retryable failures until the deadline.
-    async fn with_retry<T, F, Fut>(&self, fam: Family, call: F) -> Result<T>
+    /// retryable failures until the deadline. For writes (`idempotent` false)
+    /// an ambiguous failure — the write may have been applied — is returned at
+    /// once instead of retried, so a write never lands twice.
+    async fn with_retry<T, F, Fut>(&self, fam: Family, idempotent: bool, call: F) -> Result<T>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<T, Status>>,
@@ -166,17 +172,20 @@ impl Client {
                     return Ok(v);
                 }
                 Ok(Err(status)) if !is_server_status(&status) => {
-                    unreachable_in_a_row += 1;
                     self.demote(fam, &addr);
-                    Error::Unavailable(format!(
-                        "cannot reach {addr}: {}",
-                        transport_message(&status)
-                    ))
+                    let reason = transport_message(&status);
+                    if !never_sent(&reason) && !idempotent {
+                        return Err(Error::Indeterminate(format!(
+                            "connection to {addr} failed during the write: {reason}"
+                        )));
+                    }
+                    unreachable_in_a_row += 1;
+                    Error::Unavailable(format!("cannot reach {addr}: {reason}"))
                 }
                 Ok(Err(status)) => {
                     unreachable_in_a_row = 0;
                     let e = from_status(&status);
-                    if !e.is_retryable() {
+                    if !e.is_retryable() || (!idempotent && e.is_ambiguous()) {
                         return Err(e);
                     }
                     match &e {
@@ -196,10 +205,14 @@ impl Client {
                 }
                 Err(_) => {
                     self.demote(fam, &addr);
-                    Error::Timeout(format!(
+                    let e = Error::Timeout(format!(
                         "{addr} did not answer within {:?}",
                         self.opts.rpc_timeout
-                    ))
+                    ));
+                    if !idempotent {
+                        return Err(e);
+                    }
+                    e
                 }
             };
             // Every endpoint refused connections, repeatedly: the cluster is down.
@@ -239,7 +252,7 @@ impl Client {
             consistency: consistency as i32,
         };
         let resp = self
-            .with_retry(family(key), |ch| {
+            .with_retry(family(key), true, |ch| {
                 let req = req.clone();
                 async move { KvClient::new(ch).get(req).await }
             })
@@ -253,7 +266,7 @@ impl Client {
             key: key.to_vec(),
             value: value.to_vec(),
         };
-        self.with_retry(family(key), |ch| {
+        self.with_retry(family(key), false, |ch| {
             let req = req.clone();
             async move { KvClient::new(ch).put(req).await }
         })
@@ -263,7 +276,7 @@ impl Client {
 
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
         let req = DeleteRequest { key: key.to_vec() };
-        self.with_retry(family(key), |ch| {
+        self.with_retry(family(key), false, |ch| {
             let req = req.clone();
             async move { KvClient::new(ch).delete(req).await }
         })
@@ -283,7 +296,7 @@ impl Client {
                 .map(|(key, value)| KeyValue { key, value })
                 .collect(),
         };
-        self.with_retry(fam, |ch| {
+        self.with_retry(fam, false, |ch| {
             let req = req.clone();
             async move { KvClient::new(ch).batch_put(req).await }
         })
@@ -319,7 +332,7 @@ impl Client {
             reverse,
             consistency: consistency as i32,
         };
-        self.with_retry(family(start), |ch| {
+        self.with_retry(family(start), true, |ch| {
             let req = req.clone();
             async move {
                 let mut stream = KvClient::new(ch).scan(req).await?.into_inner();
@@ -351,6 +364,14 @@ impl Client {
             Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
         }
     }
+}
+
+/// Whether a transport failure happened before the request left (so a write
+/// certainly was not applied).
+fn never_sent(reason: &str) -> bool {
+    reason == "connection refused"
+        || reason.contains("tcp connect")
+        || reason.contains("connect error")
 }
 
 /// A short human reason for a transport-level failure.

@@ -8,7 +8,6 @@ use raft::eraftpb::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::MissedTickBehavior;
 
 use super::transport::{Directory, Transport};
 use crate::error::{Error, LeaderHint, Result};
@@ -63,6 +62,7 @@ pub struct StoreConfig {
     pub log_compact_entries: u64,
     pub max_msgs_per_loop: usize,
     pub request_timeout: Duration,
+    pub clock: crate::clock::NodeClock,
 }
 
 /// A cheap, cloneable handle for sending requests to the Store.
@@ -93,7 +93,9 @@ impl StoreHandle {
                 "no answer within {:?}; a write may or may not have been applied",
                 self.request_timeout
             ))),
-            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Ok(Err(_)) => Err(Error::Indeterminate(
+                "the node stopped before answering".into(),
+            )),
             Ok(Ok(r)) => r,
         };
         result.map_err(|e| self.add_hint(e))
@@ -207,13 +209,14 @@ impl Store {
 
     /// Runs until `shutdown` flips or every handle is dropped.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let mut ticker = tokio::time::interval(self.cfg.tick);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Ticks follow this node's clock, so a drifting clock ticks faster or slower.
+        let mut next_tick = tokio::time::Instant::now() + self.cfg.clock.to_true(self.cfg.tick);
         let result = loop {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break Ok(()),
-                _ = ticker.tick() => {
+                _ = tokio::time::sleep_until(next_tick) => {
+                    next_tick = tokio::time::Instant::now() + self.cfg.clock.to_true(self.cfg.tick);
                     for r in self.replicas.values_mut() {
                         r.tick();
                     }
@@ -228,6 +231,10 @@ impl Store {
                         }
                     }
                 }
+            }
+            let pause = crate::chaos::buggify_delay(0.005, Duration::from_millis(50));
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
             }
             // A round can create more work (e.g. reads started after a commit).
             let mut failed = None;
@@ -247,7 +254,7 @@ impl Store {
         };
         let mut completions = Vec::new();
         for r in self.replicas.values_mut() {
-            r.fail_all(Error::ShuttingDown, &mut completions);
+            r.fail_all(&mut completions);
         }
         completions.into_iter().for_each(Completion::send);
         result
@@ -354,7 +361,12 @@ impl Store {
     async fn write(&self, wb: WriteBatch, sync: bool) -> Result<()> {
         #[cfg(madsim)]
         {
-            self.engine.write(&wb, sync)
+            self.engine.write(&wb, sync)?;
+            let slow = self.engine.sync_latency();
+            if sync && !slow.is_zero() {
+                tokio::time::sleep(slow).await;
+            }
+            Ok(())
         }
         #[cfg(not(madsim))]
         {
@@ -395,6 +407,7 @@ impl Store {
             return Ok(());
         }
         if !wb.is_empty() || sync {
+            let sync = sync && !crate::chaos::canary(crate::chaos::Canary::AckBeforeFsync);
             self.write(wb, sync).await?;
         }
         let mut wb = WriteBatch::new();

@@ -140,6 +140,10 @@ async fn peer_loop(
                             Err(_) => break,
                         }
                     }
+                    let delay = crate::chaos::buggify_delay(0.01, Duration::from_millis(100));
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     let batch = RaftBatch {
                         from_node: node_id,
                         from_client_address: client_address.clone(),

@@ -34,6 +34,25 @@ pub struct ApplyState {
     /// The applied `eraftpb::ConfState`, protobuf-encoded.
     #[prost(bytes = "vec", tag = "5")]
     pub conf_state: Vec<u8>,
+    /// A hash chain over every applied entry (index, term, data): replicas at
+    /// the same applied index must agree on it, whatever path they took.
+    #[prost(uint64, tag = "6")]
+    pub apply_hash: u64,
+}
+
+/// Folds one applied entry into the apply hash chain (FNV-1a, 64 bit).
+pub fn chain_hash(prev: u64, index: u64, term: u64, data: &[u8]) -> u64 {
+    let mut h = prev ^ 0xcbf2_9ce4_8422_2325;
+    for b in index
+        .to_be_bytes()
+        .iter()
+        .chain(term.to_be_bytes().iter())
+        .chain(data.iter())
+    {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// A snapshot's payload: every pair of the span plus the extra local keys.
@@ -46,6 +65,9 @@ pub struct SnapshotData {
     pub start: Vec<u8>,
     #[prost(bytes = "vec", tag = "3")]
     pub end: Vec<u8>,
+    /// The apply hash chain at the snapshot's index.
+    #[prost(uint64, tag = "4")]
+    pub apply_hash: u64,
 }
 
 pub struct LogStore {
@@ -82,6 +104,12 @@ impl LogStore {
             Some(b) => <ApplyState as prost::Message>::decode(b.as_slice())?,
             None => ApplyState::default(),
         };
+        let mut apply = apply;
+        if crate::chaos::canary(crate::chaos::Canary::ApplyTwiceAfterRestart)
+            && apply.applied_index > apply.truncated_index
+        {
+            apply.applied_index -= 1;
+        }
         let conf_state = ConfState::parse_from_bytes(&apply.conf_state)?;
         let last = engine.scan(
             &keys::log_key(range_id, 0),
@@ -132,6 +160,7 @@ impl LogStore {
             truncated_index: super::INIT_INDEX,
             truncated_term: super::INIT_TERM,
             conf_state: cs.write_to_bytes().unwrap_or_default(),
+            apply_hash: 0,
         };
         wb.put(
             keys::hard_state_key(range_id),
@@ -157,6 +186,9 @@ impl LogStore {
     }
     pub fn applied_index(&self) -> u64 {
         self.apply.applied_index
+    }
+    pub fn apply_hash(&self) -> u64 {
+        self.apply.apply_hash
     }
     pub fn truncated_index(&self) -> u64 {
         self.apply.truncated_index
@@ -200,7 +232,14 @@ impl LogStore {
 
     pub fn set_hard_state(&mut self, hs: &HardState, wb: &mut WriteBatch) -> Result<()> {
         self.hard_state = hs.clone();
-        wb.put(keys::hard_state_key(self.range_id), hs.write_to_bytes()?);
+        let mut persisted = hs.clone();
+        if crate::chaos::canary(crate::chaos::Canary::ForgetVote) {
+            persisted.vote = 0;
+        }
+        wb.put(
+            keys::hard_state_key(self.range_id),
+            persisted.write_to_bytes()?,
+        );
         Ok(())
     }
 
@@ -210,16 +249,19 @@ impl LogStore {
         self.set_hard_state(&hs, wb)
     }
 
-    /// Records that entry `index` (of `term`) is applied; the caller puts the
-    /// entry's effects into the same batch.
-    pub fn set_applied(&mut self, index: u64, term: u64, wb: &mut WriteBatch) {
+    /// Records that entry `index` (of `term`, carrying `data`) is applied; the
+    /// caller puts the entry's effects into the same batch. Returns the new
+    /// apply hash.
+    pub fn set_applied(&mut self, index: u64, term: u64, data: &[u8], wb: &mut WriteBatch) -> u64 {
         assert!(
             index > self.apply.applied_index,
             "entry {index} applied twice"
         );
         self.apply.applied_index = index;
         self.apply.applied_term = term;
+        self.apply.apply_hash = chain_hash(self.apply.apply_hash, index, term, data);
         self.put_apply_state(wb);
+        self.apply.apply_hash
     }
 
     pub fn set_conf_state(&mut self, cs: ConfState, wb: &mut WriteBatch) -> Result<()> {
@@ -233,6 +275,7 @@ impl LogStore {
     pub fn apply_snapshot(&mut self, snap: &Snapshot, wb: &mut WriteBatch) -> Result<()> {
         let meta = snap.get_metadata();
         let data = <SnapshotData as prost::Message>::decode(snap.get_data())?;
+        let data_hash = data.apply_hash;
         // Clear what this replica held before, then take the snapshot's span.
         wb.delete_range(self.span.0.clone(), self.span.1.clone());
         self.span = (data.start.clone(), data.end.clone());
@@ -260,6 +303,7 @@ impl LogStore {
             truncated_index: meta.index,
             truncated_term: meta.term,
             conf_state: meta.get_conf_state().write_to_bytes()?,
+            apply_hash: data_hash,
         };
         self.conf_state = meta.get_conf_state().clone();
         self.put_apply_state(wb);
@@ -407,6 +451,9 @@ impl raft::Storage for LogStore {
         {
             pairs.push(crate::proto::KeyValue { key, value });
         }
+        if crate::chaos::canary(crate::chaos::Canary::SnapshotDropsLastKey) {
+            pairs.pop();
+        }
         for k in &self.extra_keys {
             if let Some(value) = snap.get(k).map_err(raft_err)? {
                 pairs.push(crate::proto::KeyValue {
@@ -420,6 +467,7 @@ impl raft::Storage for LogStore {
             pairs,
             start: self.span.0.clone(),
             end: self.span.1.clone(),
+            apply_hash: apply.apply_hash,
         };
         s.data = prost::Message::encode_to_vec(&data).into();
         let meta = s.mut_metadata();
@@ -488,7 +536,7 @@ mod tests {
         );
 
         let mut wb = WriteBatch::new();
-        s.set_applied(6, 5, &mut wb);
+        s.set_applied(6, 5, b"x", &mut wb);
         s.compact(6, &mut wb).unwrap();
         engine.write(&wb, true).unwrap();
         assert_eq!(s.first_index().unwrap(), 7);

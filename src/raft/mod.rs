@@ -10,7 +10,7 @@
 mod log_store;
 mod logger;
 
-pub use log_store::{ApplyState, LogStore, SnapshotData};
+pub use log_store::{chain_hash, ApplyState, LogStore, SnapshotData};
 pub use logger::raft_logger;
 
 pub use raft::eraftpb;

@@ -79,6 +79,7 @@ pub struct ReplicaStatus {
     pub applied: u64,
     pub last_index: u64,
     pub truncated_index: u64,
+    pub apply_hash: u64,
     pub voters: Vec<u64>,
 }
 
@@ -161,6 +162,13 @@ impl Replica {
             timeout_drawn_at: (u64::MAX, StateRole::Follower),
         };
         replica.reseed_election_timeout();
+        let hs = replica.group.store().hard_state().clone();
+        crate::chaos::raft_event(|| crate::chaos::RaftEvent::Recovered {
+            range_id,
+            node_id,
+            term: hs.term,
+            vote: hs.vote,
+        });
         Ok(replica)
     }
 
@@ -218,6 +226,7 @@ impl Replica {
             applied: store.applied_index(),
             last_index: store.last_index_cached(),
             truncated_index: store.truncated_index(),
+            apply_hash: store.apply_hash(),
             voters: store.conf_state().voters.clone(),
         }
     }
@@ -316,6 +325,10 @@ impl Replica {
 
     /// A linearizable read through ReadIndex.
     pub fn read(&mut self, op: ReadOp, done: Responder<ReadResult>) {
+        if crate::chaos::canary(crate::chaos::Canary::ReadWithoutReadIndex) {
+            let _ = done.send(self.execute(&op));
+            return;
+        }
         if !self.is_leader() {
             let _ = done.send(Err(self.not_leader()));
             return;
@@ -384,6 +397,15 @@ impl Replica {
             return Ok(None);
         }
         let mut rd = self.group.ready();
+        if rd.ss().is_some_and(|ss| ss.raft_state == StateRole::Leader) {
+            let (range_id, term, node_id) =
+                (self.desc.range_id, self.group.raft.term, self.node_id);
+            crate::chaos::raft_event(|| crate::chaos::RaftEvent::BecameLeader {
+                range_id,
+                term,
+                node_id,
+            });
+        }
         msgs.extend(rd.take_messages());
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
@@ -421,7 +443,20 @@ impl Replica {
         msgs: &mut Vec<Message>,
         completions: &mut Vec<Completion>,
     ) -> Result<()> {
-        msgs.extend(rd.take_persisted_messages());
+        let persisted = rd.take_persisted_messages();
+        for m in persisted.iter().filter(|m| {
+            m.get_msg_type() == raft::eraftpb::MessageType::MsgRequestVoteResponse && !m.reject
+        }) {
+            let (range_id, node_id, term, candidate) =
+                (self.desc.range_id, self.node_id, m.term, m.to);
+            crate::chaos::raft_event(|| crate::chaos::RaftEvent::VoteGranted {
+                range_id,
+                node_id,
+                term,
+                candidate,
+            });
+        }
+        msgs.extend(persisted);
         let mut light = self.group.advance(rd);
         if let Some(c) = light.commit_index() {
             self.group.mut_store().set_commit(c, wb)?;
@@ -478,16 +513,18 @@ impl Replica {
         }
     }
 
-    /// Fails every waiter (shutdown).
-    pub fn fail_all(&mut self, err: Error, completions: &mut Vec<Completion>) {
+    /// Fails every waiter (shutdown). Proposed writes may still commit.
+    pub fn fail_all(&mut self, completions: &mut Vec<Completion>) {
         for (_, p) in std::mem::take(&mut self.proposals) {
-            completions.push(Completion::Write(p.done, Err(err.clone())));
+            let err =
+                Error::Indeterminate("the node shut down while the write was in flight".into());
+            completions.push(Completion::Write(p.done, Err(err)));
         }
         for r in self.reads.drain(..) {
-            completions.push(Completion::Read(r.done, Err(err.clone())));
+            completions.push(Completion::Read(r.done, Err(Error::ShuttingDown)));
         }
         for (_, done) in self.early_reads.drain(..) {
-            completions.push(Completion::Read(done, Err(err.clone())));
+            completions.push(Completion::Read(done, Err(Error::ShuttingDown)));
         }
     }
 
@@ -531,19 +568,25 @@ impl Replica {
                 self.group.mut_store().set_conf_state(cs, wb)?;
             }
         }
-        self.group.mut_store().set_applied(index, term, wb);
+        self.group.mut_store().set_applied(index, term, &e.data, wb);
+        let (range_id, node_id) = (self.desc.range_id, self.node_id);
+        crate::chaos::raft_event(|| crate::chaos::RaftEvent::Applied {
+            range_id,
+            node_id,
+            index,
+            term,
+            hash: crate::raft::chain_hash(0, index, term, &e.data),
+        });
         // Older waiters can no longer be answered by their own entry.
         while let Some(entry) = self.proposals.first_entry() {
             if *entry.key() >= index {
                 break;
             }
             let p = entry.remove();
-            completions.push(Completion::Write(
-                p.done,
-                Err(Error::Unavailable(
-                    "proposal lost in a leader change".into(),
-                )),
-            ));
+            // Its index was covered by a snapshot: the entry may be in it or not.
+            let err =
+                Error::Indeterminate("the write's log position was replaced by a snapshot".into());
+            completions.push(Completion::Write(p.done, Err(err)));
         }
         if let Some(p) = self.proposals.remove(&index) {
             let result = match outcome {

@@ -286,6 +286,7 @@ impl Admin for KvService {
                 applied: r.applied,
                 last_index: r.last_index,
                 truncated_index: r.truncated_index,
+                apply_hash: r.apply_hash,
                 voters: r.voters,
             })
             .collect();

@@ -96,6 +96,7 @@ pub async fn run_node(
         log_compact_entries: cfg.log_compact_entries,
         max_msgs_per_loop: cfg.max_msgs_per_loop,
         request_timeout: cfg.request_timeout,
+        clock: cfg.clock.clone(),
     };
     let (store, handle) = Store::open(
         store_cfg,

@@ -25,6 +25,7 @@ struct Inner {
     unsynced: Vec<WriteBatch>,
     writes: u64,
     syncs: u64,
+    sync_latency: std::time::Duration,
 }
 
 /// A shared, in-memory engine (cheap to clone; clones share state).
@@ -66,6 +67,11 @@ impl MemEngine {
             syncs: inner.syncs,
             unsynced_batches: inner.unsynced.len(),
         }
+    }
+
+    /// Makes every synced write take `d` longer (a slow disk).
+    pub fn set_sync_latency(&self, d: std::time::Duration) {
+        self.lock().sync_latency = d;
     }
 
     /// Every visible pair, for state comparisons in tests.
@@ -151,6 +157,10 @@ impl Engine for MemEngine {
         Ok(Box::new(MemSnapshot {
             map: Arc::new(self.lock().visible.clone()),
         }))
+    }
+
+    fn sync_latency(&self) -> std::time::Duration {
+        self.lock().sync_latency
     }
 }
 

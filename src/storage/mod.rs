@@ -96,6 +96,11 @@ pub trait Engine: Send + Sync + 'static {
     /// everything written before it) is durable.
     fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()>;
     fn snapshot(&self) -> Result<Box<dyn Snapshot>>;
+    /// Extra time a synced write takes (the simulator's slow-disk fault);
+    /// real engines spend it inside `write` and report zero.
+    fn sync_latency(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// Whether the engine holds no keys at all.
     fn is_empty(&self) -> Result<bool> {
         Ok(self.scan(&[], &[], 1, false)?.is_empty())

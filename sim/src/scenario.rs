@@ -1,0 +1,277 @@
+//! One simulation run: a cluster with seed-drawn knobs, concurrent workload
+//! clients, a nemesis, then healing and every checker. Everything is drawn
+//! from the seed, so `run` with the same options replays exactly.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rangedb::chaos::{self, Canary};
+
+use crate::checks::{check_registers, check_scans, check_set, RaftSafety};
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::history::{History, Op, Outcome};
+use crate::nemesis::{Fault, Nemesis};
+use crate::workload::{self, WorkloadOptions, SET_PREFIX};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub seed: u64,
+    pub canary: Option<Canary>,
+    /// Cluster size; drawn from the seed (3 or 5) when None.
+    pub nodes: Option<usize>,
+    /// How long clients and the nemesis run (simulated).
+    pub chaos: Duration,
+    pub clients: usize,
+    pub faults: Vec<Fault>,
+    /// BUGGIFY on or off; drawn from the seed when None.
+    pub buggify: Option<bool>,
+}
+
+impl RunOptions {
+    pub fn new(seed: u64) -> RunOptions {
+        RunOptions {
+            seed,
+            canary: None,
+            nodes: None,
+            chaos: Duration::from_secs(20),
+            clients: 4,
+            faults: Fault::ALL.to_vec(),
+            buggify: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub seed: u64,
+    pub violations: Vec<String>,
+    pub schedule: Vec<String>,
+    pub knobs: String,
+    pub summary: String,
+    pub trace_hash: u64,
+    pub sim_secs: f64,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+fn fnv(h: &mut u64, s: &str) {
+    for b in s.bytes() {
+        *h ^= b as u64;
+        *h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+pub async fn run(opts: RunOptions) -> RunReport {
+    let started = tokio::time::Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed_5eed_5eed_5eed);
+    let nodes = opts.nodes.unwrap_or(if rng.gen_bool(0.25) { 5 } else { 3 });
+    let election_ticks = rng.gen_range(5..=15);
+    let heartbeat_ticks = rng.gen_range(1..=3).min(election_ticks - 1);
+    let log_compact_entries = *[10u64, 40, 200, 2000].choose(&mut rng).unwrap_or(&2000);
+    let max_msgs_per_loop = *[1usize, 8, 64, 4096].choose(&mut rng).unwrap_or(&4096);
+    let buggify = opts.buggify.unwrap_or_else(|| rng.gen_bool(0.5));
+    let knobs = format!(
+        "nodes={nodes} election_ticks={election_ticks} heartbeat_ticks={heartbeat_ticks} \
+         log_compact_entries={log_compact_entries} max_msgs_per_loop={max_msgs_per_loop} buggify={buggify} canary={}",
+        opts.canary.map(|c| c.name()).unwrap_or("none")
+    );
+
+    chaos::set_canary(opts.canary);
+    chaos::enable_buggify(buggify);
+    let safety = RaftSafety::default();
+    let sink = safety.clone();
+    chaos::set_raft_hook(Some(Box::new(move |e| sink.observe(e))));
+
+    let cluster = Arc::new(Cluster::start_with(ClusterOptions {
+        nodes,
+        log_compact_entries,
+        election_ticks,
+        heartbeat_ticks,
+        max_msgs_per_loop,
+    }));
+    let history = History::new();
+    let mut violations = Vec::new();
+    let mut schedule = Vec::new();
+
+    if !wait_for_leaders(&cluster, Duration::from_secs(30)).await {
+        violations
+            .push("liveness: the new cluster elected no leader for every range within 30s".into());
+    } else {
+        // Chaos phase: clients and nemesis together.
+        let stop_us = history.now_us() + opts.chaos.as_micros() as u64;
+        let mut clients = Vec::new();
+        for id in 0..opts.clients {
+            let client = cluster.client(Duration::from_secs(10));
+            let (h, crng) = (history.clone(), ChaCha8Rng::seed_from_u64(rng.gen()));
+            clients.push(cluster.client_host.spawn(workload::client_loop(
+                id,
+                client,
+                h,
+                crng,
+                WorkloadOptions::default(),
+                stop_us,
+            )));
+        }
+        let nemesis = Nemesis::new(
+            cluster.clone(),
+            ChaCha8Rng::seed_from_u64(rng.gen()),
+            opts.faults.clone(),
+            history.clone(),
+        );
+        schedule = nemesis.run(opts.chaos).await;
+        for c in clients {
+            let _ = c.await;
+        }
+        chaos::enable_buggify(false);
+
+        // Liveness: after healing, every client makes progress within 30s.
+        let mut probes = Vec::new();
+        for id in 0..opts.clients {
+            let client = cluster.client(Duration::from_secs(30));
+            let h = history.clone();
+            probes.push(cluster.client_host.spawn(async move {
+                let t0 = h.now_us();
+                let key = format!("/live/c{id}");
+                let put = client.put(key.as_bytes(), b"ok").await;
+                let get = client.get(key.as_bytes()).await;
+                let secs = (h.now_us() - t0) as f64 / 1e6;
+                match (put, get) {
+                    (Ok(()), Ok(Some(_))) => None,
+                    (p, g) => Some(format!(
+                        "liveness: client {id} made no progress within 30s after healing ({secs:.1}s): put {p:?}, get {g:?}"
+                    )),
+                }
+            }));
+        }
+        for p in probes {
+            if let Ok(Some(v)) = p.await {
+                violations.push(v);
+            }
+        }
+    }
+
+    // Final state of the set, through a linearizable scan.
+    let entries = history.entries();
+    let final_keys = if violations.is_empty() {
+        let client = cluster.client(Duration::from_secs(30));
+        let scan = Op::Scan {
+            prefix: SET_PREFIX.into(),
+        };
+        match cluster
+            .client_host
+            .spawn(async move { workload::execute(&client, &scan).await })
+            .await
+        {
+            Ok(Outcome::Scanned(keys)) => Some(keys.into_iter().collect::<BTreeSet<String>>()),
+            other => {
+                violations.push(format!("liveness: final scan failed: {other:?}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let regs = check_registers(&entries);
+    violations.extend(regs.violations.iter().cloned());
+    if let Some(keys) = &final_keys {
+        violations.extend(check_set(&entries, keys));
+    }
+    violations.extend(check_scans(&entries));
+
+    let mut dumps = Vec::new();
+    if violations.is_empty() {
+        match cluster.converge(Duration::from_secs(60)).await {
+            Ok(d) => {
+                for (i, dump) in d.iter().enumerate().skip(1) {
+                    if dump != &d[0] {
+                        let a: BTreeSet<_> = d[0].iter().collect();
+                        let b: BTreeSet<_> = dump.iter().collect();
+                        let only0 = a
+                            .difference(&b)
+                            .next()
+                            .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+                        let only1 = b
+                            .difference(&a)
+                            .next()
+                            .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+                        violations.push(format!(
+                            "convergence: node 1 and node {} hold different data (node 1 only: {only0:?}, node {} only: {only1:?})",
+                            i + 1,
+                            i + 1
+                        ));
+                    }
+                }
+                dumps = d;
+            }
+            Err(e) => violations.push(format!("convergence: {e}")),
+        }
+    }
+    violations.extend(safety.violations());
+    chaos::set_raft_hook(None);
+    chaos::set_canary(None);
+
+    let acked = entries
+        .iter()
+        .filter(|e| e.outcome == Outcome::Written)
+        .count();
+    let unknown = entries
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::Unknown(_)))
+        .count();
+    let summary = format!(
+        "{} ops ({acked} acknowledged writes, {unknown} unknown outcomes); {} register keys / {} ops checked \
+         for linearizability ({} hit the search bound: unverified); {} raft events checked; {} faults",
+        entries.len(),
+        regs.keys,
+        regs.ops,
+        regs.unknown.len(),
+        safety.events(),
+        schedule.len().saturating_sub(1)
+    );
+
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for e in &entries {
+        fnv(&mut h, &format!("{e:?}"));
+    }
+    for s in &schedule {
+        fnv(&mut h, s);
+    }
+    for d in &dumps {
+        fnv(&mut h, &format!("{d:?}"));
+    }
+    fnv(&mut h, &format!("{violations:?}"));
+    RunReport {
+        seed: opts.seed,
+        violations,
+        schedule,
+        knobs,
+        summary,
+        trace_hash: h,
+        sim_secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+async fn wait_for_leaders(cluster: &Cluster, limit: Duration) -> bool {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < limit {
+        let st = cluster.statuses().await;
+        if st.len() == cluster.nodes.len()
+            && st
+                .iter()
+                .all(|s| s.ranges.len() >= 2 && s.ranges.iter().all(|r| r.leader_id != 0))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}

@@ -1,0 +1,114 @@
+//! Workloads: seeded client loops that record every operation in the
+//! history. Today: per-key registers (unique-valued writes and reads), an
+//! insert-only set, and prefix scans over the set. A new workload adds an
+//! `Op` kind (history.rs), a branch here, and a check in `checks.rs`.
+
+use std::time::Duration;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rangedb::client::Client;
+
+use crate::history::{Entry, History, Op, Outcome};
+
+/// Key prefixes of the workloads.
+pub const REGISTER_PREFIX: &str = "/reg/";
+pub const SET_PREFIX: &str = "/set/";
+
+#[derive(Debug, Clone)]
+pub struct WorkloadOptions {
+    /// Number of register keys (few keys: more contention per key).
+    pub registers: usize,
+    /// Percent of operations that are register writes, reads, set inserts; the rest are scans.
+    pub write_pct: u32,
+    pub read_pct: u32,
+    pub insert_pct: u32,
+}
+
+impl Default for WorkloadOptions {
+    fn default() -> Self {
+        WorkloadOptions {
+            registers: 4,
+            write_pct: 35,
+            read_pct: 35,
+            insert_pct: 22,
+        }
+    }
+}
+
+/// Runs one client until `stop` (simulated time since the history began, µs).
+pub async fn client_loop(
+    id: usize,
+    client: Client,
+    history: History,
+    mut rng: ChaCha8Rng,
+    opts: WorkloadOptions,
+    stop_us: u64,
+) {
+    let mut n = 0u64;
+    while history.now_us() < stop_us {
+        n += 1;
+        let dice = rng.gen_range(0..100);
+        let op = if dice < opts.write_pct {
+            let key = format!("{REGISTER_PREFIX}{}", rng.gen_range(0..opts.registers));
+            Op::Write {
+                key,
+                value: format!("c{id}-{n}"),
+            }
+        } else if dice < opts.write_pct + opts.read_pct {
+            Op::Read {
+                key: format!("{REGISTER_PREFIX}{}", rng.gen_range(0..opts.registers)),
+            }
+        } else if dice < opts.write_pct + opts.read_pct + opts.insert_pct {
+            Op::Write {
+                key: format!("{SET_PREFIX}c{id}-{n:06}"),
+                value: "1".into(),
+            }
+        } else {
+            Op::Scan {
+                prefix: SET_PREFIX.into(),
+            }
+        };
+        let invoke_us = history.now_us();
+        let outcome = execute(&client, &op).await;
+        history.record(Entry {
+            client: id,
+            op,
+            invoke_us,
+            complete_us: history.now_us(),
+            outcome,
+        });
+        // Think time keeps histories small enough for exhaustive checking.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(1..40))).await;
+    }
+}
+
+/// Runs one operation and classifies its outcome.
+pub async fn execute(client: &Client, op: &Op) -> Outcome {
+    match op {
+        Op::Write { key, value } => match client.put(key.as_bytes(), value.as_bytes()).await {
+            Ok(()) => Outcome::Written,
+            Err(e) if !e.is_retryable() => Outcome::Failed(e.to_string()),
+            Err(e) => Outcome::Unknown(e.to_string()),
+        },
+        Op::Read { key } => match client.get(key.as_bytes()).await {
+            Ok(v) => Outcome::Read(v.map(|v| String::from_utf8_lossy(&v).into_owned())),
+            Err(e) => Outcome::Unknown(e.to_string()),
+        },
+        Op::Scan { prefix } => {
+            let end = format!("{}~", prefix.trim_end_matches('/'));
+            match client
+                .scan(prefix.as_bytes(), end.as_bytes(), 100_000, false)
+                .await
+            {
+                Ok(pairs) => Outcome::Scanned(
+                    pairs
+                        .into_iter()
+                        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+                        .collect(),
+                ),
+                Err(e) => Outcome::Unknown(e.to_string()),
+            }
+        }
+    }
+}

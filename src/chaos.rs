@@ -1,0 +1,173 @@
+//! Simulation-only instruments compiled into the server: BUGGIFY-style
+//! perturbation points, named canary bugs, and safety hooks that report Raft
+//! events to the simulator's checkers.
+//!
+//! In production builds (`not(madsim)`) every function here is an inline
+//! no-op returning "off", so none of it can change real behaviour. Under
+//! `--cfg madsim` the harness switches things on per run; one seed runs per
+//! process, so process-wide state is per-run state.
+
+use std::time::Duration;
+
+/// Deliberately injected bugs the simulator must catch (sim builds only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Canary {
+    /// Acknowledge Raft writes without fsyncing the log first.
+    AckBeforeFsync,
+    /// Serve "linearizable" reads from any replica's local state, no ReadIndex.
+    ReadWithoutReadIndex,
+    /// Persist the hard state without the vote.
+    ForgetVote,
+    /// On restart, believe the last applied entry was not applied.
+    ApplyTwiceAfterRestart,
+    /// Snapshots leave out the last key of the range.
+    SnapshotDropsLastKey,
+}
+
+impl Canary {
+    pub const ALL: [Canary; 5] = [
+        Canary::AckBeforeFsync,
+        Canary::ReadWithoutReadIndex,
+        Canary::ForgetVote,
+        Canary::ApplyTwiceAfterRestart,
+        Canary::SnapshotDropsLastKey,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Canary::AckBeforeFsync => "ack-before-fsync",
+            Canary::ReadWithoutReadIndex => "read-without-readindex",
+            Canary::ForgetVote => "forget-vote",
+            Canary::ApplyTwiceAfterRestart => "apply-twice-after-restart",
+            Canary::SnapshotDropsLastKey => "snapshot-drops-last-key",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Canary> {
+        Canary::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// A Raft event reported to the simulator's safety checkers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RaftEvent {
+    BecameLeader {
+        range_id: u64,
+        term: u64,
+        node_id: u64,
+    },
+    Applied {
+        range_id: u64,
+        node_id: u64,
+        index: u64,
+        term: u64,
+        hash: u64,
+    },
+    /// `node_id` sent a vote for `candidate` in `term` (after persisting it).
+    VoteGranted {
+        range_id: u64,
+        node_id: u64,
+        term: u64,
+        candidate: u64,
+    },
+    /// `node_id` (re)started with this persisted hard state.
+    Recovered {
+        range_id: u64,
+        node_id: u64,
+        term: u64,
+        vote: u64,
+    },
+}
+
+#[cfg(madsim)]
+mod imp {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+    use std::sync::Mutex;
+
+    static BUGGIFY: AtomicBool = AtomicBool::new(false);
+    static CANARY: AtomicU8 = AtomicU8::new(u8::MAX);
+    type Sink = Box<dyn Fn(RaftEvent) + Send>;
+    static HOOK: Mutex<Option<Sink>> = Mutex::new(None);
+
+    pub fn enable_buggify(on: bool) {
+        BUGGIFY.store(on, Ordering::Relaxed);
+    }
+    pub fn buggify(probability: f64) -> bool {
+        BUGGIFY.load(Ordering::Relaxed)
+            && rand::Rng::gen_bool(&mut madsim::rand::thread_rng(), probability)
+    }
+    pub fn set_canary(c: Option<Canary>) {
+        let v = c
+            .and_then(|c| Canary::ALL.iter().position(|x| *x == c))
+            .map(|i| i as u8)
+            .unwrap_or(u8::MAX);
+        CANARY.store(v, Ordering::Relaxed);
+    }
+    pub fn canary(c: Canary) -> bool {
+        let v = CANARY.load(Ordering::Relaxed);
+        Canary::ALL.get(v as usize) == Some(&c)
+    }
+    pub fn set_raft_hook(f: Option<Sink>) {
+        *HOOK.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+    pub fn raft_event(e: RaftEvent) {
+        if let Some(f) = HOOK.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            f(e);
+        }
+    }
+}
+
+#[cfg(madsim)]
+pub use imp::{enable_buggify, set_canary, set_raft_hook};
+
+/// Whether a BUGGIFY point fires (never outside simulation).
+#[inline]
+pub fn buggify(probability: f64) -> bool {
+    #[cfg(madsim)]
+    {
+        imp::buggify(probability)
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = probability;
+        false
+    }
+}
+
+/// A random extra delay at a BUGGIFY point, or zero.
+#[inline]
+pub fn buggify_delay(probability: f64, max: Duration) -> Duration {
+    if buggify(probability) {
+        let ms = rand::Rng::gen_range(
+            &mut madsim::rand::thread_rng(),
+            1..=max.as_millis().max(1) as u64,
+        );
+        Duration::from_millis(ms)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Whether canary bug `c` is switched on (never outside simulation).
+#[inline]
+pub fn canary(c: Canary) -> bool {
+    #[cfg(madsim)]
+    {
+        imp::canary(c)
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = c;
+        false
+    }
+}
+
+/// Reports a Raft event to the simulator (no-op outside simulation).
+#[inline]
+pub fn raft_event(e: impl FnOnce() -> RaftEvent) {
+    #[cfg(madsim)]
+    imp::raft_event(e());
+    #[cfg(not(madsim))]
+    let _ = e;
+}
