@@ -98,6 +98,30 @@ pub enum AdminCommand {
     /// Per-node status.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Read the `_/` metadata namespace.
+    #[command(subcommand)]
+    Meta(MetaCommand),
+    /// Read cluster configuration (`_/cluster/config/...`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MetaCommand {
+    /// List metadata keys under a prefix, e.g. `_/partitions/`.
+    List {
+        prefix: String,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Read one metadata key, e.g. `_/cluster/id`.
+    Get { key: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Read a setting: `replication_factor` or `_/cluster/config/replication_factor`.
+    Get { key: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -292,20 +316,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     reverse,
                 )
                 .await?;
-            if json {
-                let items: Vec<_> = pairs
-                    .iter()
-                    .map(|(k, v)| serde_json::json!({"key": lossy(k), "value": lossy(v)}))
-                    .collect();
-                let _ = writeln!(out, "{}", serde_json::Value::Array(items));
-            } else {
-                for (k, v) in &pairs {
-                    let _ = out.write_all(k);
-                    let _ = out.write_all(b": ");
-                    let _ = out.write_all(v);
-                    let _ = writeln!(out);
-                }
-            }
+            print_pairs(&mut out, &pairs, json);
         }
         Command::Batch(BatchCommand::Put { pairs }) => {
             if pairs.len() % 2 != 0 {
@@ -329,6 +340,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => {
             drop(out);
             bench::run(&cli.endpoints, args, json).await?;
+        }
+        Command::Admin(AdminCommand::Meta(MetaCommand::List { prefix, limit })) => {
+            let prefix = system_key(&prefix, "")?;
+            let pairs = client
+                .scan(
+                    prefix.as_bytes(),
+                    &prefix_end(prefix.as_bytes()),
+                    limit.unwrap_or(0),
+                    false,
+                )
+                .await?;
+            print_pairs(&mut out, &pairs, json);
+        }
+        Command::Admin(AdminCommand::Meta(MetaCommand::Get { key })) => {
+            let key = system_key(&key, "")?;
+            return print_value(&mut out, &client, &key, json).await;
+        }
+        Command::Admin(AdminCommand::Config(ConfigCommand::Get { key })) => {
+            let key = system_key(&key, CONFIG_PREFIX)?;
+            return print_value(&mut out, &client, &key, json).await;
         }
         Command::Admin(AdminCommand::Node(NodeCommand::Status)) => {
             let mut failed = false;
@@ -382,6 +413,77 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+const CONFIG_PREFIX: &str = "_/cluster/config/";
+
+/// A metadata key as typed: full (`_/...`) or, with a default prefix, short.
+fn system_key(key: &str, default_prefix: &str) -> Result<String> {
+    if key.starts_with("_/") {
+        Ok(key.to_string())
+    } else if !default_prefix.is_empty() && !key.is_empty() && !key.contains('/') {
+        Ok(format!("{default_prefix}{key}"))
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{key:?} is not a metadata key (they start with \"_/\")"
+        )))
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}
+
+fn print_pairs(out: &mut impl std::io::Write, pairs: &[(Vec<u8>, Vec<u8>)], json: bool) {
+    if json {
+        let items: Vec<_> = pairs
+            .iter()
+            .map(|(k, v)| serde_json::json!({"key": lossy(k), "value": lossy(v)}))
+            .collect();
+        let _ = writeln!(out, "{}", serde_json::Value::Array(items));
+    } else {
+        for (k, v) in pairs {
+            let _ = out.write_all(k);
+            let _ = out.write_all(b": ");
+            let _ = out.write_all(v);
+            let _ = writeln!(out);
+        }
+    }
+}
+
+async fn print_value(
+    out: &mut impl std::io::Write,
+    client: &Client,
+    key: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    match client.get(key.as_bytes()).await? {
+        Some(v) => {
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"key": key, "value": lossy(&v)})
+                );
+            } else {
+                let _ = out.write_all(&v);
+                let _ = writeln!(out);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("Error: key not found: {key}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn print_ok(out: &mut impl std::io::Write, json: bool) {

@@ -40,8 +40,9 @@ impl KvService {
     }
 }
 
-const RESERVED: &str = "keys under \"_/\" are reserved for cluster metadata and cannot be written through the \
-     Kv API; read them with `rangedb admin meta get|list` and change configuration with `rangedb admin config set`";
+const RESERVED: &str =
+    "keys under \"_/\" are reserved for cluster metadata and cannot be written through the \
+     Kv API; read them with `rangedb admin meta get|list` or `rangedb admin config get`";
 
 fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
