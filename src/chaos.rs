@@ -22,15 +22,18 @@ pub enum Canary {
     ApplyTwiceAfterRestart,
     /// Snapshots leave out the last key of the range.
     SnapshotDropsLastKey,
+    /// A split loses the data of its right half.
+    SplitDropsRightHalf,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 5] = [
+    pub const ALL: [Canary; 6] = [
         Canary::AckBeforeFsync,
         Canary::ReadWithoutReadIndex,
         Canary::ForgetVote,
         Canary::ApplyTwiceAfterRestart,
         Canary::SnapshotDropsLastKey,
+        Canary::SplitDropsRightHalf,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Canary {
             Canary::ForgetVote => "forget-vote",
             Canary::ApplyTwiceAfterRestart => "apply-twice-after-restart",
             Canary::SnapshotDropsLastKey => "snapshot-drops-last-key",
+            Canary::SplitDropsRightHalf => "split-drops-right-half",
         }
     }
 

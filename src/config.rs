@@ -25,6 +25,9 @@ pub const DEFAULT_PEER_ADDRESS: &str = "127.0.0.1:8080";
 pub const DEFAULT_CLIENT_ADDRESS: &str = "127.0.0.1:8081";
 pub const DEFAULT_DATA_DIR: &str = "./rangedb-data";
 
+/// Ranges larger than this split (cluster setting `range_max_bytes`).
+pub const DEFAULT_RANGE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Raft tick period.
 pub const DEFAULT_TICK_MS: u64 = 100;
 /// Leader heartbeat every this many ticks.

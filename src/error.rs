@@ -10,6 +10,26 @@ use std::fmt;
 /// Convenience alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A range's key span `[start, end)` in the internal data keyspace (see
+/// `keys.rs`); both empty when unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+}
+
+impl Span {
+    pub fn new(start: Vec<u8>, end: Vec<u8>) -> Span {
+        Span { start, end }
+    }
+    pub fn is_known(&self) -> bool {
+        !self.end.is_empty()
+    }
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.is_known() && key >= self.start.as_slice() && key < self.end.as_slice()
+    }
+}
+
 /// Where the current leader of a range can be reached, when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderHint {
@@ -37,10 +57,14 @@ pub enum Error {
     NotLeader {
         range_id: u64,
         leader: Option<LeaderHint>,
+        span: Span,
     },
     /// This node holds no replica of the range (yet).
     #[error("range {0} not found on this node")]
     RangeNotFound(u64),
+    /// A request's keys are not (or no longer, after a split) in one range.
+    #[error("key not in range {range_id}: the range changed (split); retry with fresh routing")]
+    KeyNotInRange { range_id: u64, span: Span },
     /// The request did not finish in time; a write may or may not have happened.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -80,6 +104,7 @@ impl Error {
             self,
             Error::NotLeader { .. }
                 | Error::RangeNotFound(_)
+                | Error::KeyNotInRange { .. }
                 | Error::Timeout(_)
                 | Error::Indeterminate(_)
                 | Error::Unavailable(_)

@@ -10,12 +10,41 @@
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-use crate::error::{Error, LeaderHint};
+use crate::error::{Error, LeaderHint, Span};
 
 pub const ERROR_KIND: &str = "x-rangedb-error";
 pub const RANGE_ID: &str = "x-rangedb-range";
 pub const LEADER_ID: &str = "x-rangedb-leader-id";
 pub const LEADER_ADDRESS: &str = "x-rangedb-leader-address";
+pub const RANGE_START: &str = "x-rangedb-range-start";
+pub const RANGE_END: &str = "x-rangedb-range-end";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn set_span(status: &mut Status, span: &Span) {
+    if span.is_known() {
+        set(status, RANGE_START, &hex(&span.start));
+        set(status, RANGE_END, &hex(&span.end));
+    }
+}
+
+fn get_span(status: &Status) -> Span {
+    let start = get(status, RANGE_START).and_then(unhex).unwrap_or_default();
+    let end = get(status, RANGE_END).and_then(unhex).unwrap_or_default();
+    Span { start, end }
+}
 
 fn set(status: &mut Status, key: &'static str, value: &str) {
     if let Ok(v) = MetadataValue::try_from(value) {
@@ -28,6 +57,7 @@ pub fn to_status(e: Error) -> Status {
         Error::InvalidArgument(_) => "invalid-argument",
         Error::NotLeader { .. } => "not-leader",
         Error::RangeNotFound(_) => "range-not-found",
+        Error::KeyNotInRange { .. } => "key-not-in-range",
         Error::Timeout(_) => "timeout",
         Error::Indeterminate(_) => "indeterminate",
         Error::Unavailable(_) => "unavailable",
@@ -49,15 +79,26 @@ fn to_status_inner(e: Error) -> Status {
     let msg = e.to_string();
     match e {
         Error::InvalidArgument(_) => Status::invalid_argument(msg),
-        Error::NotLeader { range_id, leader } => {
+        Error::NotLeader {
+            range_id,
+            leader,
+            span,
+        } => {
             let mut s = Status::unavailable(msg);
             set(&mut s, RANGE_ID, &range_id.to_string());
+            set_span(&mut s, &span);
             if let Some(h) = leader {
                 set(&mut s, LEADER_ID, &h.node_id.to_string());
                 if let Some(a) = h.client_address {
                     set(&mut s, LEADER_ADDRESS, &a);
                 }
             }
+            s
+        }
+        Error::KeyNotInRange { range_id, span } => {
+            let mut s = Status::unavailable(msg);
+            set(&mut s, RANGE_ID, &range_id.to_string());
+            set_span(&mut s, &span);
             s
         }
         Error::RangeNotFound(range_id) => {
@@ -91,8 +132,13 @@ pub fn from_status(s: &Status) -> Error {
                     node_id,
                     client_address: get(s, LEADER_ADDRESS).map(str::to_string),
                 }),
+            span: get_span(s),
         },
         (Code::Unavailable, Some("range-not-found")) => Error::RangeNotFound(range_id),
+        (Code::Unavailable, Some("key-not-in-range")) => Error::KeyNotInRange {
+            range_id,
+            span: get_span(s),
+        },
         (Code::Unknown, Some("indeterminate")) => {
             Error::Indeterminate(strip(s.message(), "outcome unknown: "))
         }
@@ -136,6 +182,7 @@ mod tests {
                 node_id: 3,
                 client_address: Some("127.0.0.1:8085".into()),
             }),
+            span: Span::new(vec![0x11, b'a'], vec![0x11, 0xff, 0x00]),
         };
         let s = to_status(e.clone());
         assert_eq!(s.code(), Code::Unavailable);

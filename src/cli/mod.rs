@@ -104,6 +104,8 @@ pub enum AdminCommand {
     /// Read cluster configuration (`_/cluster/config/...`).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Split the range holding KEY so that KEY starts a new range.
+    Split { key: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -340,6 +342,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => {
             drop(out);
             bench::run(&cli.endpoints, args, json).await?;
+        }
+        Command::Admin(AdminCommand::Split { key }) => {
+            client.split(key.as_bytes()).await?;
+            print_ok(&mut out, json);
         }
         Command::Admin(AdminCommand::Meta(MetaCommand::List { prefix, limit })) => {
             let prefix = system_key(&prefix, "")?;

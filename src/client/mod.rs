@@ -1,18 +1,23 @@
-//! The Rust client SDK: a list of endpoints, leader routing with a cache,
-//! retries with jittered backoff under one overall deadline — for retryable
-//! errors only (`Error::is_retryable`); bad input fails at once.
+//! The Rust client SDK: a list of endpoints, routing with a range cache,
+//! retries with jittered backoff under one overall deadline.
 //!
-//! Routing: the cluster answers `NotLeader` with the leader's client address
-//! when it knows it; the SDK goes there next and remembers it per key
-//! namespace (system `_/` vs user keys, which are separate ranges).
+//! Routing: the server routes each request by key to the range holding it;
+//! a node that does not lead that range answers `NotLeader` with the range's
+//! span and the leader's address. The SDK caches span -> leader and sends the
+//! next request for any key in that span straight to the leader. A range that
+//! split under a request answers `KeyNotInRange` with its new span. Scans
+//! that cross ranges continue from the `resume_key` the server returns, so
+//! they stream in key order across any number of ranges. A batch whose keys
+//! span several ranges is split into one atomic batch per range (CAVEAT:
+//! atomic per range, not across ranges, until transactions land).
 //!
 //! Writes are retried only when they certainly were not applied (not the
 //! leader, connection refused, proposal dropped); an ambiguous failure (a
 //! timeout, a connection lost mid-request) is returned to the caller as
 //! `Timeout`/`Indeterminate`, because a blind retry could apply the write a
-//! second time after other clients' writes (found by the simulator, seed 80).
-//! Reads are retried on any retryable error. Uses only the API (proto) and
-//! the shared error type.
+//! second time after other clients' writes (found by the simulator, seed 76).
+//! Reads are retried on any retryable error. Uses only the API (proto), the
+//! keyspace encoding and the shared error type.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,7 +28,8 @@ use rand::Rng;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Span};
+use crate::keys::data_key;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::kv_client::KvClient;
 use crate::proto::*;
@@ -48,25 +54,15 @@ impl Default for ClientOptions {
     }
 }
 
-/// Which range family a key belongs to (they may have different leaders).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Family {
-    System,
-    User,
-}
-
-fn family(key: &[u8]) -> Family {
-    if crate::keys::is_system_key(key) {
-        Family::System
-    } else {
-        Family::User
-    }
-}
+/// A cached range: its end and, if known, its leader's address.
+type CachedRange = (Vec<u8>, Option<String>);
 
 #[derive(Default)]
 struct State {
     channels: BTreeMap<String, Channel>,
-    leaders: BTreeMap<Family, String>,
+    /// Known ranges: start -> (end, leader address), internal keys.
+    ranges: BTreeMap<Vec<u8>, CachedRange>,
+    /// Endpoint to try when no range is known for a key.
     next: usize,
 }
 
@@ -78,6 +74,18 @@ pub struct Client {
 
 /// A read's consistency (see `ReadConsistency` in the proto).
 pub use crate::proto::ReadConsistency;
+
+/// How a call may be retried.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads: any retryable error.
+    Idempotent,
+    /// Writes: only failures that certainly did not apply.
+    Write,
+    /// Batches: like writes, and a `KeyNotInRange` goes back to the caller,
+    /// which splits the batch.
+    Batch,
+}
 
 impl Client {
     pub fn new(endpoints: Vec<String>, opts: ClientOptions) -> Result<Client> {
@@ -125,36 +133,70 @@ impl Client {
         Ok(ch)
     }
 
-    fn pick(&self, fam: Family) -> String {
-        let st = self.lock();
-        if let Some(l) = st.leaders.get(&fam) {
-            return l.clone();
-        }
-        let i = st.next % self.endpoints.len();
-        self.endpoints[i].clone()
+    fn cached<'a>(st: &'a mut State, key: &[u8]) -> Option<(&'a Vec<u8>, &'a mut CachedRange)> {
+        st.ranges
+            .range_mut(..=key.to_vec())
+            .next_back()
+            .filter(|(_, (end, _))| key < end.as_slice())
     }
 
-    fn demote(&self, fam: Family, addr: &str) {
+    /// Where to send a request for internal key `key`.
+    fn pick(&self, key: &[u8]) -> String {
         let mut st = self.lock();
-        if st.leaders.get(&fam).map(String::as_str) == Some(addr) {
-            st.leaders.remove(&fam);
+        if let Some((_, (_, Some(addr)))) = Self::cached(&mut st, key) {
+            return addr.clone();
         }
-        if let Some(i) = self.endpoints.iter().position(|e| e == addr) {
-            st.next = i + 1;
-        } else {
-            st.next += 1;
+        self.endpoints[st.next % self.endpoints.len()].clone()
+    }
+
+    /// Records a range's span and leader, replacing what it overlaps.
+    fn learn(&self, span: &Span, leader: Option<String>) {
+        if !span.is_known() {
+            return;
+        }
+        let mut st = self.lock();
+        let stale: Vec<Vec<u8>> = st
+            .ranges
+            .iter()
+            .filter(|(s, (e, _))| {
+                s.as_slice() < span.end.as_slice() && span.start.as_slice() < e.as_slice()
+            })
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in stale {
+            st.ranges.remove(&s);
+        }
+        st.ranges
+            .insert(span.start.clone(), (span.end.clone(), leader));
+    }
+
+    /// `addr` answered for `key`: prefer it next time.
+    fn remember(&self, key: &[u8], addr: &str) {
+        let mut st = self.lock();
+        if let Some((_, entry)) = Self::cached(&mut st, key) {
+            entry.1 = Some(addr.to_string());
+        } else if let Some(i) = self.endpoints.iter().position(|e| e == addr) {
+            st.next = i;
         }
     }
 
-    fn remember(&self, fam: Family, addr: &str) {
-        self.lock().leaders.insert(fam, addr.to_string());
+    /// `addr` failed for `key`: forget it as leader and move on.
+    fn demote(&self, key: &[u8], addr: &str) {
+        let mut st = self.lock();
+        if let Some((_, entry)) = Self::cached(&mut st, key) {
+            if entry.1.as_deref() == Some(addr) {
+                entry.1 = None;
+            }
+        }
+        st.next = match self.endpoints.iter().position(|e| e == addr) {
+            Some(i) => i + 1,
+            None => st.next + 1,
+        };
     }
 
-    /// Runs `call` against the right node, following hints and retrying
-    /// retryable failures until the deadline. For writes (`idempotent` false)
-    /// an ambiguous failure — the write may have been applied — is returned at
-    /// once instead of retried, so a write never lands twice.
-    async fn with_retry<T, F, Fut>(&self, fam: Family, idempotent: bool, call: F) -> Result<T>
+    /// Runs `call` against the node that should serve `key` (internal),
+    /// following hints and retrying what `retry` allows until the deadline.
+    async fn with_retry<T, F, Fut>(&self, key: &[u8], retry: Retry, call: F) -> Result<T>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<T, Status>>,
@@ -162,19 +204,20 @@ impl Client {
         let start = tokio::time::Instant::now();
         let mut backoff = Duration::from_millis(20);
         let mut unreachable_in_a_row = 0usize;
+        let mut hops = 0usize;
         loop {
-            let addr = self.pick(fam);
+            let addr = self.pick(key);
             let channel = self.channel(&addr)?;
             let outcome = tokio::time::timeout(self.opts.rpc_timeout, call(channel)).await;
             let err = match outcome {
                 Ok(Ok(v)) => {
-                    self.remember(fam, &addr);
+                    self.remember(key, &addr);
                     return Ok(v);
                 }
                 Ok(Err(status)) if !is_server_status(&status) => {
-                    self.demote(fam, &addr);
+                    self.demote(key, &addr);
                     let reason = transport_message(&status);
-                    if !never_sent(&reason) && !idempotent {
+                    if !never_sent(&reason) && retry != Retry::Idempotent {
                         return Err(Error::Indeterminate(format!(
                             "connection to {addr} failed during the write: {reason}"
                         )));
@@ -185,31 +228,38 @@ impl Client {
                 Ok(Err(status)) => {
                     unreachable_in_a_row = 0;
                     let e = from_status(&status);
-                    if !e.is_retryable() || (!idempotent && e.is_ambiguous()) {
+                    if !e.is_retryable() || (retry != Retry::Idempotent && e.is_ambiguous()) {
                         return Err(e);
                     }
                     match &e {
-                        Error::NotLeader {
-                            leader: Some(h), ..
-                        } if h.client_address.is_some() => {
-                            let to = h.client_address.clone().unwrap_or_default();
-                            if to != addr {
-                                self.remember(fam, &to);
-                                continue; // follow the hint at once
+                        Error::NotLeader { leader, span, .. } => {
+                            let to = leader.as_ref().and_then(|h| h.client_address.clone());
+                            self.learn(span, to.clone());
+                            match to {
+                                Some(to) if to != addr && hops < 8 => {
+                                    hops += 1;
+                                    continue; // follow the hint at once
+                                }
+                                _ => self.demote(key, &addr),
                             }
-                            self.demote(fam, &addr);
                         }
-                        _ => self.demote(fam, &addr),
+                        Error::KeyNotInRange { span, .. } => {
+                            self.learn(span, Some(addr.clone()));
+                            if retry == Retry::Batch {
+                                return Err(e);
+                            }
+                        }
+                        _ => self.demote(key, &addr),
                     }
                     e
                 }
                 Err(_) => {
-                    self.demote(fam, &addr);
+                    self.demote(key, &addr);
                     let e = Error::Timeout(format!(
                         "{addr} did not answer within {:?}",
                         self.opts.rpc_timeout
                     ));
-                    if !idempotent {
+                    if retry != Retry::Idempotent {
                         return Err(e);
                     }
                     e
@@ -252,7 +302,7 @@ impl Client {
             consistency: consistency as i32,
         };
         let resp = self
-            .with_retry(family(key), true, |ch| {
+            .with_retry(&data_key(key), Retry::Idempotent, |ch| {
                 let req = req.clone();
                 async move { KvClient::new(ch).get(req).await }
             })
@@ -266,7 +316,7 @@ impl Client {
             key: key.to_vec(),
             value: value.to_vec(),
         };
-        self.with_retry(family(key), false, |ch| {
+        self.with_retry(&data_key(key), Retry::Write, |ch| {
             let req = req.clone();
             async move { KvClient::new(ch).put(req).await }
         })
@@ -276,7 +326,7 @@ impl Client {
 
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
         let req = DeleteRequest { key: key.to_vec() };
-        self.with_retry(family(key), false, |ch| {
+        self.with_retry(&data_key(key), Retry::Write, |ch| {
             let req = req.clone();
             async move { KvClient::new(ch).delete(req).await }
         })
@@ -284,23 +334,46 @@ impl Client {
         Ok(())
     }
 
-    /// Writes every pair atomically.
+    /// Writes every pair; atomically when they share a range (see module docs).
     pub async fn batch_put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-        let fam = pairs
-            .first()
-            .map(|(k, _)| family(k))
-            .unwrap_or(Family::User);
-        let req = BatchPutRequest {
-            pairs: pairs
-                .into_iter()
-                .map(|(key, value)| KeyValue { key, value })
-                .collect(),
-        };
-        self.with_retry(fam, false, |ch| {
-            let req = req.clone();
-            async move { KvClient::new(ch).batch_put(req).await }
-        })
-        .await?;
+        let mut queue = vec![pairs];
+        let mut rounds = 0;
+        while let Some(batch) = queue.pop() {
+            let Some(first) = batch.first().map(|(k, _)| data_key(k)) else {
+                continue;
+            };
+            let req = BatchPutRequest {
+                pairs: batch
+                    .iter()
+                    .map(|(key, value)| KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+            };
+            let result = self
+                .with_retry(&first, Retry::Batch, |ch| {
+                    let req = req.clone();
+                    async move { KvClient::new(ch).batch_put(req).await }
+                })
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(Error::KeyNotInRange { span, .. }) if span.is_known() && rounds < 1000 => {
+                    rounds += 1;
+                    let (inside, rest): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .partition(|(k, _)| span.contains(&data_key(k)));
+                    if !rest.is_empty() {
+                        queue.push(rest);
+                    }
+                    if !inside.is_empty() {
+                        queue.push(inside);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 
@@ -325,28 +398,69 @@ impl Client {
         reverse: bool,
         consistency: ReadConsistency,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let req = ScanRequest {
-            start: start.to_vec(),
-            end: end.to_vec(),
-            limit,
-            reverse,
-            consistency: consistency as i32,
+        let want = if limit == 0 {
+            crate::config::DEFAULT_SCAN_LIMIT
+        } else {
+            limit as usize
         };
-        self.with_retry(family(start), true, |ch| {
-            let req = req.clone();
-            async move {
-                let mut stream = KvClient::new(ch).scan(req).await?.into_inner();
-                let mut out = Vec::new();
-                while let Some(chunk) = stream.message().await? {
-                    out.extend(chunk.pairs.into_iter().map(|kv| (kv.key, kv.value)));
-                }
-                Ok(out)
+        let (mut start, mut end) = (start.to_vec(), end.to_vec());
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        loop {
+            let remaining = (want - out.len()) as u32;
+            let req = ScanRequest {
+                start: start.clone(),
+                end: end.clone(),
+                limit: remaining,
+                reverse,
+                consistency: consistency as i32,
+            };
+            // Route by the key the scan begins at: the start, or (reverse) the end.
+            let route = if reverse && !end.is_empty() {
+                predecessor(&data_key(&end))
+            } else {
+                data_key(&start)
+            };
+            let (pairs, resume) = self
+                .with_retry(&route, Retry::Idempotent, |ch| {
+                    let req = req.clone();
+                    async move {
+                        let mut stream = KvClient::new(ch).scan(req).await?.into_inner();
+                        let mut pairs = Vec::new();
+                        let mut resume = Vec::new();
+                        while let Some(chunk) = stream.message().await? {
+                            pairs.extend(chunk.pairs.into_iter().map(|kv| (kv.key, kv.value)));
+                            if !chunk.resume_key.is_empty() {
+                                resume = chunk.resume_key;
+                            }
+                        }
+                        Ok((pairs, resume))
+                    }
+                })
+                .await?;
+            out.extend(pairs);
+            if resume.is_empty() || out.len() >= want {
+                out.truncate(want);
+                return Ok(out);
             }
-        })
-        .await
+            if reverse {
+                end = resume;
+            } else {
+                start = resume;
+            }
+        }
     }
 
-    /// The status of the node at `addr` (no routing).
+    /// Splits the range holding `key` at `key` (an admin operation).
+    pub async fn split(&self, key: &[u8]) -> Result<()> {
+        let req = SplitRangeRequest { key: key.to_vec() };
+        self.with_retry(&data_key(key), Retry::Idempotent, |ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).split_range(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     pub async fn node_status(&self, addr: &str) -> Result<NodeStatusResponse> {
         let ch = self.channel(addr)?;
         match tokio::time::timeout(
@@ -363,6 +477,24 @@ impl Client {
             Ok(Err(s)) => Err(from_status(&s)),
             Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
         }
+    }
+}
+
+/// A key just below `key` for routing a reverse scan to the range holding
+/// the last key before `key`.
+fn predecessor(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    match k.last_mut() {
+        Some(0) => {
+            k.pop();
+            k
+        }
+        Some(b) => {
+            *b -= 1;
+            k.extend_from_slice(&[0xff; 8]);
+            k
+        }
+        None => k,
     }
 }
 

@@ -13,8 +13,8 @@ use super::transport::{Directory, Transport};
 use crate::error::{Error, LeaderHint, Result};
 use crate::keys;
 use crate::range::{
-    Completion, Op, ReadOp, ReadResult, Replica, ReplicaStatus, Responder, SYSTEM_RANGE_ID,
-    USER_RANGE_ID,
+    Completion, Op, RangeDescriptor, ReadOp, ReadResult, Replica, ReplicaStatus, Responder,
+    SYSTEM_RANGE_ID, USER_RANGE_ID,
 };
 use crate::storage::{Engine, WriteBatch};
 
@@ -43,6 +43,11 @@ pub enum StoreMsg {
     },
     Status {
         done: oneshot::Sender<NodeStatus>,
+    },
+    /// Split the range holding `key` (an internal data key) at `key`.
+    Split {
+        key: Vec<u8>,
+        done: Responder<()>,
     },
 }
 
@@ -110,12 +115,14 @@ impl StoreHandle {
                         node_id,
                         client_address: None,
                     }),
+                span,
             } => Error::NotLeader {
                 range_id,
                 leader: Some(LeaderHint {
                     node_id,
                     client_address: self.directory.get(node_id),
                 }),
+                span,
             },
             e => e,
         }
@@ -135,6 +142,12 @@ impl StoreHandle {
         .await
     }
 
+    /// Splits the range holding `key` (internal data key) at `key`; this
+    /// node must lead that range.
+    pub async fn split(&self, key: Vec<u8>) -> Result<()> {
+        self.call(|done| StoreMsg::Split { key, done }).await
+    }
+
     pub async fn status(&self) -> Result<NodeStatus> {
         let (done, rx) = oneshot::channel();
         self.tx
@@ -152,7 +165,13 @@ pub struct Store {
     transport: Transport,
     rx: mpsc::Receiver<StoreMsg>,
     rng: ChaCha8Rng,
+    ticks: u64,
 }
+
+/// Key of the per-store counter behind new range ids.
+const RANGE_COUNTER_KEY: &[u8] = b"\x02range-counter";
+/// How often (in ticks) leaders look for ranges to split by size.
+const SPLIT_CHECK_TICKS: u64 = 20;
 
 impl Store {
     /// Opens every replica found in the engine. `rng_seed` must come from the
@@ -177,11 +196,20 @@ impl Store {
             transport,
             rx,
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
+            ticks: 0,
         };
         let (lo, hi) = keys::descriptor_scan_bounds();
         for (k, _) in store.engine.scan(&lo, &hi, usize::MAX, false)? {
             if let Some(range_id) = keys::descriptor_range_id(&k) {
-                let r = store.open_replica(range_id)?;
+                let mut r = store.open_replica(range_id)?;
+                let d = r.descriptor().clone();
+                let size: usize = store
+                    .engine
+                    .scan(&d.start_key, &d.end_key, usize::MAX, false)?
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum();
+                r.set_approx_bytes(size as u64);
                 store.replicas.insert(range_id, r);
             }
         }
@@ -219,6 +247,10 @@ impl Store {
                     next_tick = tokio::time::Instant::now() + self.cfg.clock.to_true(self.cfg.tick);
                     for r in self.replicas.values_mut() {
                         r.tick();
+                    }
+                    self.ticks += 1;
+                    if self.ticks % SPLIT_CHECK_TICKS == 0 {
+                        self.split_large_ranges();
                     }
                 }
                 msg = self.rx.recv() => {
@@ -258,6 +290,187 @@ impl Store {
         }
         completions.into_iter().for_each(Completion::send);
         result
+    }
+
+    /// The range a scan starts in: the one holding `start`, or for a
+    /// reverse scan the one holding the last key before `end`.
+    fn route_scan(&self, start: &[u8], end: &[u8], reverse: bool) -> Result<u64> {
+        if !reverse || end.is_empty() {
+            return self.route(start);
+        }
+        if let Some(r) = self.replicas.values().find(|r| {
+            let d = r.descriptor();
+            d.start_key.as_slice() < end && end <= d.end_key.as_slice() && !d.end_key.is_empty()
+        }) {
+            return Ok(r.range_id());
+        }
+        self.route(start)
+    }
+
+    /// A new cluster-unique range id: a persisted per-store counter times
+    /// 1000 plus this node's id (node ids are < 1000).
+    fn allocate_range_id(&mut self) -> Result<u64> {
+        let current = match self.engine.get(RANGE_COUNTER_KEY)? {
+            Some(b) => u64::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Corruption("range counter".into()))?,
+            ),
+            None => 0,
+        };
+        let next = current + 1;
+        let mut wb = WriteBatch::new();
+        wb.put(RANGE_COUNTER_KEY.to_vec(), next.to_be_bytes().to_vec());
+        self.engine.write(&wb, true)?;
+        Ok(next * 1000 + self.cfg.node_id)
+    }
+
+    fn propose_split(&mut self, key: Vec<u8>, done: Responder<()>) {
+        let range_id = match self.route(&key) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = done.send(Err(e));
+                return;
+            }
+        };
+        if self
+            .replicas
+            .get(&range_id)
+            .is_some_and(|r| r.descriptor().start_key == key)
+        {
+            let _ = done.send(Ok(())); // already split here
+            return;
+        }
+        if range_id == SYSTEM_RANGE_ID {
+            let _ = done.send(Err(Error::InvalidArgument(
+                "the system range (keys under _/) does not split".into(),
+            )));
+            return;
+        }
+        let is_leader = self.replicas.get(&range_id).is_some_and(|r| r.is_leader());
+        if !is_leader {
+            if let Some(r) = self.replicas.get(&range_id) {
+                let _ = done.send(Err(r.not_leader()));
+            }
+            return;
+        }
+        let new_id = match self.allocate_range_id() {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = done.send(Err(e));
+                return;
+            }
+        };
+        if let Some(r) = self.replicas.get_mut(&range_id) {
+            r.propose_split(key, new_id, done);
+        }
+    }
+
+    /// Leaders split user ranges that grew past `range_max_bytes` (read from
+    /// `_/cluster/config/range_max_bytes`, default 64 MiB) at their middle key.
+    fn split_large_ranges(&mut self) {
+        let max = self
+            .engine
+            .get(&keys::data_key(b"_/cluster/config/range_max_bytes"))
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(crate::config::DEFAULT_RANGE_MAX_BYTES);
+        let candidates: Vec<(u64, RangeDescriptor, u64)> = self
+            .replicas
+            .values()
+            .filter(|r| r.is_leader() && r.range_id() != SYSTEM_RANGE_ID && r.approx_bytes() > max)
+            .map(|r| (r.range_id(), r.descriptor().clone(), r.approx_bytes()))
+            .collect();
+        for (range_id, d, _) in candidates {
+            let Ok(pairs) = self
+                .engine
+                .scan(&d.start_key, &d.end_key, usize::MAX, false)
+            else {
+                continue;
+            };
+            let total: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+            if let Some(r) = self.replicas.get_mut(&range_id) {
+                r.set_approx_bytes(total);
+            }
+            if total <= max || pairs.len() < 2 {
+                continue;
+            }
+            let mut acc = 0u64;
+            let mut split_key = None;
+            for (k, v) in &pairs[1..] {
+                acc += (k.len() + v.len()) as u64;
+                if acc * 2 >= total {
+                    split_key = Some(k.clone());
+                    break;
+                }
+            }
+            if let Some(key) = split_key {
+                tracing::info!(
+                    range_id,
+                    bytes = total,
+                    "range is over range_max_bytes; splitting"
+                );
+                let (done, _rx) = oneshot::channel();
+                self.propose_split(key, done);
+            }
+        }
+    }
+
+    /// Opens the replicas that splits created on this node.
+    fn adopt_new_ranges(&mut self) -> Result<()> {
+        let mut created = Vec::new();
+        for r in self.replicas.values_mut() {
+            created.extend(r.take_new_ranges());
+        }
+        for (desc, parent_leader) in created {
+            if self
+                .replicas
+                .get(&desc.range_id)
+                .is_some_and(|r| r.is_initialized())
+            {
+                continue;
+            }
+            let mut r = self.open_replica(desc.range_id)?;
+            // The parent's leader campaigns at once so the new range is not
+            // leaderless for an election timeout.
+            if parent_leader || r.status().voters == [self.cfg.node_id] {
+                r.campaign()?;
+            }
+            tracing::info!(range_id = desc.range_id, "range created by a split");
+            self.replicas.insert(desc.range_id, r);
+        }
+        Ok(())
+    }
+
+    /// Whether a snapshot for an empty replica would overlap another range
+    /// this node still holds (that range has not applied the split that
+    /// created the snapshot's range yet): then it must wait, or older entries
+    /// of the parent could overwrite the snapshot's newer data.
+    fn snapshot_overlaps(&self, range_id: u64, m: &Message) -> bool {
+        if m.get_msg_type() != raft::eraftpb::MessageType::MsgSnapshot {
+            return false;
+        }
+        if self
+            .replicas
+            .get(&range_id)
+            .is_some_and(|r| r.is_initialized())
+        {
+            return false;
+        }
+        let Ok(data) =
+            <crate::raft::SnapshotData as prost::Message>::decode(m.get_snapshot().get_data())
+        else {
+            return true;
+        };
+        self.replicas.values().any(|r| {
+            let d = r.descriptor();
+            r.range_id() != range_id
+                && r.is_initialized()
+                && d.start_key < data.end
+                && data.start < d.end_key
+        })
     }
 
     fn route(&self, key: &[u8]) -> Result<u64> {
@@ -303,6 +516,13 @@ impl Store {
                             }
                         }
                     }
+                    if self.snapshot_overlaps(range_id, &m) {
+                        tracing::debug!(
+                            range_id,
+                            "snapshot overlaps a range not yet split here; dropped"
+                        );
+                        continue;
+                    }
                     if let Some(r) = self.replicas.get_mut(&range_id) {
                         if let Err(e) = r.step(m) {
                             tracing::debug!(range_id, %e, "raft step failed");
@@ -329,11 +549,16 @@ impl Store {
                 consistency,
                 done,
             } => {
-                let key = match &op {
-                    ReadOp::Get(k) => k,
-                    ReadOp::Scan { start, .. } => start,
+                let route = match &op {
+                    ReadOp::Get(k) => self.route(k),
+                    ReadOp::Scan {
+                        start,
+                        end,
+                        reverse,
+                        ..
+                    } => self.route_scan(start, end, *reverse),
                 };
-                match self.route(key) {
+                match route {
                     Ok(id) => {
                         if let Some(r) = self.replicas.get_mut(&id) {
                             match consistency {
@@ -345,6 +570,7 @@ impl Store {
                     Err(e) => drop(done.send(Err(e))),
                 }
             }
+            StoreMsg::Split { key, done } => self.propose_split(key, done),
             StoreMsg::Status { done } => {
                 let ranges = self.replicas.values().map(|r| r.status()).collect();
                 let _ = done.send(NodeStatus {
@@ -423,6 +649,7 @@ impl Store {
             self.write(wb, false).await?;
         }
         self.send_all(late);
+        self.adopt_new_ranges()?;
         for r in self.replicas.values_mut() {
             r.after_write(&mut completions);
         }

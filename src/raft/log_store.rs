@@ -145,11 +145,27 @@ impl LogStore {
     /// Stages the initial state of a brand-new range whose voters are `voters`:
     /// an empty log truncated at `INIT_INDEX`.
     pub fn bootstrap(wb: &mut WriteBatch, range_id: u64, voters: Vec<u64>) {
-        let hs = HardState {
+        Self::bootstrap_keeping_vote(wb, range_id, voters, None)
+    }
+
+    /// Like `bootstrap`, but keeps a hard state this node already persisted
+    /// for the range (an empty replica that voted before the split that
+    /// creates it was applied here): a term and vote must never go back.
+    pub fn bootstrap_keeping_vote(
+        wb: &mut WriteBatch,
+        range_id: u64,
+        voters: Vec<u64>,
+        existing: Option<&HardState>,
+    ) {
+        let mut hs = HardState {
             term: super::INIT_TERM,
             commit: super::INIT_INDEX,
             ..Default::default()
         };
+        if let Some(e) = existing.filter(|e| e.term > super::INIT_TERM) {
+            hs.term = e.term;
+            hs.vote = e.vote;
+        }
         let cs = ConfState {
             voters,
             ..Default::default()
@@ -198,6 +214,11 @@ impl LogStore {
     }
     pub fn span(&self) -> &(Vec<u8>, Vec<u8>) {
         &self.span
+    }
+
+    /// Narrows the span (after a split).
+    pub fn set_span(&mut self, span: (Vec<u8>, Vec<u8>)) {
+        self.span = span;
     }
 
     fn put_apply_state(&self, wb: &mut WriteBatch) {

@@ -40,7 +40,23 @@ impl Op {
     }
 }
 
-/// A client write: its ops apply atomically, in order.
+/// Splits a range at `split_key`: the range keeps `[start, split_key)` and a
+/// new range `new_range_id` takes `[split_key, end)`, same replicas.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct SplitCmd {
+    /// Internal data key; strictly inside the range.
+    #[prost(bytes = "vec", tag = "1")]
+    pub split_key: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub new_range_id: u64,
+    /// The range's `version` when the split was proposed; a stale split
+    /// (the range changed meanwhile) is rejected by every replica.
+    #[prost(uint64, tag = "3")]
+    pub expected_version: u64,
+}
+
+/// A replicated command: a client write (ops apply atomically, in order) or
+/// a split.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct Command {
     /// Unique per proposal; matches the applied entry to its waiting client.
@@ -48,6 +64,8 @@ pub struct Command {
     pub id: u64,
     #[prost(message, repeated, tag = "2")]
     pub ops: Vec<Op>,
+    #[prost(message, optional, tag = "3")]
+    pub split: Option<SplitCmd>,
 }
 
 impl Command {
@@ -61,12 +79,13 @@ impl Command {
     /// The state machine: stages this command's writes into `wb`.
     /// Deterministic: every replica makes the same decision.
     pub fn apply(&self, desc: &RangeDescriptor, wb: &mut WriteBatch) -> Result<()> {
-        if let Some(op) = self.ops.iter().find(|op| !desc.contains(&op.key)) {
-            return Err(Error::InvalidArgument(format!(
-                "key {:?} is outside range {}",
-                String::from_utf8_lossy(&op.key),
-                desc.range_id
-            )));
+        if self.ops.iter().any(|op| !desc.contains(&op.key)) {
+            // The range split after the client routed the request: retryable.
+            let span = crate::error::Span::new(desc.start_key.clone(), desc.end_key.clone());
+            return Err(Error::KeyNotInRange {
+                range_id: desc.range_id,
+                span,
+            });
         }
         for op in &self.ops {
             match OpKind::try_from(op.kind) {
@@ -93,6 +112,7 @@ mod tests {
                 Op::put(keys::data_key(b"a"), b"1".to_vec()),
                 Op::delete(keys::data_key(b"b")),
             ],
+            split: None,
         };
         let cmd = Command::decode(&cmd.encode()).unwrap();
         let mut wb = WriteBatch::new();
@@ -104,6 +124,7 @@ mod tests {
                 Op::put(keys::data_key(b"ok"), vec![]),
                 Op::put(keys::data_key(b"_/x"), vec![]),
             ],
+            split: None,
         };
         let mut wb = WriteBatch::new();
         assert!(bad.apply(desc, &mut wb).is_err());

@@ -16,6 +16,6 @@ mod command;
 mod descriptor;
 mod replica;
 
-pub use command::{Command, Op, OpKind};
+pub use command::{Command, Op, OpKind, SplitCmd};
 pub use descriptor::{RangeDescriptor, SYSTEM_RANGE_ID, USER_RANGE_ID};
 pub use replica::{Completion, ReadOp, ReadResult, Replica, ReplicaStatus, Responder};

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::oneshot;
 
-use super::{Command, Op, RangeDescriptor};
+use super::{Command, Op, RangeDescriptor, SplitCmd};
 use crate::error::{Error, LeaderHint, Result};
 use crate::keys;
 use crate::raft::{group_config, raft_logger, LogStore};
@@ -36,7 +36,9 @@ pub enum ReadOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadResult {
     Value(Option<Vec<u8>>),
-    Pairs(Vec<KvPair>),
+    /// Pairs, and where to resume if this range ended before the scan's
+    /// bounds (forward: the range end; reverse: the range start).
+    Pairs(Vec<KvPair>, Option<Vec<u8>>),
 }
 
 /// An answer to send once the engine write that makes it true has landed.
@@ -81,6 +83,8 @@ pub struct ReplicaStatus {
     pub truncated_index: u64,
     pub apply_hash: u64,
     pub voters: Vec<u64>,
+    pub descriptor: RangeDescriptor,
+    pub approx_bytes: u64,
 }
 
 pub struct Replica {
@@ -103,6 +107,11 @@ pub struct Replica {
     rng: ChaCha8Rng,
     /// (term, role) when the election timeout was last drawn.
     timeout_drawn_at: (u64, StateRole),
+    /// Ranges created by splits applied since the Store last looked, with
+    /// whether this replica was the parent's leader.
+    new_ranges: Vec<(RangeDescriptor, bool)>,
+    /// Approximate bytes written into this range (for size-based splits).
+    approx_bytes: u64,
 }
 
 /// A follower stuck this long in snapshot state gets its snapshot again
@@ -160,6 +169,8 @@ impl Replica {
             snapshot_ticks: BTreeMap::new(),
             rng,
             timeout_drawn_at: (u64::MAX, StateRole::Follower),
+            new_ranges: Vec::new(),
+            approx_bytes: 0,
         };
         replica.reseed_election_timeout();
         let hs = replica.group.store().hard_state().clone();
@@ -205,6 +216,19 @@ impl Replica {
     pub fn is_initialized(&self) -> bool {
         self.group.store().is_initialized()
     }
+    /// Ranges created by splits since the last call (see `new_ranges`).
+    pub fn take_new_ranges(&mut self) -> Vec<(RangeDescriptor, bool)> {
+        std::mem::take(&mut self.new_ranges)
+    }
+
+    pub fn approx_bytes(&self) -> u64 {
+        self.approx_bytes
+    }
+
+    pub fn set_approx_bytes(&mut self, b: u64) {
+        self.approx_bytes = b;
+    }
+
     pub fn has_ready(&self) -> bool {
         self.group.has_ready()
     }
@@ -227,6 +251,8 @@ impl Replica {
             last_index: store.last_index_cached(),
             truncated_index: store.truncated_index(),
             apply_hash: store.apply_hash(),
+            descriptor: self.desc.clone(),
+            approx_bytes: self.approx_bytes,
             voters: store.conf_state().voters.clone(),
         }
     }
@@ -240,7 +266,13 @@ impl Replica {
                 node_id: leader,
                 client_address: None,
             }),
+            span: self.span(),
         }
+    }
+
+    /// This range's span, for routing errors.
+    pub fn span(&self) -> crate::error::Span {
+        crate::error::Span::new(self.desc.start_key.clone(), self.desc.end_key.clone())
     }
 
     pub fn tick(&mut self) {
@@ -297,17 +329,57 @@ impl Replica {
             let _ = done.send(Err(self.not_leader()));
             return;
         }
-        if let Some(op) = ops.iter().find(|op| !self.desc.contains(&op.key)) {
+        if ops.iter().any(|op| !self.desc.contains(&op.key)) {
+            let _ = done.send(Err(Error::KeyNotInRange {
+                range_id: self.desc.range_id,
+                span: self.span(),
+            }));
+            return;
+        }
+        self.propose_command(
+            Command {
+                id: 0,
+                ops,
+                split: None,
+            },
+            done,
+        );
+    }
+
+    /// Proposes splitting this range at `split_key` (an internal data key).
+    pub fn propose_split(&mut self, split_key: Vec<u8>, new_range_id: u64, done: Responder<()>) {
+        if !self.is_leader() {
+            let _ = done.send(Err(self.not_leader()));
+            return;
+        }
+        if split_key <= self.desc.start_key || split_key >= self.desc.end_key {
             let _ = done.send(Err(Error::InvalidArgument(format!(
-                "key {:?} is not in range {}",
-                String::from_utf8_lossy(keys::user_key(&op.key).unwrap_or(&op.key)),
+                "split key {:?} is not strictly inside range {}",
+                String::from_utf8_lossy(keys::user_key(&split_key).unwrap_or(&split_key)),
                 self.desc.range_id
             ))));
             return;
         }
+        let split = SplitCmd {
+            split_key,
+            new_range_id,
+            expected_version: self.desc.version,
+        };
+        self.propose_command(
+            Command {
+                id: 0,
+                ops: Vec::new(),
+                split: Some(split),
+            },
+            done,
+        );
+    }
+
+    fn propose_command(&mut self, mut cmd: Command, done: Responder<()>) {
         self.next_cmd_id = self.next_cmd_id.wrapping_add(1);
         let id = self.next_cmd_id;
-        let data = Command { id, ops }.encode();
+        cmd.id = id;
+        let data = cmd.encode();
         let before = self.group.raft.raft_log.last_index();
         if let Err(e) = self.group.propose(vec![], data) {
             let _ = done.send(Err(Error::Unavailable(format!("proposal dropped: {e}"))));
@@ -371,15 +443,22 @@ impl Replica {
                 limit,
                 reverse,
             } => {
-                let s = start.clone().max(self.desc.start_key.clone());
+                let d = &self.desc;
+                let s = start.clone().max(d.start_key.clone());
                 let e = if end.is_empty() {
-                    self.desc.end_key.clone()
+                    d.end_key.clone()
                 } else {
-                    end.clone().min(self.desc.end_key.clone())
+                    end.clone().min(d.end_key.clone())
                 };
-                Ok(ReadResult::Pairs(
-                    self.engine.scan(&s, &e, *limit, *reverse)?,
-                ))
+                let pairs = self.engine.scan(&s, &e, *limit, *reverse)?;
+                let resume = if pairs.len() >= *limit {
+                    None
+                } else if *reverse {
+                    (d.start_key > *start).then(|| d.start_key.clone())
+                } else {
+                    (end.is_empty() || d.end_key < *end).then(|| d.end_key.clone())
+                };
+                Ok(ReadResult::Pairs(pairs, resume))
             }
         }
     }
@@ -475,6 +554,7 @@ impl Replica {
     /// fail waiters if leadership was lost.
     pub fn after_write(&mut self, completions: &mut Vec<Completion>) {
         let leader = self.is_leader();
+        let span = self.span();
         if self.was_leader && !leader {
             for r in self.reads.drain(..) {
                 completions.push(Completion::Read(
@@ -482,6 +562,7 @@ impl Replica {
                     Err(Error::NotLeader {
                         range_id: self.desc.range_id,
                         leader: None,
+                        span: span.clone(),
                     }),
                 ));
             }
@@ -492,6 +573,7 @@ impl Replica {
                 let err = Error::NotLeader {
                     range_id: self.desc.range_id,
                     leader: None,
+                    span: span.clone(),
                 };
                 completions.push(Completion::Read(done, Err(err)));
             }
@@ -553,7 +635,18 @@ impl Replica {
             EntryType::EntryNormal => {
                 if !e.data.is_empty() {
                     let cmd = Command::decode(&e.data)?;
-                    let res = cmd.apply(&self.desc, wb);
+                    let res = match &cmd.split {
+                        Some(split) => self.apply_split(split, wb),
+                        None => {
+                            let r = cmd.apply(&self.desc, wb);
+                            if r.is_ok() {
+                                let bytes: usize =
+                                    cmd.ops.iter().map(|o| o.key.len() + o.value.len()).sum();
+                                self.approx_bytes += bytes as u64;
+                            }
+                            r
+                        }
+                    };
                     outcome = Some((cmd.id, res));
                 }
             }
@@ -596,6 +689,81 @@ impl Replica {
                 )),
             };
             completions.push(Completion::Write(p.done, result));
+        }
+        Ok(())
+    }
+
+    /// The split state machine: deterministic on every replica. The left
+    /// part keeps this range's id; the right part becomes `new_range_id`
+    /// with the same voters, starting from an empty log at INIT_INDEX. Data
+    /// stays where it is: only the descriptors change.
+    fn apply_split(&mut self, split: &SplitCmd, wb: &mut WriteBatch) -> Result<()> {
+        let key = &split.split_key;
+        if split.expected_version != self.desc.version {
+            return Err(Error::KeyNotInRange {
+                range_id: self.desc.range_id,
+                span: self.span(),
+            });
+        }
+        if key <= &self.desc.start_key
+            || key >= &self.desc.end_key
+            || split.new_range_id == self.desc.range_id
+        {
+            return Err(Error::InvalidArgument("split key outside the range".into()));
+        }
+        let mut left = self.desc.clone();
+        left.end_key = key.clone();
+        left.version += 1;
+        let right = RangeDescriptor {
+            range_id: split.new_range_id,
+            start_key: key.clone(),
+            end_key: self.desc.end_key.clone(),
+            conf_ver: self.desc.conf_ver,
+            version: left.version,
+            replicas: self.desc.replicas.clone(),
+        };
+        wb.put(
+            keys::descriptor_key(left.range_id),
+            prost::Message::encode_to_vec(&left),
+        );
+        // This node may already hold the new range: empty (created by an
+        // early Raft message, possibly having voted) or initialized by a
+        // snapshot from the new range's leader (then it is ahead: keep it).
+        let existing_apply = self.engine.get(&keys::apply_state_key(right.range_id))?;
+        let initialized = match existing_apply {
+            Some(b) => {
+                let a = <crate::raft::ApplyState as prost::Message>::decode(b.as_slice())?;
+                let cs = <raft::eraftpb::ConfState as protobuf::Message>::parse_from_bytes(
+                    &a.conf_state,
+                )?;
+                !cs.voters.is_empty()
+            }
+            None => false,
+        };
+        if !initialized {
+            let hs = match self.engine.get(&keys::hard_state_key(right.range_id))? {
+                Some(b) => {
+                    Some(<raft::eraftpb::HardState as protobuf::Message>::parse_from_bytes(&b)?)
+                }
+                None => None,
+            };
+            wb.put(
+                keys::descriptor_key(right.range_id),
+                prost::Message::encode_to_vec(&right),
+            );
+            let voters = self.group.store().conf_state().voters.clone();
+            crate::raft::LogStore::bootstrap_keeping_vote(wb, right.range_id, voters, hs.as_ref());
+            if crate::chaos::canary(crate::chaos::Canary::SplitDropsRightHalf) {
+                wb.delete_range(right.start_key.clone(), right.end_key.clone());
+            }
+        }
+        self.desc = left;
+        self.group
+            .mut_store()
+            .set_span((self.desc.start_key.clone(), self.desc.end_key.clone()));
+        self.approx_bytes /= 2;
+        if !initialized {
+            self.new_ranges.push((right, self.is_leader()));
         }
         Ok(())
     }

@@ -163,7 +163,7 @@ impl Kv for KvService {
                 found: false,
                 value: Vec::new(),
             })),
-            ReadResult::Pairs(_) => Err(Status::internal("unexpected read result")),
+            ReadResult::Pairs(..) => Err(Status::internal("unexpected read result")),
         }
     }
 
@@ -224,10 +224,20 @@ impl Kv for KvService {
             limit,
             reverse: req.reverse,
         };
-        let pairs = match self.store.read(op, c).await.map_err(to_status)? {
-            ReadResult::Pairs(p) => p,
+        let (pairs, resume) = match self.store.read(op, c).await.map_err(to_status)? {
+            ReadResult::Pairs(p, r) => (p, r),
             ReadResult::Value(_) => return Err(Status::internal("unexpected read result")),
         };
+        // Resume only inside the namespace being scanned (its end is no key).
+        let ns_end = if keys::is_system_key(&req.start) {
+            keys::system_data_bounds().1
+        } else {
+            keys::user_data_bounds().1
+        };
+        let resume_key = resume
+            .filter(|r| *r != ns_end)
+            .and_then(|r| keys::user_key(&r).map(<[u8]>::to_vec))
+            .unwrap_or_default();
         let mut chunks = Vec::new();
         let mut it = pairs.into_iter().peekable();
         while it.peek().is_some() {
@@ -241,7 +251,16 @@ impl Kv for KvService {
                     })
                 })
                 .collect();
-            chunks.push(Ok(ScanResponse { pairs: chunk }));
+            chunks.push(Ok(ScanResponse {
+                pairs: chunk,
+                resume_key: Vec::new(),
+            }));
+        }
+        if !resume_key.is_empty() {
+            chunks.push(Ok(ScanResponse {
+                pairs: Vec::new(),
+                resume_key,
+            }));
         }
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
@@ -258,6 +277,19 @@ impl Kv for KvService {
 
 #[tonic::async_trait]
 impl Admin for KvService {
+    async fn split_range(
+        &self,
+        request: Request<SplitRangeRequest>,
+    ) -> Result<Response<SplitRangeResponse>, Status> {
+        let key = request.into_inner().key;
+        check_writable_key(&key).map_err(to_status)?;
+        self.store
+            .split(keys::data_key(&key))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(SplitRangeResponse {}))
+    }
+
     async fn node_status(
         &self,
         _: Request<NodeStatusRequest>,
@@ -288,6 +320,11 @@ impl Admin for KvService {
                 last_index: r.last_index,
                 truncated_index: r.truncated_index,
                 apply_hash: r.apply_hash,
+                start_key: r.descriptor.start_key,
+                end_key: r.descriptor.end_key,
+                version: r.descriptor.version,
+                conf_ver: r.descriptor.conf_ver,
+                approx_bytes: r.approx_bytes,
                 voters: r.voters,
             })
             .collect();
