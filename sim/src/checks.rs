@@ -30,7 +30,7 @@ pub fn check_registers(entries: &[Entry]) -> RegisterReport {
     for e in entries {
         let key = match &e.op {
             Op::Write { key, .. } | Op::Read { key } => key,
-            Op::Scan { .. } => continue,
+            Op::Scan { .. } | Op::Split { .. } => continue,
         };
         if key.starts_with(REGISTER_PREFIX) {
             by_key.entry(key).or_default().push(e);

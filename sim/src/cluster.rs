@@ -291,33 +291,45 @@ impl Cluster {
         }
     }
 
-    /// Waits until every node has applied the same index of every range,
-    /// then checks that they agree on the apply hash chain and returns each
+    /// Waits until every node holds every range, initialized and at the same
+    /// applied index; then checks that replicas agree on the apply hash
+    /// chain, that all nodes agree on every range's span and version, and
+    /// that the ranges tile the keyspace with no gap or overlap. Returns each
     /// node's data keys. Err describes a divergence or a timeout.
     pub async fn converge(&self, limit: Duration) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>, String> {
         let start = tokio::time::Instant::now();
         loop {
             let st = self.statuses().await;
+            let mut ids: Vec<u64> = st
+                .iter()
+                .flat_map(|s| s.ranges.iter().map(|r| r.range_id))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
             let mut converged = st.len() == self.nodes.len();
             if converged {
-                for range_id in [1u64, 2] {
-                    let per_node: Vec<(u64, u64, u64)> = st
+                for &range_id in &ids {
+                    let per_node: Vec<(u64, u64, u64, bool)> = st
                         .iter()
                         .map(|s| {
                             s.ranges
                                 .iter()
                                 .find(|r| r.range_id == range_id)
-                                .map(|r| (s.node_id, r.applied, r.apply_hash))
-                                .unwrap_or((s.node_id, 0, 0))
+                                .map(|r| {
+                                    (s.node_id, r.applied, r.apply_hash, !r.end_key.is_empty())
+                                })
+                                .unwrap_or((s.node_id, 0, 0, false))
                         })
                         .collect();
                     let same_index = per_node
                         .iter()
-                        .all(|&(_, a, _)| a == per_node[0].1 && a > 0);
-                    if same_index && per_node.iter().any(|&(_, _, h)| h != per_node[0].2) {
+                        .all(|&(_, a, _, init)| init && a == per_node[0].1 && a > 0);
+                    if same_index && per_node.iter().any(|&(_, _, h, _)| h != per_node[0].2) {
+                        let brief: Vec<(u64, u64, u64)> =
+                            per_node.iter().map(|&(n, a, h, _)| (n, a, h)).collect();
                         return Err(format!(
                             "range {range_id}: replicas applied the same index {} but their apply hashes differ \
-                             (node, applied, hash): {per_node:?}",
+                             (node, applied, hash): {brief:?}",
                             per_node[0].1
                         ));
                     }
@@ -325,6 +337,7 @@ impl Cluster {
                 }
             }
             if converged {
+                check_tiling(&st)?;
                 return Ok(self
                     .nodes
                     .iter()
@@ -370,4 +383,65 @@ impl Cluster {
             Err(e) => panic!("{e}\n{}", replay_hint(self.seed)),
         }
     }
+}
+
+/// Every node must report the same ranges (id, span, version), and they must
+/// tile the data keyspace `[0x10, 0x12)` with no gap or overlap.
+fn check_tiling(st: &[NodeStatusResponse]) -> Result<(), String> {
+    let view = |s: &NodeStatusResponse| {
+        let mut v: Vec<(Vec<u8>, Vec<u8>, u64, u64)> = s
+            .ranges
+            .iter()
+            .map(|r| {
+                (
+                    r.start_key.clone(),
+                    r.end_key.clone(),
+                    r.range_id,
+                    r.version,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let first = view(&st[0]);
+    for s in &st[1..] {
+        if view(s) != first {
+            return Err(format!(
+                "range layout differs: node {} has {:?}, node {} has {:?}",
+                st[0].node_id,
+                brief_ranges(&first),
+                s.node_id,
+                brief_ranges(&view(s))
+            ));
+        }
+    }
+    let mut expect = vec![keys::SYSTEM_DATA];
+    for (start, end, id, _) in &first {
+        if *start != expect {
+            return Err(format!(
+                "ranges do not tile the keyspace: range {id} starts at {start:?}, expected {expect:?} ({:?})",
+                brief_ranges(&first)
+            ));
+        }
+        expect = end.clone();
+    }
+    if expect != vec![keys::DATA_END] {
+        return Err(format!(
+            "ranges do not reach the end of the keyspace: last end {expect:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn brief_ranges(v: &[(Vec<u8>, Vec<u8>, u64, u64)]) -> Vec<String> {
+    v.iter()
+        .map(|(s, e, id, ver)| {
+            format!(
+                "r{id}v{ver}[{}..{})",
+                String::from_utf8_lossy(s),
+                String::from_utf8_lossy(e)
+            )
+        })
+        .collect()
 }

@@ -8,9 +8,20 @@ use std::sync::{Arc, Mutex};
 /// What a client asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Op {
-    Write { key: String, value: String },
-    Read { key: String },
-    Scan { prefix: String },
+    Write {
+        key: String,
+        value: String,
+    },
+    Read {
+        key: String,
+    },
+    Scan {
+        prefix: String,
+    },
+    /// An admin split at `key`.
+    Split {
+        key: String,
+    },
 }
 
 /// How it ended.

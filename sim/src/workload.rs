@@ -23,6 +23,8 @@ pub struct WorkloadOptions {
     pub write_pct: u32,
     pub read_pct: u32,
     pub insert_pct: u32,
+    /// Per mille of operations that split a range at a random key.
+    pub split_permille: u32,
 }
 
 impl Default for WorkloadOptions {
@@ -32,6 +34,7 @@ impl Default for WorkloadOptions {
             write_pct: 35,
             read_pct: 35,
             insert_pct: 22,
+            split_permille: 15,
         }
     }
 }
@@ -49,7 +52,18 @@ pub async fn client_loop(
     while history.now_us() < stop_us {
         n += 1;
         let dice = rng.gen_range(0..100);
-        let op = if dice < opts.write_pct {
+        let op = if rng.gen_range(0..1000) < opts.split_permille {
+            let key = if rng.gen_bool(0.5) {
+                format!("{REGISTER_PREFIX}{}", rng.gen_range(0..opts.registers))
+            } else {
+                format!(
+                    "{SET_PREFIX}c{}-{:06}",
+                    rng.gen_range(0..8),
+                    rng.gen_range(0..n.max(1) + 1)
+                )
+            };
+            Op::Split { key }
+        } else if dice < opts.write_pct {
             let key = format!("{REGISTER_PREFIX}{}", rng.gen_range(0..opts.registers));
             Op::Write {
                 key,
@@ -93,6 +107,11 @@ pub async fn execute(client: &Client, op: &Op) -> Outcome {
         },
         Op::Read { key } => match client.get(key.as_bytes()).await {
             Ok(v) => Outcome::Read(v.map(|v| String::from_utf8_lossy(&v).into_owned())),
+            Err(e) => Outcome::Unknown(e.to_string()),
+        },
+        Op::Split { key } => match client.split(key.as_bytes()).await {
+            Ok(()) => Outcome::Written,
+            Err(e) if !e.is_retryable() => Outcome::Failed(e.to_string()),
             Err(e) => Outcome::Unknown(e.to_string()),
         },
         Op::Scan { prefix } => {

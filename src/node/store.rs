@@ -432,6 +432,20 @@ impl Store {
             {
                 continue;
             }
+            // An empty replica of the new range may have persisted its hard
+            // state in the same batch, after the split's bootstrap: keep its
+            // (newer) term and vote, but the commit index of the bootstrap.
+            let hs_key = keys::hard_state_key(desc.range_id);
+            if let Some(b) = self.engine.get(&hs_key)? {
+                let mut hs = <raft::eraftpb::HardState as protobuf::Message>::parse_from_bytes(&b)?;
+                if hs.commit < crate::raft::INIT_INDEX || hs.term < crate::raft::INIT_TERM {
+                    hs.commit = hs.commit.max(crate::raft::INIT_INDEX);
+                    hs.term = hs.term.max(crate::raft::INIT_TERM);
+                    let mut wb = WriteBatch::new();
+                    wb.put(hs_key, protobuf::Message::write_to_bytes(&hs)?);
+                    self.engine.write(&wb, true)?;
+                }
+            }
             let mut r = self.open_replica(desc.range_id)?;
             // The parent's leader campaigns at once so the new range is not
             // leaderless for an election timeout.

@@ -450,6 +450,19 @@ impl Replica {
                 } else {
                     end.clone().min(d.end_key.clone())
                 };
+                // The range split while the read waited: the scan's start (or,
+                // reversed, its end) is no longer here. Let the client re-route.
+                let moved = if *reverse {
+                    !end.is_empty() && end.as_slice() <= d.start_key.as_slice()
+                } else {
+                    start.as_slice() >= d.end_key.as_slice()
+                };
+                if moved {
+                    return Err(Error::KeyNotInRange {
+                        range_id: d.range_id,
+                        span: self.span(),
+                    });
+                }
                 let pairs = self.engine.scan(&s, &e, *limit, *reverse)?;
                 let resume = if pairs.len() >= *limit {
                     None
@@ -741,7 +754,11 @@ impl Replica {
             None => false,
         };
         if !initialized {
-            let hs = match self.engine.get(&keys::hard_state_key(right.range_id))? {
+            // The newest hard state: staged earlier in this very batch (the
+            // empty replica voted in this loop), else persisted.
+            let hs_key = keys::hard_state_key(right.range_id);
+            let staged = wb.last_put(&hs_key).map(<[u8]>::to_vec);
+            let hs = match staged.or(self.engine.get(&hs_key)?) {
                 Some(b) => {
                     Some(<raft::eraftpb::HardState as protobuf::Message>::parse_from_bytes(&b)?)
                 }

@@ -73,6 +73,22 @@ impl WriteBatch {
     pub fn size_bytes(&self) -> usize {
         self.bytes
     }
+    /// The value of the last put of `key` in this batch, if it is put (and
+    /// not deleted afterwards).
+    pub fn last_put(&self, key: &[u8]) -> Option<&[u8]> {
+        for op in self.ops.iter().rev() {
+            match op {
+                BatchOp::Put(k, v) if k == key => return Some(v),
+                BatchOp::Delete(k) if k == key => return None,
+                BatchOp::DeleteRange(s, e) if s.as_slice() <= key && key < e.as_slice() => {
+                    return None
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
     pub fn append(&mut self, other: WriteBatch) {
         self.bytes += other.bytes;
         self.ops.extend(other.ops);
