@@ -215,6 +215,11 @@ pub async fn run(opts: RunOptions) -> RunReport {
             Err(e) => violations.push(format!("convergence: {e}")),
         }
     }
+    if violations.is_empty() {
+        if let Err(e) = check_directory(&cluster, Duration::from_secs(15)).await {
+            violations.push(e);
+        }
+    }
     violations.extend(safety.violations());
     chaos::set_raft_hook(None);
     chaos::set_canary(None);
@@ -258,6 +263,72 @@ pub async fn run(opts: RunOptions) -> RunReport {
         trace_hash: h,
         sim_secs: started.elapsed().as_secs_f64(),
     }
+}
+
+/// The range directory (`_/partitions/`) must come to describe exactly the
+/// ranges the replicas hold (same ids, spans and epochs).
+async fn check_directory(cluster: &Cluster, limit: Duration) -> Result<(), String> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let st = cluster.statuses().await;
+        let mut want: Vec<(u64, String, String, u64, u64)> = st
+            .first()
+            .map(|s| {
+                s.ranges
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.range_id,
+                            hex(&r.start_key),
+                            hex(&r.end_key),
+                            r.version,
+                            r.conf_ver,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        want.sort();
+        let client = cluster.client(Duration::from_secs(5));
+        let listed = cluster
+            .client_host
+            .spawn(async move {
+                client
+                    .scan(b"_/partitions/", b"_/partitions0", 100_000, false)
+                    .await
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let mut got: Vec<(u64, String, String, u64, u64)> = Vec::new();
+        if let Ok(pairs) = &listed {
+            for (_, v) in pairs {
+                let j: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
+                got.push((
+                    j["range_id"].as_u64().unwrap_or(0),
+                    j["start"].as_str().unwrap_or("").to_string(),
+                    j["end"].as_str().unwrap_or("").to_string(),
+                    j["version"].as_u64().unwrap_or(0),
+                    j["conf_ver"].as_u64().unwrap_or(0),
+                ));
+            }
+        }
+        got.sort();
+        if got == want {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(format!(
+                "directory: _/partitions/ does not match the replicas after {limit:?}: replicas {want:?}, directory {got:?} ({:?})",
+                listed.err()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 async fn wait_for_leaders(cluster: &Cluster, limit: Duration) -> bool {

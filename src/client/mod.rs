@@ -450,6 +450,17 @@ impl Client {
         }
     }
 
+    /// Records a range descriptor in the range directory (idempotent: the
+    /// directory keeps the newest epoch).
+    pub async fn publish_range(&self, desc: RangeDescriptorMsg) -> Result<()> {
+        self.with_retry(&data_key(b"_/partitions/"), Retry::Idempotent, |ch| {
+            let req = desc.clone();
+            async move { AdminClient::new(ch).publish_range(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Splits the range holding `key` at `key` (an admin operation).
     pub async fn split(&self, key: &[u8]) -> Result<()> {
         let req = SplitRangeRequest { key: key.to_vec() };

@@ -1,7 +1,7 @@
 //! The replicated command: what a Raft entry of a range carries.
 
 use crate::error::{Error, Result};
-use crate::storage::WriteBatch;
+use crate::storage::{Engine, WriteBatch};
 
 use super::RangeDescriptor;
 
@@ -10,6 +10,9 @@ use super::RangeDescriptor;
 pub enum OpKind {
     Put = 0,
     Delete = 1,
+    /// Write a range-directory entry unless the stored one has a newer epoch
+    /// (so a deposed leader cannot publish a stale descriptor).
+    PutRangeMeta = 2,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -36,6 +39,13 @@ impl Op {
             kind: OpKind::Delete as i32,
             key,
             value: Vec::new(),
+        }
+    }
+    pub fn put_range_meta(desc: &RangeDescriptor) -> Op {
+        Op {
+            kind: OpKind::PutRangeMeta as i32,
+            key: RangeDescriptor::directory_key(desc.range_id),
+            value: desc.directory_value(),
         }
     }
 }
@@ -78,7 +88,12 @@ impl Command {
 
     /// The state machine: stages this command's writes into `wb`.
     /// Deterministic: every replica makes the same decision.
-    pub fn apply(&self, desc: &RangeDescriptor, wb: &mut WriteBatch) -> Result<()> {
+    pub fn apply(
+        &self,
+        desc: &RangeDescriptor,
+        engine: &dyn Engine,
+        wb: &mut WriteBatch,
+    ) -> Result<()> {
         if self.ops.iter().any(|op| !desc.contains(&op.key)) {
             // The range split after the client routed the request: retryable.
             let span = crate::error::Span::new(desc.start_key.clone(), desc.end_key.clone());
@@ -91,6 +106,19 @@ impl Command {
             match OpKind::try_from(op.kind) {
                 Ok(OpKind::Put) => wb.put(op.key.clone(), op.value.clone()),
                 Ok(OpKind::Delete) => wb.delete(op.key.clone()),
+                Ok(OpKind::PutRangeMeta) => {
+                    let new = RangeDescriptor::directory_epoch(&op.value);
+                    let current = match wb.last_put(&op.key) {
+                        Some(v) => Some(v.to_vec()),
+                        None => engine.get(&op.key)?,
+                    };
+                    let old = current
+                        .as_deref()
+                        .and_then(RangeDescriptor::directory_epoch);
+                    if new.is_some() && (old.is_none() || new > old) {
+                        wb.put(op.key.clone(), op.value.clone());
+                    }
+                }
                 Err(_) => return Err(Error::Corruption(format!("unknown op kind {}", op.kind))),
             }
         }
@@ -116,7 +144,8 @@ mod tests {
         };
         let cmd = Command::decode(&cmd.encode()).unwrap();
         let mut wb = WriteBatch::new();
-        cmd.apply(desc, &mut wb).unwrap();
+        cmd.apply(desc, &crate::storage::MemEngine::new(), &mut wb)
+            .unwrap();
         assert_eq!(wb.len(), 2);
         let bad = Command {
             id: 1,
@@ -127,7 +156,9 @@ mod tests {
             split: None,
         };
         let mut wb = WriteBatch::new();
-        assert!(bad.apply(desc, &mut wb).is_err());
+        assert!(bad
+            .apply(desc, &crate::storage::MemEngine::new(), &mut wb)
+            .is_err());
         assert!(wb.is_empty(), "a rejected command writes nothing");
     }
 }

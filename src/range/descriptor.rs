@@ -28,7 +28,44 @@ pub struct RangeDescriptor {
     pub replicas: Vec<u64>,
 }
 
+/// Lower-case hex of a byte string (directory values show spans this way).
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 impl RangeDescriptor {
+    /// Where the range directory (in the system range) keeps this range.
+    pub fn directory_key(range_id: u64) -> Vec<u8> {
+        keys::data_key(format!("_/partitions/{range_id}").as_bytes())
+    }
+
+    /// The directory entry: JSON, spans as hex of the internal keys.
+    pub fn directory_value(&self) -> Vec<u8> {
+        let readable = |k: &[u8]| {
+            keys::user_key(k)
+                .map(|u| String::from_utf8_lossy(u).into_owned())
+                .unwrap_or_default()
+        };
+        serde_json::json!({
+            "range_id": self.range_id,
+            "from": readable(&self.start_key),
+            "to": readable(&self.end_key),
+            "start": hex(&self.start_key),
+            "end": hex(&self.end_key),
+            "version": self.version,
+            "conf_ver": self.conf_ver,
+            "replicas": self.replicas,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// The (version, conf_ver) epoch recorded in a directory entry.
+    pub fn directory_epoch(value: &[u8]) -> Option<(u64, u64)> {
+        let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+        Some((v.get("version")?.as_u64()?, v.get("conf_ver")?.as_u64()?))
+    }
+
     pub fn contains(&self, data_key: &[u8]) -> bool {
         data_key >= self.start_key.as_slice() && data_key < self.end_key.as_slice()
     }

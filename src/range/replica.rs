@@ -651,7 +651,7 @@ impl Replica {
                     let res = match &cmd.split {
                         Some(split) => self.apply_split(split, wb),
                         None => {
-                            let r = cmd.apply(&self.desc, wb);
+                            let r = cmd.apply(&self.desc, self.engine.as_ref(), wb);
                             if r.is_ok() {
                                 let bytes: usize =
                                     cmd.ops.iter().map(|o| o.key.len() + o.value.len()).sum();

@@ -109,16 +109,9 @@ pub fn prepare_store(cfg: &ServerConfig, engine: &dyn Engine) -> Result<StoreIde
             );
         }
         for d in &descs {
-            let v = format!(
-                "{{\"range_id\":{},\"start\":\"{}\",\"end\":\"{}\",\"replicas\":{:?}}}",
-                d.range_id,
-                hex(&d.start_key),
-                hex(&d.end_key),
-                d.replicas
-            );
             wb.put(
-                keys::data_key(format!("_/partitions/{}", d.range_id).as_bytes()),
-                v.into_bytes(),
+                RangeDescriptor::directory_key(d.range_id),
+                d.directory_value(),
             );
         }
         tracing::info!(%cluster_id, nodes = ident.peers.len(), "initialized a new cluster");
@@ -133,10 +126,6 @@ fn display_cluster(id: &str) -> &str {
     } else {
         id
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn new_cluster_id() -> String {

@@ -277,6 +277,31 @@ impl Kv for KvService {
 
 #[tonic::async_trait]
 impl Admin for KvService {
+    async fn publish_range(
+        &self,
+        request: Request<RangeDescriptorMsg>,
+    ) -> Result<Response<PublishRangeResponse>, Status> {
+        let m = request.into_inner();
+        if m.range_id == 0 || m.end_key.is_empty() || m.start_key >= m.end_key {
+            return Err(to_status(Error::InvalidArgument(
+                "malformed range descriptor".into(),
+            )));
+        }
+        let desc = crate::range::RangeDescriptor {
+            range_id: m.range_id,
+            start_key: m.start_key,
+            end_key: m.end_key,
+            conf_ver: m.conf_ver,
+            version: m.version,
+            replicas: m.replicas,
+        };
+        self.store
+            .write(vec![Op::put_range_meta(&desc)])
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(PublishRangeResponse {}))
+    }
+
     async fn split_range(
         &self,
         request: Request<SplitRangeRequest>,

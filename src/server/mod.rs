@@ -128,6 +128,7 @@ pub async fn run_node(
         .add_service(AdminServer::new(kv_service))
         .add_service(health::pb::health_server::HealthServer::new(health.clone()))
         .serve_with_shutdown(client_addr, until_shutdown(stop_rx.clone()));
+    tokio::spawn(publish_directory(handle.clone(), stop_rx.clone()));
     let mut peer_task = tokio::spawn(peer_server);
     let mut client_task = tokio::spawn(client_server);
     tracing::info!(node_id, peer = %cfg.peer_address, client = %cfg.client_address, cluster_id = %ident.cluster_id, "rangedb node started");
@@ -150,6 +151,62 @@ pub async fn run_node(
     let _ = peer_task.await;
     let _ = client_task.await;
     result
+}
+
+/// Keeps the range directory (`_/partitions/`) current: every second, this
+/// node publishes the descriptor of each range it leads whose epoch changed
+/// since it last published it. The directory keeps the newest epoch, so a
+/// stale leader cannot roll it back.
+async fn publish_directory(store: crate::node::StoreHandle, stop: watch::Receiver<bool>) {
+    use crate::client::{Client, ClientOptions};
+    let mut published: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let mut client: Option<(Vec<String>, Client)> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = until_shutdown(stop.clone()) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let Ok(status) = store.status().await else {
+            continue;
+        };
+        let addrs: Vec<String> = store.directory().all().into_values().collect();
+        if client.as_ref().map(|(a, _)| a != &addrs).unwrap_or(true) {
+            let opts = ClientOptions {
+                deadline: std::time::Duration::from_secs(3),
+                ..Default::default()
+            };
+            match Client::new(addrs.clone(), opts) {
+                Ok(c) => client = Some((addrs, c)),
+                Err(_) => continue,
+            }
+        }
+        let Some((_, c)) = client.as_ref() else {
+            continue;
+        };
+        for r in status
+            .ranges
+            .iter()
+            .filter(|r| r.is_leader && !r.descriptor.end_key.is_empty())
+        {
+            let d = &r.descriptor;
+            let epoch = (d.version, d.conf_ver);
+            if published.get(&d.range_id) == Some(&epoch) {
+                continue;
+            }
+            let msg = crate::proto::RangeDescriptorMsg {
+                range_id: d.range_id,
+                start_key: d.start_key.clone(),
+                end_key: d.end_key.clone(),
+                version: d.version,
+                conf_ver: d.conf_ver,
+                replicas: d.replicas.clone(),
+            };
+            if c.publish_range(msg).await.is_ok() {
+                published.insert(d.range_id, epoch);
+            }
+        }
+    }
 }
 
 /// Production entry point: RocksDB in `cfg.data_dir`, graceful stop on
