@@ -106,6 +106,15 @@ pub enum AdminCommand {
     Config(ConfigCommand),
     /// Split the range holding KEY so that KEY starts a new range.
     Split { key: String },
+    /// Cluster-wide views.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Cluster id, replication factor, partitions, nodes (status, ranges, leaders), under-replicated ranges.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -343,6 +352,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             drop(out);
             bench::run(&cli.endpoints, args, json).await?;
         }
+        Command::Admin(AdminCommand::Cluster(ClusterCommand::Status)) => {
+            let status = cluster_status(&client).await?;
+            if json {
+                let _ = writeln!(out, "{}", status);
+            } else {
+                print_cluster_status(&mut out, &status);
+            }
+        }
         Command::Admin(AdminCommand::Split { key }) => {
             client.split(key.as_bytes()).await?;
             print_ok(&mut out, json);
@@ -422,6 +439,149 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 const CONFIG_PREFIX: &str = "_/cluster/config/";
+
+/// Gathers `admin cluster status` from the metadata namespace and every
+/// node's own report.
+async fn cluster_status(client: &Client) -> Result<serde_json::Value> {
+    use serde_json::json;
+    let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
+    let cluster_id = text(client.get(b"_/cluster/id").await?).unwrap_or_default();
+    let rf = text(client.get(b"_/cluster/config/replication_factor").await?)
+        .unwrap_or_else(|| "3".into());
+    let parts = client
+        .scan(
+            b"_/partitions/",
+            &prefix_end(b"_/partitions/"),
+            100_000,
+            false,
+        )
+        .await?;
+    let registry = client
+        .scan(
+            b"_/cluster/nodes/",
+            &prefix_end(b"_/cluster/nodes/"),
+            100_000,
+            false,
+        )
+        .await?;
+    // node id -> client address, as the nodes know it.
+    let mut addresses: std::collections::BTreeMap<u64, String> = std::collections::BTreeMap::new();
+    for ep in client.endpoints() {
+        if let Ok(s) = client.node_status(ep).await {
+            addresses.extend(s.client_addresses);
+        }
+    }
+    let mut nodes = Vec::new();
+    let mut hosting: std::collections::BTreeMap<u64, Vec<u64>> = std::collections::BTreeMap::new();
+    for (k, peer) in &registry {
+        let id: u64 = String::from_utf8_lossy(&k[b"_/cluster/nodes/".len()..])
+            .parse()
+            .unwrap_or(0);
+        let addr = addresses.get(&id).cloned();
+        let st = match &addr {
+            Some(a) => client.node_status(a).await.ok(),
+            None => None,
+        };
+        let (ranges, leading): (Vec<u64>, Vec<u64>) = match &st {
+            Some(s) => (
+                s.ranges
+                    .iter()
+                    .filter(|r| !r.end_key.is_empty())
+                    .map(|r| r.range_id)
+                    .collect(),
+                s.ranges
+                    .iter()
+                    .filter(|r| r.is_leader)
+                    .map(|r| r.range_id)
+                    .collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        for r in &ranges {
+            hosting.entry(*r).or_default().push(id);
+        }
+        nodes.push(json!({
+            "node_id": id,
+            "peer_address": String::from_utf8_lossy(peer),
+            "client_address": addr,
+            "status": if st.is_some() { "NODE_RUNNING" } else { "NODE_UNREACHABLE" },
+            "partitions": ranges,
+            "leader_of": leading,
+        }));
+    }
+    let mut partitions = Vec::new();
+    let mut under = Vec::new();
+    for (_, v) in &parts {
+        let d: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
+        let id = d["range_id"].as_u64().unwrap_or(0);
+        let want = d["replicas"].as_array().map(|a| a.len()).unwrap_or(0);
+        let live = hosting.get(&id).map(Vec::len).unwrap_or(0);
+        if live < want {
+            under.push(json!({"range_id": id, "live_replicas": live, "replicas": want}));
+        }
+        partitions.push(d);
+    }
+    Ok(json!({
+        "cluster_id": cluster_id,
+        "replication_factor": rf.trim().parse::<u64>().unwrap_or(0),
+        "partitions": partitions,
+        "nodes": nodes,
+        "under_replicated": under,
+    }))
+}
+
+fn print_cluster_status(out: &mut impl std::io::Write, s: &serde_json::Value) {
+    let list = |v: &serde_json::Value| {
+        let ids: Vec<String> = v
+            .as_array()
+            .map(|a| a.iter().map(|x| x.to_string()).collect())
+            .unwrap_or_default();
+        format!("[{}]", ids.join(", "))
+    };
+    let empty = Vec::new();
+    let nodes = s["nodes"].as_array().unwrap_or(&empty);
+    let _ = writeln!(out, "Cluster Status:");
+    let _ = writeln!(
+        out,
+        "  Cluster ID: {}",
+        s["cluster_id"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(out, "  Replication Factor: {}", s["replication_factor"]);
+    let _ = writeln!(
+        out,
+        "  Number of Partitions: {}",
+        s["partitions"].as_array().map(Vec::len).unwrap_or(0)
+    );
+    let _ = writeln!(out, "  Nodes ({}):", nodes.len());
+    for n in nodes {
+        let peer = n["peer_address"].as_str().unwrap_or("");
+        let _ = writeln!(out, "    {}. {}", n["node_id"], peer);
+        let _ = writeln!(
+            out,
+            "       Client Address: {}",
+            n["client_address"].as_str().unwrap_or("unknown")
+        );
+        let _ = writeln!(out, "       Peer Address: {peer}");
+        let _ = writeln!(out, "       Status: {}", n["status"].as_str().unwrap_or(""));
+        let _ = writeln!(out, "       Partitions: {}", list(&n["partitions"]));
+        let _ = writeln!(out, "       Leader Of: {}", list(&n["leader_of"]));
+    }
+    match s["under_replicated"].as_array() {
+        Some(u) if !u.is_empty() => {
+            let _ = writeln!(out, "  Under-replicated Partitions ({}):", u.len());
+            for r in u {
+                let _ = writeln!(
+                    out,
+                    "    range {}: {} of {} replicas live",
+                    r["range_id"], r["live_replicas"], r["replicas"]
+                );
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "  Under-replicated Partitions: none");
+        }
+    }
+}
 
 /// A metadata key as typed: full (`_/...`) or, with a default prefix, short.
 fn system_key(key: &str, default_prefix: &str) -> Result<String> {
