@@ -28,6 +28,29 @@ pub const DEFAULT_DATA_DIR: &str = "./rangedb-data";
 /// Ranges larger than this split (cluster setting `range_max_bytes`).
 pub const DEFAULT_RANGE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Smallest accepted `range_max_bytes`.
+pub const MIN_RANGE_MAX_BYTES: u64 = 1024;
+
+/// Validates a cluster setting and returns its full `_/cluster/config/` key.
+pub fn validate_setting(key: &str, value: &str) -> Result<String> {
+    let name = key.strip_prefix("_/cluster/config/").unwrap_or(key);
+    let full = format!("_/cluster/config/{name}");
+    match name {
+        "range_max_bytes" => match value.trim().parse::<u64>() {
+            Ok(n) if n >= MIN_RANGE_MAX_BYTES => Ok(full),
+            _ => Err(Error::InvalidArgument(format!(
+                "range_max_bytes must be a whole number of bytes >= {MIN_RANGE_MAX_BYTES}, got {value:?}"
+            ))),
+        },
+        "replication_factor" | "dead_node_timeout" => Err(Error::InvalidArgument(format!(
+            "{name} cannot be changed yet: it needs membership changes and repair, which are not built yet"
+        ))),
+        _ => Err(Error::InvalidArgument(format!(
+            "unknown setting {name:?}; settings: range_max_bytes (replication_factor and dead_node_timeout are read-only for now)"
+        ))),
+    }
+}
+
 /// Raft tick period.
 pub const DEFAULT_TICK_MS: u64 = 100;
 /// Leader heartbeat every this many ticks.

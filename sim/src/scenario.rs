@@ -78,9 +78,14 @@ pub async fn run(opts: RunOptions) -> RunReport {
     let log_compact_entries = *[10u64, 40, 200, 2000].choose(&mut rng).unwrap_or(&2000);
     let max_msgs_per_loop = *[1usize, 8, 64, 4096].choose(&mut rng).unwrap_or(&4096);
     let buggify = opts.buggify.unwrap_or_else(|| rng.gen_bool(0.5));
+    // Small ranges make the Store split by size on its own during the run.
+    let range_max_bytes = *[None, Some(2048u64), Some(8192)]
+        .choose(&mut rng)
+        .unwrap_or(&None);
     let knobs = format!(
         "nodes={nodes} election_ticks={election_ticks} heartbeat_ticks={heartbeat_ticks} \
-         log_compact_entries={log_compact_entries} max_msgs_per_loop={max_msgs_per_loop} buggify={buggify} canary={}",
+         log_compact_entries={log_compact_entries} max_msgs_per_loop={max_msgs_per_loop} buggify={buggify} \
+         range_max_bytes={range_max_bytes:?} canary={}",
         opts.canary.map(|c| c.name()).unwrap_or("none")
     );
 
@@ -105,6 +110,16 @@ pub async fn run(opts: RunOptions) -> RunReport {
         violations
             .push("liveness: the new cluster elected no leader for every range within 30s".into());
     } else {
+        if let Some(max) = range_max_bytes {
+            let client = cluster.client(Duration::from_secs(10));
+            let set = cluster
+                .client_host
+                .spawn(async move { client.set_config("range_max_bytes", &max.to_string()).await })
+                .await;
+            if !matches!(set, Ok(Ok(_))) {
+                violations.push(format!("liveness: could not set range_max_bytes: {set:?}"));
+            }
+        }
         // Chaos phase: clients and nemesis together.
         let stop_us = history.now_us() + opts.chaos.as_micros() as u64;
         let mut clients = Vec::new();
@@ -224,6 +239,12 @@ pub async fn run(opts: RunOptions) -> RunReport {
     chaos::set_raft_hook(None);
     chaos::set_canary(None);
 
+    let ranges = cluster
+        .statuses()
+        .await
+        .first()
+        .map(|s| s.ranges.len())
+        .unwrap_or(0);
     let acked = entries
         .iter()
         .filter(|e| e.outcome == Outcome::Written)
@@ -234,7 +255,8 @@ pub async fn run(opts: RunOptions) -> RunReport {
         .count();
     let summary = format!(
         "{} ops ({acked} acknowledged writes, {unknown} unknown outcomes); {} register keys / {} ops checked \
-         for linearizability ({} hit the search bound: unverified); {} raft events checked; {} faults",
+         for linearizability ({} hit the search bound: unverified); {} raft events checked; {} faults; \
+         {ranges} ranges at the end",
         entries.len(),
         regs.keys,
         regs.ops,

@@ -133,6 +133,8 @@ pub enum MetaCommand {
 pub enum ConfigCommand {
     /// Read a setting: `replication_factor` or `_/cluster/config/replication_factor`.
     Get { key: String },
+    /// Change a setting (validated; takes effect live): range_max_bytes.
+    Set { key: String, value: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -379,6 +381,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Admin(AdminCommand::Meta(MetaCommand::Get { key })) => {
             let key = system_key(&key, "")?;
             return print_value(&mut out, &client, &key, json).await;
+        }
+        Command::Admin(AdminCommand::Config(ConfigCommand::Set { key, value })) => {
+            crate::config::validate_setting(&key, &value)?;
+            let full = client.set_config(&key, &value).await?;
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"key": full, "value": value.trim()})
+                );
+            } else {
+                let _ = writeln!(out, "OK ({full} = {})", value.trim());
+            }
         }
         Command::Admin(AdminCommand::Config(ConfigCommand::Get { key })) => {
             let key = system_key(&key, CONFIG_PREFIX)?;

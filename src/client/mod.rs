@@ -450,6 +450,21 @@ impl Client {
         }
     }
 
+    /// Changes a cluster setting; returns the full key written.
+    pub async fn set_config(&self, key: &str, value: &str) -> Result<String> {
+        let req = SetConfigRequest {
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        let resp = self
+            .with_retry(&data_key(b"_/cluster/config/"), Retry::Write, |ch| {
+                let req = req.clone();
+                async move { AdminClient::new(ch).set_config(req).await }
+            })
+            .await?;
+        Ok(resp.into_inner().key)
+    }
+
     /// Records a range descriptor in the range directory (idempotent: the
     /// directory keeps the newest epoch).
     pub async fn publish_range(&self, desc: RangeDescriptorMsg) -> Result<()> {

@@ -171,7 +171,7 @@ pub struct Store {
 /// Key of the per-store counter behind new range ids.
 const RANGE_COUNTER_KEY: &[u8] = b"\x02range-counter";
 /// How often (in ticks) leaders look for ranges to split by size.
-const SPLIT_CHECK_TICKS: u64 = 20;
+const SPLIT_CHECK_TICKS: u64 = 5;
 
 impl Store {
     /// Opens every replica found in the engine. `rng_seed` must come from the

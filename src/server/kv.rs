@@ -302,6 +302,20 @@ impl Admin for KvService {
         Ok(Response::new(PublishRangeResponse {}))
     }
 
+    async fn set_config(
+        &self,
+        request: Request<SetConfigRequest>,
+    ) -> Result<Response<SetConfigResponse>, Status> {
+        let req = request.into_inner();
+        let key = crate::config::validate_setting(&req.key, &req.value).map_err(to_status)?;
+        let value = req.value.trim().as_bytes().to_vec();
+        self.store
+            .write(vec![Op::put(keys::data_key(key.as_bytes()), value)])
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(SetConfigResponse { key }))
+    }
+
     async fn split_range(
         &self,
         request: Request<SplitRangeRequest>,
