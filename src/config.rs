@@ -42,11 +42,18 @@ pub fn validate_setting(key: &str, value: &str) -> Result<String> {
                 "range_max_bytes must be a whole number of bytes >= {MIN_RANGE_MAX_BYTES}, got {value:?}"
             ))),
         },
-        "replication_factor" | "dead_node_timeout" => Err(Error::InvalidArgument(format!(
-            "{name} cannot be changed yet: it needs membership changes and repair, which are not built yet"
-        ))),
+        "replication_factor" => match value.trim().parse::<u64>() {
+            Ok(n) if (1..=7).contains(&n) => Ok(full),
+            _ => Err(Error::InvalidArgument(format!("replication_factor must be 1 to 7, got {value:?}"))),
+        },
+        "dead_node_timeout" => match value.trim().parse::<u64>() {
+            Ok(n) if (1..=86_400).contains(&n) => Ok(full),
+            _ => Err(Error::InvalidArgument(format!(
+                "dead_node_timeout must be a whole number of seconds from 1 to 86400, got {value:?}"
+            ))),
+        },
         _ => Err(Error::InvalidArgument(format!(
-            "unknown setting {name:?}; settings: range_max_bytes (replication_factor and dead_node_timeout are read-only for now)"
+            "unknown setting {name:?}; settings: replication_factor, range_max_bytes, dead_node_timeout"
         ))),
     }
 }

@@ -32,6 +32,7 @@ pub const SYSTEM_PREFIX: &[u8] = b"_/";
 const HARD_STATE: u8 = 0x01;
 const APPLY_STATE: u8 = 0x02;
 const DESCRIPTOR: u8 = 0x03;
+const TOMBSTONE: u8 = 0x04;
 const LOG: u8 = 0x10;
 
 /// Key of the store identity record.
@@ -90,6 +91,29 @@ pub fn apply_state_key(range_id: u64) -> Vec<u8> {
 
 pub fn descriptor_key(range_id: u64) -> Vec<u8> {
     range_key(range_id, DESCRIPTOR)
+}
+
+/// Marks a range whose replica was removed from this node.
+pub fn tombstone_key(range_id: u64) -> Vec<u8> {
+    range_key(range_id, TOMBSTONE)
+}
+
+/// The range id of a tombstone key.
+pub fn tombstone_range_id(key: &[u8]) -> Option<u64> {
+    if key.len() == 10 && key[0] == RANGE_LOCAL && key[9] == TOMBSTONE {
+        Some(u64::from_be_bytes(key[1..9].try_into().ok()?))
+    } else {
+        None
+    }
+}
+
+/// Bounds `[start, end)` of everything a range keeps besides its data.
+pub fn range_local_bounds(range_id: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut start = vec![RANGE_LOCAL];
+    start.extend_from_slice(&range_id.to_be_bytes());
+    let mut end = vec![RANGE_LOCAL];
+    end.extend_from_slice(&(range_id + 1).to_be_bytes());
+    (start, end)
 }
 
 pub fn log_key(range_id: u64, index: u64) -> Vec<u8> {

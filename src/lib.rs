@@ -34,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod node;
+pub mod placement;
 pub mod raft;
 pub mod range;
 pub mod server;

@@ -274,10 +274,7 @@ impl Cluster {
         let start = tokio::time::Instant::now();
         loop {
             let st = self.statuses().await;
-            let ok = st.len() == self.nodes.len()
-                && st
-                    .iter()
-                    .all(|s| s.ranges.len() >= 2 && s.ranges.iter().all(|r| r.leader_id != 0));
+            let ok = st.len() == self.nodes.len() && leaders_everywhere(&st);
             if ok {
                 return;
             }
@@ -291,54 +288,107 @@ impl Cluster {
         }
     }
 
-    /// Waits until every node holds every range, initialized and at the same
-    /// applied index; then checks that replicas agree on the apply hash
-    /// chain, that all nodes agree on every range's span and version, and
-    /// that the ranges tile the keyspace with no gap or overlap. Returns each
-    /// node's data keys. Err describes a divergence or a timeout.
-    pub async fn converge(&self, limit: Duration) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>, String> {
+    /// Waits until every range's members (per its leader) hold it,
+    /// initialized and at the same applied index, no other node holds it,
+    /// and — when `rf` is given — every range has exactly `rf` voters and no
+    /// learners. Then checks that members agree on the apply hash chain and
+    /// on the range's data, that all members agree on spans and versions,
+    /// and that the ranges tile the keyspace with no gap or overlap. Returns
+    /// each node's data keys. Err describes a divergence or a timeout.
+    pub async fn converge(
+        &self,
+        limit: Duration,
+        rf: Option<usize>,
+    ) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>, String> {
         let start = tokio::time::Instant::now();
         loop {
             let st = self.statuses().await;
+            let mut why = String::new();
+            if st.len() != self.nodes.len() {
+                why = format!("{} of {} nodes answer", st.len(), self.nodes.len());
+            }
+            // Each range, as its leader describes it.
+            let mut leaders: std::collections::BTreeMap<u64, &rangedb::proto::RangeStatus> =
+                Default::default();
+            for s in &st {
+                for r in s.ranges.iter().filter(|r| r.is_leader) {
+                    leaders.insert(r.range_id, r);
+                }
+            }
             let mut ids: Vec<u64> = st
                 .iter()
                 .flat_map(|s| s.ranges.iter().map(|r| r.range_id))
                 .collect();
             ids.sort_unstable();
             ids.dedup();
-            let mut converged = st.len() == self.nodes.len();
-            if converged {
-                for &range_id in &ids {
-                    let per_node: Vec<(u64, u64, u64, bool)> = st
+            for &range_id in &ids {
+                if !why.is_empty() {
+                    break;
+                }
+                let Some(leader) = leaders.get(&range_id) else {
+                    if st.iter().any(|s| {
+                        s.ranges
+                            .iter()
+                            .any(|r| r.range_id == range_id && !r.end_key.is_empty())
+                    }) {
+                        why = format!("range {range_id} has no leader");
+                    }
+                    continue;
+                };
+                if let Some(rf) = rf {
+                    if leader.voters.len() != rf || !leader.learners.is_empty() {
+                        why = format!(
+                            "range {range_id} has voters {:?} learners {:?}, want {rf} voters",
+                            leader.voters, leader.learners
+                        );
+                        continue;
+                    }
+                }
+                let members: Vec<u64> = leader
+                    .voters
+                    .iter()
+                    .chain(leader.learners.iter())
+                    .copied()
+                    .collect();
+                let mut seen: Vec<(u64, u64, u64)> = Vec::new();
+                for s in &st {
+                    let r = s
+                        .ranges
                         .iter()
-                        .map(|s| {
-                            s.ranges
-                                .iter()
-                                .find(|r| r.range_id == range_id)
-                                .map(|r| {
-                                    (s.node_id, r.applied, r.apply_hash, !r.end_key.is_empty())
-                                })
-                                .unwrap_or((s.node_id, 0, 0, false))
-                        })
-                        .collect();
-                    let same_index = per_node
-                        .iter()
-                        .all(|&(_, a, _, init)| init && a == per_node[0].1 && a > 0);
-                    if same_index && per_node.iter().any(|&(_, _, h, _)| h != per_node[0].2) {
-                        let brief: Vec<(u64, u64, u64)> =
-                            per_node.iter().map(|&(n, a, h, _)| (n, a, h)).collect();
+                        .find(|r| r.range_id == range_id && !r.end_key.is_empty());
+                    match (members.contains(&s.node_id), r) {
+                        (true, Some(r)) => seen.push((s.node_id, r.applied, r.apply_hash)),
+                        (true, None) => {
+                            why = format!("node {} does not hold range {range_id} yet", s.node_id)
+                        }
+                        (false, Some(_)) => {
+                            why = format!(
+                                "node {} still holds range {range_id} it was removed from",
+                                s.node_id
+                            )
+                        }
+                        (false, None) => {}
+                    }
+                }
+                if !why.is_empty() || seen.is_empty() {
+                    continue;
+                }
+                if seen.iter().all(|&(_, a, _)| a == seen[0].1) {
+                    if seen.iter().any(|&(_, _, h)| h != seen[0].2) {
                         return Err(format!(
                             "range {range_id}: replicas applied the same index {} but their apply hashes differ \
-                             (node, applied, hash): {brief:?}",
-                            per_node[0].1
+                             (node, applied, hash): {seen:?}",
+                            seen[0].1
                         ));
                     }
-                    converged &= same_index;
+                } else {
+                    why =
+                        format!("range {range_id} replicas at different applied indexes {seen:?}");
                 }
             }
-            if converged {
-                check_tiling(&st)?;
-                return Ok(self
+            if why.is_empty() {
+                check_tiling(&st, &leaders)?;
+                let dumps: Vec<Vec<(Vec<u8>, Vec<u8>)>> = self
                     .nodes
                     .iter()
                     .map(|n| {
@@ -348,29 +398,69 @@ impl Cluster {
                             .filter(|(k, _)| keys::user_key(k).is_some())
                             .collect()
                     })
-                    .collect());
+                    .collect();
+                // The dumps are only comparable if nothing was applied while
+                // they were taken (the directory publisher keeps writing).
+                let applied = |st: &[NodeStatusResponse]| -> Vec<(u64, u64, u64)> {
+                    let mut v: Vec<(u64, u64, u64)> = st
+                        .iter()
+                        .flat_map(|s| {
+                            s.ranges
+                                .iter()
+                                .map(move |r| (s.node_id, r.range_id, r.applied))
+                        })
+                        .collect();
+                    v.sort_unstable();
+                    v
+                };
+                if applied(&self.statuses().await) != applied(&st) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                for (range_id, leader) in &leaders {
+                    let within = |d: &Vec<(Vec<u8>, Vec<u8>)>| -> Vec<(Vec<u8>, Vec<u8>)> {
+                        d.iter()
+                            .filter(|(k, _)| *k >= leader.start_key && *k < leader.end_key)
+                            .cloned()
+                            .collect()
+                    };
+                    let members: Vec<u64> = leader
+                        .voters
+                        .iter()
+                        .chain(leader.learners.iter())
+                        .copied()
+                        .collect();
+                    let first = within(&dumps[(members[0] - 1) as usize]);
+                    for &m in &members[1..] {
+                        let other = within(&dumps[(m - 1) as usize]);
+                        if other != first {
+                            let a: std::collections::BTreeSet<_> = first.iter().collect();
+                            let b: std::collections::BTreeSet<_> = other.iter().collect();
+                            let only0 = a.difference(&b).next().map(|(k, v)| {
+                                format!(
+                                    "{}={}",
+                                    String::from_utf8_lossy(k),
+                                    String::from_utf8_lossy(v)
+                                )
+                            });
+                            let only1 = b.difference(&a).next().map(|(k, v)| {
+                                format!(
+                                    "{}={}",
+                                    String::from_utf8_lossy(k),
+                                    String::from_utf8_lossy(v)
+                                )
+                            });
+                            return Err(format!(
+                                "range {range_id}: nodes {} and {m} hold different data (node {} only: {only0:?}, node {m} only: {only1:?})",
+                                members[0], members[0]
+                            ));
+                        }
+                    }
+                }
+                return Ok(dumps);
             }
             if start.elapsed() > limit {
-                let brief: Vec<String> = st
-                    .iter()
-                    .map(|s| {
-                        let rs: Vec<String> = s
-                            .ranges
-                            .iter()
-                            .map(|r| {
-                                format!(
-                                    "r{}:applied {} leader {}",
-                                    r.range_id, r.applied, r.leader_id
-                                )
-                            })
-                            .collect();
-                        format!("node {} [{}]", s.node_id, rs.join(", "))
-                    })
-                    .collect();
-                return Err(format!(
-                    "replicas did not converge within {limit:?}: {}",
-                    brief.join("; ")
-                ));
+                return Err(format!("replicas did not converge within {limit:?}: {why}"));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -378,50 +468,57 @@ impl Cluster {
 
     /// `converge`, panicking with the replay hint on failure (for tests).
     pub async fn wait_converged(&self, limit: Duration) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
-        match self.converge(limit).await {
+        match self.converge(limit, None).await {
             Ok(d) => d,
             Err(e) => panic!("{e}\n{}", replay_hint(self.seed)),
         }
     }
 }
 
-/// Every node must report the same ranges (id, span, version), and they must
-/// tile the data keyspace `[0x10, 0x12)` with no gap or overlap.
-fn check_tiling(st: &[NodeStatusResponse]) -> Result<(), String> {
-    let view = |s: &NodeStatusResponse| {
-        let mut v: Vec<(Vec<u8>, Vec<u8>, u64, u64)> = s
-            .ranges
-            .iter()
-            .map(|r| {
-                (
-                    r.start_key.clone(),
-                    r.end_key.clone(),
-                    r.range_id,
-                    r.version,
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    let first = view(&st[0]);
-    for s in &st[1..] {
-        if view(s) != first {
-            return Err(format!(
-                "range layout differs: node {} has {:?}, node {} has {:?}",
-                st[0].node_id,
-                brief_ranges(&first),
-                s.node_id,
-                brief_ranges(&view(s))
-            ));
+/// Every holder of a range must report the leader's span and version, and
+/// the ranges must tile the data keyspace `[0x10, 0x12)` with no gap or
+/// overlap.
+fn check_tiling(
+    st: &[NodeStatusResponse],
+    leaders: &std::collections::BTreeMap<u64, &rangedb::proto::RangeStatus>,
+) -> Result<(), String> {
+    for s in st {
+        for r in s.ranges.iter().filter(|r| !r.end_key.is_empty()) {
+            if let Some(l) = leaders.get(&r.range_id) {
+                if (&r.start_key, &r.end_key, r.version) != (&l.start_key, &l.end_key, l.version) {
+                    return Err(format!(
+                        "range {} on node {} is {:?}..{:?} v{}, but its leader has {:?}..{:?} v{}",
+                        r.range_id,
+                        s.node_id,
+                        r.start_key,
+                        r.end_key,
+                        r.version,
+                        l.start_key,
+                        l.end_key,
+                        l.version
+                    ));
+                }
+            }
         }
     }
+    let mut layout: Vec<(Vec<u8>, Vec<u8>, u64, u64)> = leaders
+        .values()
+        .map(|r| {
+            (
+                r.start_key.clone(),
+                r.end_key.clone(),
+                r.range_id,
+                r.version,
+            )
+        })
+        .collect();
+    layout.sort();
     let mut expect = vec![keys::SYSTEM_DATA];
-    for (start, end, id, _) in &first {
+    for (start, end, id, _) in &layout {
         if *start != expect {
             return Err(format!(
                 "ranges do not tile the keyspace: range {id} starts at {start:?}, expected {expect:?} ({:?})",
-                brief_ranges(&first)
+                brief_ranges(&layout)
             ));
         }
         expect = end.clone();
@@ -432,6 +529,23 @@ fn check_tiling(st: &[NodeStatusResponse]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether every range any node holds has a leader.
+fn leaders_everywhere(st: &[NodeStatusResponse]) -> bool {
+    let held: std::collections::BTreeSet<u64> = st
+        .iter()
+        .flat_map(|s| s.ranges.iter().map(|r| r.range_id))
+        .collect();
+    !held.is_empty()
+        && held.iter().all(|id| {
+            st.iter()
+                .any(|s| s.ranges.iter().any(|r| r.range_id == *id && r.is_leader))
+        })
+}
+
+pub fn all_ranges_led(st: &[NodeStatusResponse]) -> bool {
+    leaders_everywhere(st)
 }
 
 fn brief_ranges(v: &[(Vec<u8>, Vec<u8>, u64, u64)]) -> Vec<String> {

@@ -110,6 +110,19 @@ pub async fn run(opts: RunOptions) -> RunReport {
         violations
             .push("liveness: the new cluster elected no leader for every range within 30s".into());
     } else {
+        {
+            // Repair within the run: replicas of a node dead for 3s are replaced.
+            let client = cluster.client(Duration::from_secs(10));
+            let set = cluster
+                .client_host
+                .spawn(async move { client.set_config("dead_node_timeout", "3").await })
+                .await;
+            if !matches!(set, Ok(Ok(_))) {
+                violations.push(format!(
+                    "liveness: could not set dead_node_timeout: {set:?}"
+                ));
+            }
+        }
         if let Some(max) = range_max_bytes {
             let client = cluster.client(Duration::from_secs(10));
             let set = cluster
@@ -204,29 +217,11 @@ pub async fn run(opts: RunOptions) -> RunReport {
 
     let mut dumps = Vec::new();
     if violations.is_empty() {
-        match cluster.converge(Duration::from_secs(60)).await {
-            Ok(d) => {
-                for (i, dump) in d.iter().enumerate().skip(1) {
-                    if dump != &d[0] {
-                        let a: BTreeSet<_> = d[0].iter().collect();
-                        let b: BTreeSet<_> = dump.iter().collect();
-                        let only0 = a
-                            .difference(&b)
-                            .next()
-                            .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
-                        let only1 = b
-                            .difference(&a)
-                            .next()
-                            .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
-                        violations.push(format!(
-                            "convergence: node 1 and node {} hold different data (node 1 only: {only0:?}, node {} only: {only1:?})",
-                            i + 1,
-                            i + 1
-                        ));
-                    }
-                }
-                dumps = d;
-            }
+        // Replication must be back to replication_factor (repair and
+        // up-replication by the placement driver) within the bound.
+        let rf = nodes.min(3);
+        match cluster.converge(Duration::from_secs(60), Some(rf)).await {
+            Ok(d) => dumps = d,
             Err(e) => violations.push(format!("convergence: {e}")),
         }
     }
@@ -293,23 +288,22 @@ async fn check_directory(cluster: &Cluster, limit: Duration) -> Result<(), Strin
     let start = tokio::time::Instant::now();
     loop {
         let st = cluster.statuses().await;
+        // Every range, as its leader describes it.
         let mut want: Vec<(u64, String, String, u64, u64)> = st
-            .first()
-            .map(|s| {
-                s.ranges
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.range_id,
-                            hex(&r.start_key),
-                            hex(&r.end_key),
-                            r.version,
-                            r.conf_ver,
-                        )
-                    })
-                    .collect()
+            .iter()
+            .flat_map(|s| s.ranges.iter().filter(|r| r.is_leader))
+            .map(|r| {
+                (
+                    r.range_id,
+                    hex(&r.start_key),
+                    hex(&r.end_key),
+                    r.version,
+                    r.conf_ver,
+                )
             })
-            .unwrap_or_default();
+            .collect();
+        want.sort();
+        want.dedup();
         want.sort();
         let client = cluster.client(Duration::from_secs(5));
         let listed = cluster
@@ -357,11 +351,7 @@ async fn wait_for_leaders(cluster: &Cluster, limit: Duration) -> bool {
     let start = tokio::time::Instant::now();
     while start.elapsed() < limit {
         let st = cluster.statuses().await;
-        if st.len() == cluster.nodes.len()
-            && st
-                .iter()
-                .all(|s| s.ranges.len() >= 2 && s.ranges.iter().all(|r| r.leader_id != 0))
-        {
+        if st.len() == cluster.nodes.len() && crate::cluster::all_ranges_led(&st) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

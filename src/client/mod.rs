@@ -450,6 +450,54 @@ impl Client {
         }
     }
 
+    /// One membership change of the range starting at `start_key` (internal).
+    pub async fn change_replicas(
+        &self,
+        start_key: &[u8],
+        range_id: u64,
+        change: crate::range::ReplicaChange,
+        expected_conf_ver: u64,
+    ) -> Result<()> {
+        use crate::proto::change_replicas_request::Kind;
+        use crate::range::ReplicaChange;
+        let (kind, node_id) = match change {
+            ReplicaChange::AddLearner(n) => (Kind::AddLearner, n),
+            ReplicaChange::Promote(n) => (Kind::Promote, n),
+            ReplicaChange::Remove(n) => (Kind::Remove, n),
+        };
+        let req = ChangeReplicasRequest {
+            range_id,
+            kind: kind as i32,
+            node_id,
+            expected_conf_ver,
+        };
+        self.with_retry(start_key, Retry::Idempotent, |ch| async move {
+            AdminClient::new(ch).change_replicas(req).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Records this node's addresses in the registry.
+    pub async fn register_node(
+        &self,
+        node_id: u64,
+        peer_address: &str,
+        client_address: &str,
+    ) -> Result<()> {
+        let req = RegisterNodeRequest {
+            node_id,
+            peer_address: peer_address.into(),
+            client_address: client_address.into(),
+        };
+        self.with_retry(&data_key(b"_/cluster/nodes/"), Retry::Idempotent, |ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).register_node(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Changes a cluster setting; returns the full key written.
     pub async fn set_config(&self, key: &str, value: &str) -> Result<String> {
         let req = SetConfigRequest {
@@ -487,6 +535,20 @@ impl Client {
         Ok(())
     }
 
+    /// Tells the node at `addr` that its replica of `range_id` is stale.
+    pub async fn gc_replica(&self, addr: &str, range_id: u64, conf_ver: u64) -> Result<()> {
+        let ch = self.channel(addr)?;
+        let req = GcReplicaRequest { range_id, conf_ver };
+        match tokio::time::timeout(self.opts.rpc_timeout, AdminClient::new(ch).gc_replica(req))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err(from_status(&s)),
+            Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
+        }
+    }
+
+    /// The status of the node at `addr` (no routing).
     pub async fn node_status(&self, addr: &str) -> Result<NodeStatusResponse> {
         let ch = self.channel(addr)?;
         match tokio::time::timeout(

@@ -13,8 +13,8 @@ use super::transport::{Directory, Transport};
 use crate::error::{Error, LeaderHint, Result};
 use crate::keys;
 use crate::range::{
-    Completion, Op, RangeDescriptor, ReadOp, ReadResult, Replica, ReplicaStatus, Responder,
-    SYSTEM_RANGE_ID, USER_RANGE_ID,
+    Completion, Op, RangeDescriptor, ReadOp, ReadResult, Replica, ReplicaChange, ReplicaStatus,
+    Responder, SYSTEM_RANGE_ID, USER_RANGE_ID,
 };
 use crate::storage::{Engine, WriteBatch};
 
@@ -47,6 +47,19 @@ pub enum StoreMsg {
     /// Split the range holding `key` (an internal data key) at `key`.
     Split {
         key: Vec<u8>,
+        done: Responder<()>,
+    },
+    /// Drop a stale replica (see `StoreHandle::gc_replica`).
+    GcReplica {
+        range_id: u64,
+        conf_ver: u64,
+        done: Responder<()>,
+    },
+    /// Change the replica set of a range this node leads.
+    ChangeReplicas {
+        range_id: u64,
+        change: ReplicaChange,
+        expected_conf_ver: u64,
         done: Responder<()>,
     },
 }
@@ -142,6 +155,33 @@ impl StoreHandle {
         .await
     }
 
+    /// Destroys this node's replica of `range_id` if its membership is older
+    /// than `conf_ver` (the caller saw a newer membership without this node).
+    pub async fn gc_replica(&self, range_id: u64, conf_ver: u64) -> Result<()> {
+        self.call(|done| StoreMsg::GcReplica {
+            range_id,
+            conf_ver,
+            done,
+        })
+        .await
+    }
+
+    /// One membership change on a range this node leads.
+    pub async fn change_replicas(
+        &self,
+        range_id: u64,
+        change: ReplicaChange,
+        expected_conf_ver: u64,
+    ) -> Result<()> {
+        self.call(|done| StoreMsg::ChangeReplicas {
+            range_id,
+            change,
+            expected_conf_ver,
+            done,
+        })
+        .await
+    }
+
     /// Splits the range holding `key` (internal data key) at `key`; this
     /// node must lead that range.
     pub async fn split(&self, key: Vec<u8>) -> Result<()> {
@@ -166,6 +206,8 @@ pub struct Store {
     rx: mpsc::Receiver<StoreMsg>,
     rng: ChaCha8Rng,
     ticks: u64,
+    /// Ranges whose replica was removed from this node.
+    tombstones: std::collections::BTreeSet<u64>,
 }
 
 /// Key of the per-store counter behind new range ids.
@@ -197,9 +239,13 @@ impl Store {
             rx,
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             ticks: 0,
+            tombstones: Default::default(),
         };
         let (lo, hi) = keys::descriptor_scan_bounds();
         for (k, _) in store.engine.scan(&lo, &hi, usize::MAX, false)? {
+            if let Some(range_id) = keys::tombstone_range_id(&k) {
+                store.tombstones.insert(range_id);
+            }
             if let Some(range_id) = keys::descriptor_range_id(&k) {
                 let mut r = store.open_replica(range_id)?;
                 let d = r.descriptor().clone();
@@ -418,6 +464,50 @@ impl Store {
         }
     }
 
+    /// Deletes the replicas that membership changes removed from this node:
+    /// their data, their Raft state, and leaves a tombstone.
+    fn destroy_removed(&mut self) -> Result<()> {
+        let removed: Vec<u64> = self
+            .replicas
+            .values()
+            .filter(|r| r.is_removed())
+            .map(|r| r.range_id())
+            .collect();
+        for range_id in removed {
+            let Some(mut r) = self.replicas.remove(&range_id) else {
+                continue;
+            };
+            let mut completions = Vec::new();
+            r.fail_all(&mut completions);
+            completions.into_iter().for_each(Completion::send);
+            let d = r.descriptor().clone();
+            let mut wb = WriteBatch::new();
+            let overlapped = self.replicas.values().any(|o| {
+                o.is_initialized()
+                    && o.descriptor().start_key < d.end_key
+                    && d.start_key < o.descriptor().end_key
+            });
+            if !d.end_key.is_empty() && !overlapped {
+                wb.delete_range(d.start_key.clone(), d.end_key.clone());
+            }
+            let (lo, hi) = keys::range_local_bounds(range_id);
+            wb.delete_range(lo, hi);
+            wb.put(keys::tombstone_key(range_id), Vec::new());
+            // Keep the term and vote: if this node is added back, its new
+            // replica must not vote again in a term it already voted in.
+            let mut hs = r.hard_state();
+            hs.commit = 0;
+            wb.put(
+                keys::hard_state_key(range_id),
+                protobuf::Message::write_to_bytes(&hs)?,
+            );
+            self.engine.write(&wb, true)?;
+            self.tombstones.insert(range_id);
+            tracing::info!(range_id, "replica removed from this node");
+        }
+        Ok(())
+    }
+
     /// Opens the replicas that splits created on this node.
     fn adopt_new_ranges(&mut self) -> Result<()> {
         let mut created = Vec::new();
@@ -512,6 +602,25 @@ impl Store {
                         tracing::warn!(to = m.to, from, "raft message for another node dropped");
                         continue;
                     }
+                    if self.tombstones.contains(&range_id) && !self.replicas.contains_key(&range_id)
+                    {
+                        // Removed from this node earlier. Only a leader's
+                        // traffic can mean this node was added again (an empty
+                        // replica answers, is found behind, gets a snapshot);
+                        // stale votes are dropped. A heartbeat's commit index
+                        // is clamped below, so a late one is harmless.
+                        use raft::eraftpb::MessageType::*;
+                        if !matches!(m.get_msg_type(), MsgAppend | MsgHeartbeat | MsgSnapshot) {
+                            continue;
+                        }
+                        self.tombstones.remove(&range_id);
+                        let mut wb = WriteBatch::new();
+                        wb.delete(keys::tombstone_key(range_id));
+                        if let Err(e) = self.engine.write(&wb, true) {
+                            tracing::error!(%e, "cannot clear a tombstone");
+                            continue;
+                        }
+                    }
                     if !self.replicas.contains_key(&range_id) {
                         // A replica of a range we do not hold yet: create it
                         // empty; the leader will send a snapshot.
@@ -538,6 +647,13 @@ impl Store {
                         continue;
                     }
                     if let Some(r) = self.replicas.get_mut(&range_id) {
+                        let mut m = m;
+                        if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat {
+                            // A heartbeat from a deposed leader can name a commit
+                            // index from this node's previous membership, which
+                            // raft-rs would accept into an empty log and panic.
+                            m.commit = m.commit.min(r.status().last_index);
+                        }
                         if let Err(e) = r.step(m) {
                             tracing::debug!(range_id, %e, "raft step failed");
                         }
@@ -585,6 +701,27 @@ impl Store {
                 }
             }
             StoreMsg::Split { key, done } => self.propose_split(key, done),
+            StoreMsg::GcReplica {
+                range_id,
+                conf_ver,
+                done,
+            } => {
+                if let Some(r) = self.replicas.get_mut(&range_id) {
+                    if r.mark_removed_if_older(conf_ver) {
+                        tracing::info!(range_id, conf_ver, "stale replica will be removed");
+                    }
+                }
+                let _ = done.send(Ok(()));
+            }
+            StoreMsg::ChangeReplicas {
+                range_id,
+                change,
+                expected_conf_ver,
+                done,
+            } => match self.replicas.get_mut(&range_id) {
+                Some(r) => r.propose_change(change, expected_conf_ver, done),
+                None => drop(done.send(Err(Error::RangeNotFound(range_id)))),
+            },
             StoreMsg::Status { done } => {
                 let ranges = self.replicas.values().map(|r| r.status()).collect();
                 let _ = done.send(NodeStatus {
@@ -628,6 +765,8 @@ impl Store {
 
     /// Handles every replica's Ready with one synced engine write (see module docs).
     async fn process_readies(&mut self) -> Result<()> {
+        // Replicas marked stale by the placement driver may have no Ready.
+        self.destroy_removed()?;
         let mut wb = WriteBatch::new();
         let mut sync = false;
         let mut early = Vec::new();
@@ -664,6 +803,7 @@ impl Store {
         }
         self.send_all(late);
         self.adopt_new_ranges()?;
+        self.destroy_removed()?;
         for r in self.replicas.values_mut() {
             r.after_write(&mut completions);
         }

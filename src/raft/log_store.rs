@@ -145,7 +145,7 @@ impl LogStore {
     /// Stages the initial state of a brand-new range whose voters are `voters`:
     /// an empty log truncated at `INIT_INDEX`.
     pub fn bootstrap(wb: &mut WriteBatch, range_id: u64, voters: Vec<u64>) {
-        Self::bootstrap_keeping_vote(wb, range_id, voters, None)
+        Self::bootstrap_keeping_vote(wb, range_id, voters, Vec::new(), None)
     }
 
     /// Like `bootstrap`, but keeps a hard state this node already persisted
@@ -155,6 +155,7 @@ impl LogStore {
         wb: &mut WriteBatch,
         range_id: u64,
         voters: Vec<u64>,
+        learners: Vec<u64>,
         existing: Option<&HardState>,
     ) {
         let mut hs = HardState {
@@ -168,6 +169,7 @@ impl LogStore {
         }
         let cs = ConfState {
             voters,
+            learners,
             ..Default::default()
         };
         let apply = ApplyState {

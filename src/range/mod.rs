@@ -18,4 +18,6 @@ mod replica;
 
 pub use command::{Command, Op, OpKind, SplitCmd};
 pub use descriptor::{RangeDescriptor, SYSTEM_RANGE_ID, USER_RANGE_ID};
-pub use replica::{Completion, ReadOp, ReadResult, Replica, ReplicaStatus, Responder};
+pub use replica::{
+    Completion, ReadOp, ReadResult, Replica, ReplicaChange, ReplicaStatus, Responder,
+};

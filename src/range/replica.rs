@@ -21,6 +21,17 @@ use crate::storage::{Engine, KvPair, WriteBatch};
 /// Where a request's answer goes.
 pub type Responder<T> = oneshot::Sender<Result<T>>;
 
+/// A change to a range's replica set, one voter at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaChange {
+    /// Add `node` as a learner (it receives a snapshot, then the log).
+    AddLearner(u64),
+    /// Make learner `node` a voter.
+    Promote(u64),
+    /// Remove `node` (voter or learner).
+    Remove(u64),
+}
+
 /// A read, over internal data keys.
 #[derive(Debug, Clone)]
 pub enum ReadOp {
@@ -85,6 +96,9 @@ pub struct ReplicaStatus {
     pub voters: Vec<u64>,
     pub descriptor: RangeDescriptor,
     pub approx_bytes: u64,
+    pub learners: Vec<u64>,
+    /// Leader only: (peer, matched index) for every other member.
+    pub progress: Vec<(u64, u64)>,
 }
 
 pub struct Replica {
@@ -112,6 +126,8 @@ pub struct Replica {
     new_ranges: Vec<(RangeDescriptor, bool)>,
     /// Approximate bytes written into this range (for size-based splits).
     approx_bytes: u64,
+    /// This node was removed from the range: the Store destroys the replica.
+    removed: bool,
 }
 
 /// A follower stuck this long in snapshot state gets its snapshot again
@@ -171,6 +187,7 @@ impl Replica {
             timeout_drawn_at: (u64::MAX, StateRole::Follower),
             new_ranges: Vec::new(),
             approx_bytes: 0,
+            removed: false,
         };
         replica.reseed_election_timeout();
         let hs = replica.group.store().hard_state().clone();
@@ -221,6 +238,24 @@ impl Replica {
         std::mem::take(&mut self.new_ranges)
     }
 
+    /// Marks this replica stale: a newer membership (`conf_ver`) excludes
+    /// this node. Returns whether it was marked.
+    pub fn mark_removed_if_older(&mut self, conf_ver: u64) -> bool {
+        if self.desc.conf_ver < conf_ver {
+            self.removed = true;
+        }
+        self.removed
+    }
+
+    pub fn hard_state(&self) -> raft::eraftpb::HardState {
+        self.group.raft.hard_state()
+    }
+
+    /// Whether a membership change removed this node from the range.
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
     pub fn approx_bytes(&self) -> u64 {
         self.approx_bytes
     }
@@ -253,6 +288,21 @@ impl Replica {
             apply_hash: store.apply_hash(),
             descriptor: self.desc.clone(),
             approx_bytes: self.approx_bytes,
+            learners: store.conf_state().learners.clone(),
+            progress: if self.is_leader() {
+                let mut p: Vec<(u64, u64)> = self
+                    .group
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(id, _)| **id != self.node_id)
+                    .map(|(id, pr)| (*id, pr.matched))
+                    .collect();
+                p.sort_unstable();
+                p
+            } else {
+                Vec::new()
+            },
             voters: store.conf_state().voters.clone(),
         }
     }
@@ -373,6 +423,90 @@ impl Replica {
             },
             done,
         );
+    }
+
+    /// Proposes one membership change (ConfChangeV2, a single voter at most).
+    pub fn propose_change(
+        &mut self,
+        change: ReplicaChange,
+        expected_conf_ver: u64,
+        done: Responder<()>,
+    ) {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType};
+        if !self.is_leader() {
+            let _ = done.send(Err(self.not_leader()));
+            return;
+        }
+        if expected_conf_ver != 0 && expected_conf_ver != self.desc.conf_ver {
+            let _ = done.send(Err(Error::Unavailable(format!(
+                "range {} membership changed (conf_ver {} != expected {expected_conf_ver})",
+                self.desc.range_id, self.desc.conf_ver
+            ))));
+            return;
+        }
+        let cs = self.group.store().conf_state().clone();
+        let (node, kind) = match change {
+            ReplicaChange::AddLearner(n) => {
+                if cs.voters.contains(&n) || cs.learners.contains(&n) {
+                    let _ = done.send(Ok(()));
+                    return;
+                }
+                (n, ConfChangeType::AddLearnerNode)
+            }
+            ReplicaChange::Promote(n) => {
+                if cs.voters.contains(&n) {
+                    let _ = done.send(Ok(()));
+                    return;
+                }
+                if !cs.learners.contains(&n) {
+                    let _ = done.send(Err(Error::InvalidArgument(format!(
+                        "node {n} is not a learner of range {}",
+                        self.desc.range_id
+                    ))));
+                    return;
+                }
+                (n, ConfChangeType::AddNode)
+            }
+            ReplicaChange::Remove(n) => {
+                if !cs.voters.contains(&n) && !cs.learners.contains(&n) {
+                    let _ = done.send(Ok(()));
+                    return;
+                }
+                if cs.voters == [n] {
+                    let _ = done.send(Err(Error::InvalidArgument(
+                        "cannot remove the last voter of a range".into(),
+                    )));
+                    return;
+                }
+                (n, ConfChangeType::RemoveNode)
+            }
+        };
+        let mut single = ConfChangeSingle {
+            node_id: node,
+            ..Default::default()
+        };
+        single.set_change_type(kind);
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        cc.set_transition(ConfChangeTransition::Auto);
+        self.next_cmd_id = self.next_cmd_id.wrapping_add(1);
+        let id = self.next_cmd_id;
+        let before = self.group.raft.raft_log.last_index();
+        if let Err(e) = self
+            .group
+            .propose_conf_change(id.to_be_bytes().to_vec(), cc)
+        {
+            let _ = done.send(Err(Error::Unavailable(format!(
+                "membership change dropped: {e}"
+            ))));
+            return;
+        }
+        let index = self.group.raft.raft_log.last_index();
+        if index == before {
+            let _ = done.send(Err(Error::Unavailable("membership change dropped".into())));
+            return;
+        }
+        self.proposals.insert(index, Proposal { id, done });
     }
 
     fn propose_command(&mut self, mut cmd: Command, done: Responder<()>) {
@@ -671,7 +805,33 @@ impl Replica {
             EntryType::EntryConfChangeV2 => {
                 let cc = ConfChangeV2::parse_from_bytes(&e.data)?;
                 let cs = self.group.apply_conf_change(&cc)?;
+                let mut members: Vec<u64> = cs
+                    .voters
+                    .iter()
+                    .chain(cs.learners.iter())
+                    .chain(cs.voters_outgoing.iter())
+                    .chain(cs.learners_next.iter())
+                    .copied()
+                    .collect();
+                members.sort_unstable();
+                members.dedup();
                 self.group.mut_store().set_conf_state(cs, wb)?;
+                self.desc.replicas = members.clone();
+                self.desc.conf_ver += 1;
+                wb.put(
+                    keys::descriptor_key(self.desc.range_id),
+                    prost::Message::encode_to_vec(&self.desc),
+                );
+                if !members.contains(&self.node_id) {
+                    self.removed = true;
+                }
+                let id = e
+                    .context
+                    .as_ref()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                outcome = Some((id, Ok(())));
             }
         }
         self.group.mut_store().set_applied(index, term, &e.data, wb);
@@ -768,8 +928,17 @@ impl Replica {
                 keys::descriptor_key(right.range_id),
                 prost::Message::encode_to_vec(&right),
             );
-            let voters = self.group.store().conf_state().voters.clone();
-            crate::raft::LogStore::bootstrap_keeping_vote(wb, right.range_id, voters, hs.as_ref());
+            // The new range has the parent's exact membership, learners too
+            // (a learner of the parent applies this split as well).
+            let cs = self.group.store().conf_state();
+            let (voters, learners) = (cs.voters.clone(), cs.learners.clone());
+            crate::raft::LogStore::bootstrap_keeping_vote(
+                wb,
+                right.range_id,
+                voters,
+                learners,
+                hs.as_ref(),
+            );
             if crate::chaos::canary(crate::chaos::Canary::SplitDropsRightHalf) {
                 wb.delete_range(right.start_key.clone(), right.end_key.clone());
             }

@@ -88,12 +88,18 @@ pub fn prepare_store(cfg: &ServerConfig, engine: &dyn Engine) -> Result<StoreIde
         prost::Message::encode_to_vec(&ident),
     );
     if !joining {
-        let voters: Vec<u64> = (1..=ident.peers.len() as u64).collect();
+        // The first replication_factor nodes hold the initial ranges; the
+        // placement driver puts replicas on the others as needed.
+        let rf = ident
+            .peers
+            .len()
+            .min(crate::placement::DEFAULT_REPLICATION_FACTOR);
+        let voters: Vec<u64> = (1..=rf as u64).collect();
         let descs = RangeDescriptor::initial(voters);
         for d in &descs {
             Replica::bootstrap(&mut wb, d);
         }
-        let replication = ident.peers.len().min(3);
+        let replication = rf;
         wb.put(
             keys::data_key(b"_/cluster/id"),
             cluster_id.as_bytes().to_vec(),
@@ -103,9 +109,10 @@ pub fn prepare_store(cfg: &ServerConfig, engine: &dyn Engine) -> Result<StoreIde
             replication.to_string().into_bytes(),
         );
         for (i, p) in ident.peers.iter().enumerate() {
+            let entry = serde_json::json!({ "peer_address": p });
             wb.put(
                 keys::data_key(format!("_/cluster/nodes/{}", i + 1).as_bytes()),
-                p.as_bytes().to_vec(),
+                entry.to_string().into_bytes(),
             );
         }
         for d in &descs {

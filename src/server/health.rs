@@ -36,9 +36,7 @@ impl HealthService {
             return Err(Status::not_found(format!("unknown service {service:?}")));
         }
         Ok(match self.store.status().await {
-            Ok(s) if !s.ranges.is_empty() && s.ranges.iter().all(|r| r.leader_id != 0) => {
-                ServingStatus::Serving
-            }
+            Ok(s) if s.ranges.iter().all(|r| r.leader_id != 0) => ServingStatus::Serving,
             _ => ServingStatus::NotServing,
         })
     }

@@ -302,6 +302,65 @@ impl Admin for KvService {
         Ok(Response::new(PublishRangeResponse {}))
     }
 
+    async fn change_replicas(
+        &self,
+        request: Request<ChangeReplicasRequest>,
+    ) -> Result<Response<ChangeReplicasResponse>, Status> {
+        use crate::proto::change_replicas_request::Kind;
+        use crate::range::ReplicaChange;
+        let req = request.into_inner();
+        let change = match Kind::try_from(req.kind) {
+            Ok(Kind::AddLearner) => ReplicaChange::AddLearner(req.node_id),
+            Ok(Kind::Promote) => ReplicaChange::Promote(req.node_id),
+            Ok(Kind::Remove) => ReplicaChange::Remove(req.node_id),
+            Err(_) => {
+                return Err(to_status(Error::InvalidArgument(format!(
+                    "unknown change kind {}",
+                    req.kind
+                ))))
+            }
+        };
+        if req.node_id == 0 {
+            return Err(to_status(Error::InvalidArgument("node id 0".into())));
+        }
+        self.store
+            .change_replicas(req.range_id, change, req.expected_conf_ver)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ChangeReplicasResponse {}))
+    }
+
+    async fn gc_replica(
+        &self,
+        request: Request<GcReplicaRequest>,
+    ) -> Result<Response<GcReplicaResponse>, Status> {
+        let req = request.into_inner();
+        self.store
+            .gc_replica(req.range_id, req.conf_ver)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(GcReplicaResponse {}))
+    }
+
+    async fn register_node(
+        &self,
+        request: Request<RegisterNodeRequest>,
+    ) -> Result<Response<RegisterNodeResponse>, Status> {
+        let req = request.into_inner();
+        if req.node_id == 0 || req.peer_address.is_empty() || req.client_address.is_empty() {
+            return Err(to_status(Error::InvalidArgument(
+                "node id and addresses are required".into(),
+            )));
+        }
+        let key = keys::data_key(format!("_/cluster/nodes/{}", req.node_id).as_bytes());
+        let value = serde_json::json!({ "peer_address": req.peer_address, "client_address": req.client_address });
+        self.store
+            .write(vec![Op::put(key, value.to_string().into_bytes())])
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RegisterNodeResponse {}))
+    }
+
     async fn set_config(
         &self,
         request: Request<SetConfigRequest>,
@@ -364,6 +423,12 @@ impl Admin for KvService {
                 version: r.descriptor.version,
                 conf_ver: r.descriptor.conf_ver,
                 approx_bytes: r.approx_bytes,
+                learners: r.learners,
+                progress: r
+                    .progress
+                    .iter()
+                    .map(|&(node_id, matched)| PeerProgress { node_id, matched })
+                    .collect(),
                 voters: r.voters,
             })
             .collect();

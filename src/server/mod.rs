@@ -117,10 +117,14 @@ pub async fn run_node(
     let health = health::HealthService::new(handle.clone());
     let raft_service = raft_service::RaftService::new(handle.clone());
 
+    // Kv and Admin are served on the peer address too, so nodes that only know
+    // each other's peer addresses (registration, placement) can talk.
     let peer_server = tonic::transport::Server::builder()
         .add_service(
             RaftTransportServer::new(raft_service).max_decoding_message_size(MAX_RAFT_BATCH_BYTES),
         )
+        .add_service(KvServer::new(kv_service.clone()))
+        .add_service(AdminServer::new(kv_service.clone()))
         .add_service(health::pb::health_server::HealthServer::new(health.clone()))
         .serve_with_shutdown(peer_addr, until_shutdown(stop_rx.clone()));
     let client_server = tonic::transport::Server::builder()
@@ -129,6 +133,18 @@ pub async fn run_node(
         .add_service(health::pb::health_server::HealthServer::new(health.clone()))
         .serve_with_shutdown(client_addr, until_shutdown(stop_rx.clone()));
     tokio::spawn(publish_directory(handle.clone(), stop_rx.clone()));
+    tokio::spawn(crate::placement::run(
+        handle.clone(),
+        node_id,
+        stop_rx.clone(),
+    ));
+    tokio::spawn(register(
+        node_id,
+        ident.peers.clone(),
+        cfg.peer_address.clone(),
+        cfg.client_address.clone(),
+        stop_rx.clone(),
+    ));
     let mut peer_task = tokio::spawn(peer_server);
     let mut client_task = tokio::spawn(client_server);
     tracing::info!(node_id, peer = %cfg.peer_address, client = %cfg.client_address, cluster_id = %ident.cluster_id, "rangedb node started");
@@ -206,6 +222,37 @@ async fn publish_directory(store: crate::node::StoreHandle, stop: watch::Receive
                 published.insert(d.range_id, epoch);
             }
         }
+    }
+}
+
+/// Records this node's addresses in `_/cluster/nodes/<id>` (retrying until
+/// the cluster accepts it), reaching the cluster through its peer addresses.
+async fn register(
+    node_id: u64,
+    peers: Vec<String>,
+    peer: String,
+    client: String,
+    stop: watch::Receiver<bool>,
+) {
+    use crate::client::{Client, ClientOptions};
+    let opts = ClientOptions {
+        deadline: std::time::Duration::from_secs(5),
+        ..Default::default()
+    };
+    let Ok(c) = Client::new(peers, opts) else {
+        return;
+    };
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            biased;
+            _ = until_shutdown(stop.clone()) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if c.register_node(node_id, &peer, &client).await.is_ok() {
+            return;
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
     }
 }
 

@@ -1,0 +1,440 @@
+//! The embedded placement driver (PD): runs on every node, acts only while
+//! this node leads the system range, and so fails over with it.
+//!
+//! Every second it probes the registered nodes (`_/cluster/nodes/`), marks a
+//! node dead once it has not answered for `dead_node_timeout`, and repairs
+//! replication one membership change at a time per range:
+//! 1. a learner that caught up with its leader is promoted; a dead learner is
+//!    removed;
+//! 2. a range with a dead voter gets a replacement learner on the live node
+//!    holding the fewest replicas — and only after that replacement has been
+//!    promoted is the dead voter removed (never remove first);
+//! 3. a range with fewer voters than `replication_factor` gets a learner;
+//!    one with more loses its replica on the most loaded node.
+//!
+//! Ranges with the fewest live voters go first. Decisions are pure
+//! (`plan`), the IO is in `run`.
+//!
+//! CAVEATS: liveness is in the PD's memory (a new PD grants every node a
+//! fresh timeout); no rebalancing, merges or decommission yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::client::{Client, ClientOptions};
+use crate::keys;
+use crate::node::{Consistency, StoreHandle};
+use crate::range::{ReadOp, ReadResult, ReplicaChange, SYSTEM_RANGE_ID};
+
+/// Default `dead_node_timeout`: seconds without an answer before a node's
+/// replicas are replaced (CockroachDB waits 5 minutes, TiKV 30 minutes).
+pub const DEFAULT_DEAD_NODE_TIMEOUT_SECS: u64 = 10;
+/// Default `replication_factor`.
+pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
+/// A learner this close to the leader's last index is caught up.
+const CATCH_UP_SLACK: u64 = 10;
+
+/// What the PD knows about one range (from its leader).
+#[derive(Debug, Clone)]
+pub struct RangeView {
+    pub range_id: u64,
+    pub start_key: Vec<u8>,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub leader: u64,
+    pub last_index: u64,
+    /// peer -> matched index
+    pub matched: BTreeMap<u64, u64>,
+    pub conf_ver: u64,
+}
+
+/// One decided action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub range_id: u64,
+    pub start_key: Vec<u8>,
+    /// The membership epoch this decision was based on.
+    pub conf_ver: u64,
+    pub change: ReplicaChange,
+    pub why: String,
+}
+
+/// Decides this round's membership changes (pure; deterministic order).
+pub fn plan(
+    ranges: &[RangeView],
+    live: &BTreeSet<u64>,
+    dead: &BTreeSet<u64>,
+    rf: usize,
+    max_actions: usize,
+) -> Vec<Action> {
+    let mut load: BTreeMap<u64, usize> = live.iter().map(|n| (*n, 0)).collect();
+    for r in ranges {
+        for n in r.voters.iter().chain(r.learners.iter()) {
+            if let Some(c) = load.get_mut(n) {
+                *c += 1;
+            }
+        }
+    }
+    let mut order: Vec<&RangeView> = ranges.iter().collect();
+    order.sort_by_key(|r| {
+        (
+            r.voters.iter().filter(|v| live.contains(v)).count(),
+            r.range_id,
+        )
+    });
+    let mut out = Vec::new();
+    for r in order {
+        if out.len() >= max_actions {
+            break;
+        }
+        let act = |change, why: String| Action {
+            range_id: r.range_id,
+            start_key: r.start_key.clone(),
+            conf_ver: r.conf_ver,
+            change,
+            why,
+        };
+        if let Some(&l) = r.learners.iter().find(|l| dead.contains(l)) {
+            out.push(act(
+                ReplicaChange::Remove(l),
+                format!("learner {l} is dead"),
+            ));
+            continue;
+        }
+        if let Some(&l) = r.learners.first() {
+            let matched = r.matched.get(&l).copied().unwrap_or(0);
+            if matched + CATCH_UP_SLACK >= r.last_index && matched > 0 {
+                out.push(act(
+                    ReplicaChange::Promote(l),
+                    format!("learner {l} caught up ({matched}/{})", r.last_index),
+                ));
+            }
+            continue; // wait for the learner either way
+        }
+        let members: BTreeSet<u64> = r.voters.iter().chain(r.learners.iter()).copied().collect();
+        let dead_voters: Vec<u64> = r
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| dead.contains(v))
+            .collect();
+        let target = load
+            .iter()
+            .filter(|(n, _)| !members.contains(n))
+            .min_by_key(|(n, c)| (**c, **n))
+            .map(|(n, _)| *n);
+        let live_voters = r.voters.len() - dead_voters.len();
+        if let Some(&d) = dead_voters.first() {
+            if live_voters >= rf {
+                out.push(act(
+                    ReplicaChange::Remove(d),
+                    format!("voter {d} is dead and a replacement is in place"),
+                ));
+            } else if let Some(t) = target {
+                out.push(act(
+                    ReplicaChange::AddLearner(t),
+                    format!("replacing dead voter {d}"),
+                ));
+                if let Some(c) = load.get_mut(&t) {
+                    *c += 1;
+                }
+            }
+            continue;
+        }
+        if r.voters.len() < rf {
+            if let Some(t) = target {
+                out.push(act(
+                    ReplicaChange::AddLearner(t),
+                    format!("{} voters < replication_factor {rf}", r.voters.len()),
+                ));
+                if let Some(c) = load.get_mut(&t) {
+                    *c += 1;
+                }
+            }
+        } else if r.voters.len() > rf {
+            let victim = r
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| *v != r.leader)
+                .max_by_key(|v| (load.get(v).copied().unwrap_or(0), *v));
+            if let Some(v) = victim {
+                out.push(act(
+                    ReplicaChange::Remove(v),
+                    format!("{} voters > replication_factor {rf}", r.voters.len()),
+                ));
+            }
+        }
+    }
+    out
+}
+
+async fn local_get(store: &StoreHandle, key: &[u8]) -> Option<Vec<u8>> {
+    match store
+        .read(ReadOp::Get(keys::data_key(key)), Consistency::Local)
+        .await
+    {
+        Ok(ReadResult::Value(v)) => v,
+        _ => None,
+    }
+}
+
+async fn local_setting(store: &StoreHandle, name: &str) -> Option<u64> {
+    let v = local_get(store, format!("_/cluster/config/{name}").as_bytes()).await?;
+    String::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// Registered nodes: id -> client address (from `_/cluster/nodes/`).
+async fn registry(store: &StoreHandle) -> BTreeMap<u64, String> {
+    let (start, end) = (
+        keys::data_key(b"_/cluster/nodes/"),
+        keys::data_key(b"_/cluster/nodes0"),
+    );
+    let op = ReadOp::Scan {
+        start,
+        end,
+        limit: 100_000,
+        reverse: false,
+    };
+    let mut out = BTreeMap::new();
+    if let Ok(ReadResult::Pairs(pairs, _)) = store.read(op, Consistency::Local).await {
+        for (k, v) in pairs {
+            let id = keys::user_key(&k)
+                .and_then(|u| std::str::from_utf8(&u[b"_/cluster/nodes/".len()..]).ok())
+                .and_then(|s| s.parse::<u64>().ok());
+            let addr = serde_json::from_slice::<serde_json::Value>(&v)
+                .ok()
+                .and_then(|j| j["client_address"].as_str().map(str::to_string));
+            if let (Some(id), Some(addr)) = (id, addr) {
+                out.insert(id, addr);
+            }
+        }
+    }
+    out
+}
+
+/// The placement loop (see module docs).
+pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<bool>) {
+    let mut last_seen: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
+    let mut was_pd = false;
+    let mut client: Option<(Vec<String>, Client)> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let Ok(me) = store.status().await else {
+            continue;
+        };
+        let is_pd = me
+            .ranges
+            .iter()
+            .any(|r| r.range_id == SYSTEM_RANGE_ID && r.is_leader);
+        if !is_pd {
+            was_pd = false;
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        if !was_pd {
+            last_seen.clear(); // a new PD gives every node a fresh timeout
+            was_pd = true;
+        }
+        let nodes = registry(&store).await;
+        let addrs: Vec<String> = nodes.values().cloned().collect();
+        if addrs.is_empty() {
+            continue;
+        }
+        if client.as_ref().map(|(a, _)| a != &addrs).unwrap_or(true) {
+            let opts = ClientOptions {
+                deadline: Duration::from_secs(3),
+                rpc_timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_millis(500),
+            };
+            match Client::new(addrs.clone(), opts) {
+                Ok(c) => client = Some((addrs, c)),
+                Err(_) => continue,
+            }
+        }
+        let Some((_, c)) = client.as_ref() else {
+            continue;
+        };
+        let dead_after = Duration::from_secs(
+            local_setting(&store, "dead_node_timeout")
+                .await
+                .unwrap_or(DEFAULT_DEAD_NODE_TIMEOUT_SECS),
+        );
+        let rf = local_setting(&store, "replication_factor")
+            .await
+            .map(|v| v as usize)
+            .unwrap_or(DEFAULT_REPLICATION_FACTOR);
+
+        let mut ranges: BTreeMap<u64, RangeView> = BTreeMap::new();
+        let mut live = BTreeSet::new();
+        // (node, range, conf_ver) of every initialized replica, to find stale ones.
+        let mut held: Vec<(u64, u64, u64)> = Vec::new();
+        for (&id, addr) in &nodes {
+            last_seen.entry(id).or_insert(now);
+            let status = if id == node_id {
+                for r in me
+                    .ranges
+                    .iter()
+                    .filter(|r| !r.descriptor.end_key.is_empty())
+                {
+                    held.push((id, r.range_id, r.descriptor.conf_ver));
+                }
+                Some(me.ranges.iter().map(to_view_from_local).collect::<Vec<_>>())
+            } else {
+                c.node_status(addr).await.ok().map(|s| {
+                    for r in s.ranges.iter().filter(|r| !r.end_key.is_empty()) {
+                        held.push((id, r.range_id, r.conf_ver));
+                    }
+                    s.ranges.iter().map(to_view_from_proto).collect()
+                })
+            };
+            if let Some(views) = status {
+                last_seen.insert(id, now);
+                live.insert(id);
+                for v in views.into_iter().flatten() {
+                    ranges.insert(v.range_id, v);
+                }
+            }
+        }
+        let dead: BTreeSet<u64> = nodes
+            .keys()
+            .copied()
+            .filter(|id| now.duration_since(last_seen[id]) >= dead_after)
+            .collect();
+        let live: BTreeSet<u64> = live.difference(&dead).copied().collect();
+        // A replica whose node a newer membership excludes was removed while
+        // that node was away: tell the node to drop it.
+        for &(id, range_id, conf_ver) in &held {
+            let Some(v) = ranges.get(&range_id) else {
+                continue;
+            };
+            let member = v.voters.contains(&id) || v.learners.contains(&id);
+            if !member && conf_ver < v.conf_ver {
+                if let Some(addr) = nodes.get(&id) {
+                    tracing::info!(
+                        range_id,
+                        node = id,
+                        "asking a node to drop its stale replica"
+                    );
+                    let _ = c.gc_replica(addr, range_id, v.conf_ver).await;
+                }
+            }
+        }
+        let views: Vec<RangeView> = ranges.into_values().collect();
+        for a in plan(&views, &live, &dead, rf, 8) {
+            tracing::info!(range_id = a.range_id, change = ?a.change, why = %a.why, "placement");
+            if let Err(e) = c
+                .change_replicas(&a.start_key, a.range_id, a.change, a.conf_ver)
+                .await
+            {
+                tracing::debug!(range_id = a.range_id, %e, "placement change failed; will retry");
+            }
+        }
+    }
+}
+
+/// A leader's view of its range (followers report nothing).
+fn to_view_from_local(r: &crate::range::ReplicaStatus) -> Option<RangeView> {
+    r.is_leader.then(|| RangeView {
+        range_id: r.range_id,
+        start_key: r.descriptor.start_key.clone(),
+        voters: r.voters.clone(),
+        learners: r.learners.clone(),
+        leader: r.leader_id,
+        last_index: r.last_index,
+        matched: r.progress.iter().copied().collect(),
+        conf_ver: r.descriptor.conf_ver,
+    })
+}
+
+fn to_view_from_proto(r: &crate::proto::RangeStatus) -> Option<RangeView> {
+    r.is_leader.then(|| RangeView {
+        range_id: r.range_id,
+        start_key: r.start_key.clone(),
+        voters: r.voters.clone(),
+        learners: r.learners.clone(),
+        leader: r.leader_id,
+        last_index: r.last_index,
+        matched: r.progress.iter().map(|p| (p.node_id, p.matched)).collect(),
+        conf_ver: r.conf_ver,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u64, voters: &[u64], learners: &[u64], matched: &[(u64, u64)]) -> RangeView {
+        RangeView {
+            range_id: id,
+            start_key: vec![id as u8],
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            leader: voters[0],
+            last_index: 100,
+            matched: matched.iter().copied().collect(),
+            conf_ver: 1,
+        }
+    }
+    fn set(v: &[u64]) -> BTreeSet<u64> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_dead_voter_is_replaced_before_it_is_removed() {
+        let live = set(&[1, 2, 4]);
+        let dead = set(&[3]);
+        let a = plan(&[view(7, &[1, 2, 3], &[], &[])], &live, &dead, 3, 8);
+        assert_eq!(a[0].change, ReplicaChange::AddLearner(4), "{a:?}");
+        // The learner has not caught up: wait, remove nothing.
+        assert!(plan(&[view(7, &[1, 2, 3], &[4], &[(4, 20)])], &live, &dead, 3, 8).is_empty());
+        let a = plan(
+            &[view(7, &[1, 2, 3], &[4], &[(4, 100)])],
+            &live,
+            &dead,
+            3,
+            8,
+        );
+        assert_eq!(a[0].change, ReplicaChange::Promote(4));
+        let a = plan(&[view(7, &[1, 2, 3, 4], &[], &[])], &live, &dead, 3, 8);
+        assert_eq!(a[0].change, ReplicaChange::Remove(3));
+        assert!(
+            plan(&[view(7, &[1, 2, 4], &[], &[])], &live, &dead, 3, 8).is_empty(),
+            "done"
+        );
+    }
+
+    #[test]
+    fn replication_factor_up_and_down() {
+        let live = set(&[1, 2, 3, 4, 5]);
+        let a = plan(&[view(1, &[1, 2, 3], &[], &[])], &live, &set(&[]), 5, 8);
+        assert_eq!(a[0].change, ReplicaChange::AddLearner(4));
+        let a = plan(
+            &[view(1, &[1, 2, 3, 4, 5], &[], &[])],
+            &live,
+            &set(&[]),
+            3,
+            8,
+        );
+        assert!(
+            matches!(a[0].change, ReplicaChange::Remove(n) if n != 1),
+            "never the leader: {a:?}"
+        );
+    }
+
+    #[test]
+    fn fewest_live_voters_first_and_bounded() {
+        let live = set(&[1, 4, 5]);
+        let dead = set(&[2, 3]);
+        let ranges = [view(1, &[1, 2, 4], &[], &[]), view(2, &[1, 2, 3], &[], &[])];
+        let a = plan(&ranges, &live, &dead, 3, 1);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].range_id, 2, "the range with one live voter goes first");
+    }
+}
