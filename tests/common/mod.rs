@@ -143,3 +143,45 @@ pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Starts an `n`-node cluster on free loopback ports (node 1 initializes it).
+pub fn start_cluster_n(dir: &Path, n: usize) -> Vec<Server> {
+    let peers: Vec<String> = (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let clients: Vec<String> = (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let list = peers.join(",");
+    (0..n)
+        .map(|i| {
+            let mut args = vec![
+                "server".to_string(),
+                format!("--peer-address={}", peers[i]),
+                format!("--client-address={}", clients[i]),
+                format!("--data-dir={}", dir.join(format!("n{}", i + 1)).display()),
+            ];
+            if i == 0 {
+                args.push(format!("--peers={list}"));
+                args.push("--cluster-init".into());
+            } else {
+                args.push(format!("--join={list}"));
+            }
+            Server::start(
+                args,
+                clients[i].clone(),
+                peers[i].clone(),
+                dir.join(format!("n{}.log", i + 1)),
+            )
+        })
+        .collect()
+}
+
+/// `rangedb admin cluster status --output json` against `endpoints`.
+pub fn cluster_status(endpoints: &str) -> serde_json::Value {
+    let out = cli(
+        endpoints,
+        &["--output", "json", "admin", "cluster", "status"],
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}

@@ -1,0 +1,114 @@
+//! The placement driver on five real processes: a killed node's replicas are
+//! replaced within dead_node_timeout plus the repair time, and raising
+//! replication_factor adds replicas — without losing data.
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Replica count of every range: range id -> number of live nodes hosting it.
+fn hosted(status: &serde_json::Value) -> Vec<(u64, usize)> {
+    let mut per_range = std::collections::BTreeMap::new();
+    for p in status["partitions"].as_array().into_iter().flatten() {
+        per_range.insert(p["range_id"].as_u64().unwrap_or(0), 0usize);
+    }
+    for n in status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["status"] == "NODE_RUNNING")
+    {
+        for r in n["partitions"].as_array().into_iter().flatten() {
+            if let Some(c) = per_range.get_mut(&r.as_u64().unwrap_or(0)) {
+                *c += 1;
+            }
+        }
+    }
+    per_range.into_iter().collect()
+}
+
+fn wait_for(
+    endpoints: &str,
+    limit: Duration,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let s = cluster_status(endpoints);
+        if ok(&s) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}: {s}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn dead_node_is_repaired_and_replication_factor_raised() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = start_cluster_n(dir.path(), 5);
+    let all: Vec<String> = servers.iter().map(|s| s.client_address.clone()).collect();
+    let eps = all.join(",");
+    wait_until(
+        Duration::from_secs(60),
+        "the cluster to accept writes",
+        || cli(&eps, &["put", "/p/00", "v"]).status.success(),
+    );
+    for i in 1..50 {
+        assert!(cli(&eps, &["put", &format!("/p/{i:02}"), "v"])
+            .status
+            .success());
+    }
+    assert!(cli(&eps, &["admin", "split", "/p/25"]).status.success());
+    assert!(
+        cli(&eps, &["admin", "config", "set", "dead_node_timeout", "2"])
+            .status
+            .success()
+    );
+    wait_for(&eps, Duration::from_secs(30), "3 replicas per range", |s| {
+        let h = hosted(s);
+        h.len() == 3 && h.iter().all(|(_, c)| *c == 3)
+    });
+
+    // Kill -9 a node that holds replicas: every range must get 3 live replicas again.
+    servers[0].kill();
+    let live = all[1..].join(",");
+    let took = wait_for(
+        &live,
+        Duration::from_secs(60),
+        "repair after a node death",
+        |s| {
+            let h = hosted(s);
+            h.len() == 3
+                && h.iter().all(|(_, c)| *c == 3)
+                && s["under_replicated"]
+                    .as_array()
+                    .is_some_and(|u| u.is_empty())
+        },
+    );
+    println!("repaired {took:?} after the kill (dead_node_timeout 2s)");
+
+    // Raise the replication factor: every range gets a replica on all 4 live nodes.
+    let out = cli(
+        &live,
+        &["admin", "config", "set", "replication_factor", "4"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(
+        &live,
+        Duration::from_secs(60),
+        "4 replicas per range",
+        |s| {
+            let h = hosted(s);
+            h.len() == 3 && h.iter().all(|(_, c)| *c == 4)
+        },
+    );
+    for i in 0..50 {
+        let out = cli(&live, &["get", &format!("/p/{i:02}")]);
+        assert_eq!(stdout(&out), "v\n", "key /p/{i:02}: {}", stderr(&out));
+    }
+}
