@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// Seed of the key choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Split the benchmark's key space into this many ranges first.
+    #[arg(long, default_value_t = 1)]
+    pub ranges: usize,
 }
 
 fn key(prefix: &str, i: usize) -> Vec<u8> {
@@ -57,6 +60,14 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
         ));
     }
     let opts = ClientOptions::default();
+    if args.ranges > 1 {
+        let admin = Client::new(endpoints.to_vec(), opts.clone())?;
+        let n = args.ranges.min(args.keys);
+        for r in 1..n {
+            admin.split(&key(&args.prefix, r * args.keys / n)).await?;
+        }
+        eprintln!("split the key space into {n} ranges");
+    }
     if args.workload != Workload::Put {
         let loader = Client::new(endpoints.to_vec(), opts.clone())?;
         let value = vec![b'v'; args.value_size];
@@ -153,7 +164,7 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
         serde_json::json!({
             "workload": name, "clients": args.clients, "seconds": secs, "ops": ops, "errors": errors,
             "ops_per_sec": ops_per_sec, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
-            "value_size": args.value_size, "keys": args.keys,
+            "value_size": args.value_size, "keys": args.keys, "ranges": args.ranges,
         })
     );
     Ok(())
