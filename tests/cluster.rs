@@ -16,35 +16,7 @@ const KEYS: usize = 1000;
 const WRITERS: usize = 8;
 
 fn start_cluster(dir: &std::path::Path) -> Vec<Server> {
-    let peers: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let clients: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let list = peers.join(",");
-    (0..3)
-        .map(|i| {
-            let mut args = vec![
-                "server".to_string(),
-                format!("--peer-address={}", peers[i]),
-                format!("--client-address={}", clients[i]),
-                format!("--data-dir={}", dir.join(format!("n{}", i + 1)).display()),
-            ];
-            if i == 0 {
-                args.push(format!("--peers={list}"));
-                args.push("--cluster-init".into());
-            } else {
-                args.push(format!("--join={list}"));
-            }
-            Server::start(
-                args,
-                clients[i].clone(),
-                peers[i].clone(),
-                dir.join(format!("n{}.log", i + 1)),
-            )
-        })
-        .collect()
+    start_cluster_n(dir, 3)
 }
 
 async fn user_leader(client: &Client, addrs: &[String]) -> Option<usize> {

@@ -292,24 +292,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 crate::client::ReadConsistency::Linearizable
             };
-            match client.get_with(key.as_bytes(), c).await? {
-                Some(v) => {
-                    if json {
-                        let _ = writeln!(
-                            out,
-                            "{}",
-                            serde_json::json!({"key": key, "value": lossy(&v)})
-                        );
-                    } else {
-                        let _ = out.write_all(&v);
-                        let _ = writeln!(out);
-                    }
-                }
-                None => {
-                    eprintln!("Error: key not found: {key}");
-                    return Ok(ExitCode::from(1));
-                }
-            }
+            return print_value(&mut out, &client, &key, c, json).await;
         }
         Command::Delete { key } => {
             client.delete(key.as_bytes()).await?;
@@ -380,7 +363,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Admin(AdminCommand::Meta(MetaCommand::Get { key })) => {
             let key = system_key(&key, "")?;
-            return print_value(&mut out, &client, &key, json).await;
+            return print_value(&mut out, &client, &key, Default::default(), json).await;
         }
         Command::Admin(AdminCommand::Config(ConfigCommand::Set { key, value })) => {
             crate::config::validate_setting(&key, &value)?;
@@ -397,7 +380,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Admin(AdminCommand::Config(ConfigCommand::Get { key })) => {
             let key = system_key(&key, CONFIG_PREFIX)?;
-            return print_value(&mut out, &client, &key, json).await;
+            return print_value(&mut out, &client, &key, Default::default(), json).await;
         }
         Command::Admin(AdminCommand::Node(NodeCommand::Status)) => {
             let mut failed = false;
@@ -644,9 +627,10 @@ async fn print_value(
     out: &mut impl std::io::Write,
     client: &Client,
     key: &str,
+    consistency: crate::client::ReadConsistency,
     json: bool,
 ) -> Result<ExitCode> {
-    match client.get(key.as_bytes()).await? {
+    match client.get_with(key.as_bytes(), consistency).await? {
         Some(v) => {
             if json {
                 let _ = writeln!(
