@@ -112,3 +112,96 @@ fn dead_node_is_repaired_and_replication_factor_raised() {
         assert_eq!(stdout(&out), "v\n", "key /p/{i:02}: {}", stderr(&out));
     }
 }
+
+/// With 64 ranges on 3 of 4 nodes, the placement driver spreads replicas and
+/// leaderships until every node is within ±10% of the mean; decommissioning a
+/// node then drains it completely, with every key still readable.
+#[test]
+fn rebalance_to_ten_percent_then_decommission() {
+    let dir = tempfile::tempdir().unwrap();
+    let servers = start_cluster_n(dir.path(), 4);
+    let eps: String = servers
+        .iter()
+        .map(|s| s.client_address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_until(
+        Duration::from_secs(60),
+        "the cluster to accept writes",
+        || cli(&eps, &["put", "/warmup", "1"]).status.success(),
+    );
+    let out = cli(
+        &eps,
+        &[
+            "bench",
+            "--workload",
+            "put",
+            "--clients",
+            "4",
+            "--duration",
+            "1",
+            "--ranges",
+            "64",
+            "--keys",
+            "6400",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let within = |counts: &[usize]| {
+        let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+        counts
+            .iter()
+            .all(|&c| (c as f64 - mean).abs() <= mean * 0.10)
+    };
+    let took = wait_for(
+        &eps,
+        Duration::from_secs(180),
+        "replicas and leaders within ±10%",
+        |s| {
+            let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
+            let parts = s["partitions"].as_array().map(Vec::len).unwrap_or(0);
+            let replicas: Vec<usize> = nodes
+                .iter()
+                .map(|n| n["partitions"].as_array().map(Vec::len).unwrap_or(0))
+                .collect();
+            let leaders: Vec<usize> = nodes
+                .iter()
+                .map(|n| n["leader_of"].as_array().map(Vec::len).unwrap_or(0))
+                .collect();
+            parts >= 65 && nodes.len() == 4 && within(&replicas) && within(&leaders)
+        },
+    );
+    println!("balanced within ±10% after {took:?}");
+
+    let out = cli(
+        &eps,
+        &["admin", "node", "decommission", "4", "--wait", "120"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "Node 4 decommissioned: it holds no replicas\n"
+    );
+    let s = cluster_status(&eps);
+    let n4 = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == 4)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(n4["status"], "NODE_DECOMMISSIONING");
+    let keys = cli(&eps, &["range", "/bench/", "/bench0", "--limit", "100000"]);
+    assert_eq!(stdout(&keys).lines().count(), {
+        // Every key the load wrote is still there (the bench wrote a random subset).
+        let count = cli(
+            &eps,
+            &[
+                "--output", "json", "range", "/bench/", "/bench0", "--limit", "100000",
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&count.stdout).unwrap_or_default();
+        v.as_array().map(Vec::len).unwrap_or(usize::MAX)
+    });
+}

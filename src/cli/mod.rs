@@ -141,6 +141,13 @@ pub enum ConfigCommand {
 pub enum NodeCommand {
     /// Raft state of every range on each endpoint's node.
     Status,
+    /// Move every replica off node ID (it keeps running); reports progress.
+    Decommission {
+        id: u64,
+        /// Seconds to wait for the node to be drained (0: start it and return).
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -382,6 +389,48 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let key = system_key(&key, CONFIG_PREFIX)?;
             return print_value(&mut out, &client, &key, Default::default(), json).await;
         }
+        Command::Admin(AdminCommand::Node(NodeCommand::Decommission { id, wait })) => {
+            client.decommission_node(id).await?;
+            let start = tokio::time::Instant::now();
+            let mut last = None;
+            loop {
+                let status = cluster_status(&client).await?;
+                let held = status["nodes"]
+                    .as_array()
+                    .and_then(|n| n.iter().find(|n| n["node_id"].as_u64() == Some(id)))
+                    .and_then(|n| n["partitions"].as_array().map(Vec::len));
+                if held == Some(0) {
+                    if json {
+                        let _ = writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({"node_id": id, "replicas": 0, "decommissioned": true})
+                        );
+                    } else {
+                        let _ = writeln!(out, "Node {id} decommissioned: it holds no replicas");
+                    }
+                    break;
+                }
+                if held != last {
+                    eprintln!(
+                        "node {id}: {} replicas left",
+                        held.map(|h| h.to_string()).unwrap_or_else(|| "?".into())
+                    );
+                    last = held;
+                }
+                if start.elapsed() >= Duration::from_secs(wait) {
+                    if wait > 0 {
+                        return Err(Error::Timeout(format!(
+                            "node {id} still holds {} replicas after {wait}s; decommissioning continues",
+                            held.map(|h| h.to_string()).unwrap_or_else(|| "?".into())
+                        )));
+                    }
+                    let _ = writeln!(out, "Decommissioning node {id} started");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
         Command::Admin(AdminCommand::Node(NodeCommand::Status)) => {
             let mut failed = false;
             for ep in client.endpoints() {
@@ -471,11 +520,16 @@ async fn cluster_status(client: &Client) -> Result<serde_json::Value> {
     }
     let mut nodes = Vec::new();
     let mut hosting: std::collections::BTreeMap<u64, Vec<u64>> = std::collections::BTreeMap::new();
-    for (k, peer) in &registry {
+    for (k, entry) in &registry {
         let id: u64 = String::from_utf8_lossy(&k[b"_/cluster/nodes/".len()..])
             .parse()
             .unwrap_or(0);
-        let addr = addresses.get(&id).cloned();
+        let entry: serde_json::Value = serde_json::from_slice(entry).unwrap_or_default();
+        let peer = entry["peer_address"].as_str().unwrap_or("").to_string();
+        let addr = entry["client_address"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| addresses.get(&id).cloned());
         let st = match &addr {
             Some(a) => client.node_status(a).await.ok(),
             None => None,
@@ -500,9 +554,13 @@ async fn cluster_status(client: &Client) -> Result<serde_json::Value> {
         }
         nodes.push(json!({
             "node_id": id,
-            "peer_address": String::from_utf8_lossy(peer),
+            "peer_address": peer,
             "client_address": addr,
-            "status": if st.is_some() { "NODE_RUNNING" } else { "NODE_UNREACHABLE" },
+            "status": match (&st, entry["decommissioning"].as_bool() == Some(true)) {
+                (None, _) => "NODE_UNREACHABLE",
+                (Some(_), true) => "NODE_DECOMMISSIONING",
+                (Some(_), false) => "NODE_RUNNING",
+            },
             "partitions": ranges,
             "leader_of": leading,
         }));
@@ -512,7 +570,9 @@ async fn cluster_status(client: &Client) -> Result<serde_json::Value> {
     for (_, v) in &parts {
         let d: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
         let id = d["range_id"].as_u64().unwrap_or(0);
-        let want = d["replicas"].as_array().map(|a| a.len()).unwrap_or(0);
+        // Under-replicated: fewer running nodes hold it than the
+        // replication factor asks for (the directory may lag a second).
+        let want = rf.trim().parse::<usize>().unwrap_or(3);
         let live = hosting.get(&id).map(Vec::len).unwrap_or(0);
         if live < want {
             under.push(json!({"range_id": id, "live_replicas": live, "replicas": want}));

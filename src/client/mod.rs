@@ -464,6 +464,7 @@ impl Client {
             ReplicaChange::AddLearner(n) => (Kind::AddLearner, n),
             ReplicaChange::Promote(n) => (Kind::Promote, n),
             ReplicaChange::Remove(n) => (Kind::Remove, n),
+            ReplicaChange::TransferLeader(n) => (Kind::TransferLeader, n),
         };
         let req = ChangeReplicasRequest {
             range_id,
@@ -474,6 +475,18 @@ impl Client {
         self.with_retry(start_key, Retry::Idempotent, |ch| async move {
             AdminClient::new(ch).change_replicas(req).await
         })
+        .await?;
+        Ok(())
+    }
+
+    /// Starts draining node `node_id` (the placement driver moves its replicas).
+    pub async fn decommission_node(&self, node_id: u64) -> Result<()> {
+        let req = DecommissionNodeRequest { node_id };
+        self.with_retry(
+            &data_key(b"_/cluster/nodes/"),
+            Retry::Idempotent,
+            |ch| async move { AdminClient::new(ch).decommission_node(req).await },
+        )
         .await?;
         Ok(())
     }

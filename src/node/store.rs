@@ -208,6 +208,9 @@ pub struct Store {
     ticks: u64,
     /// Ranges whose replica was removed from this node.
     tombstones: std::collections::BTreeSet<u64>,
+    /// Replicas recreated over a tombstone: they must not vote until a
+    /// snapshot initializes them (see `handle`).
+    no_vote: std::collections::BTreeSet<u64>,
 }
 
 /// Key of the per-store counter behind new range ids.
@@ -240,6 +243,7 @@ impl Store {
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             ticks: 0,
             tombstones: Default::default(),
+            no_vote: Default::default(),
         };
         let (lo, hi) = keys::descriptor_scan_bounds();
         for (k, _) in store.engine.scan(&lo, &hi, usize::MAX, false)? {
@@ -614,6 +618,13 @@ impl Store {
                             continue;
                         }
                         self.tombstones.remove(&range_id);
+                        // The old replica's log died with it. An empty
+                        // replica that votes could hand a candidate whose
+                        // log lacks the membership change that removed this
+                        // node a majority of that stale membership (seed 382:
+                        // two leaders, lost writes). It votes again only once
+                        // a snapshot has made it a real member.
+                        self.no_vote.insert(range_id);
                         let mut wb = WriteBatch::new();
                         wb.delete(keys::tombstone_key(range_id));
                         if let Err(e) = self.engine.write(&wb, true) {
@@ -637,6 +648,18 @@ impl Store {
                                 tracing::error!(range_id, %e, "cannot create replica");
                                 continue;
                             }
+                        }
+                    }
+                    if self.no_vote.contains(&range_id) {
+                        use raft::eraftpb::MessageType::*;
+                        let initialized = self
+                            .replicas
+                            .get(&range_id)
+                            .is_some_and(|r| r.is_initialized());
+                        if initialized {
+                            self.no_vote.remove(&range_id);
+                        } else if matches!(m.get_msg_type(), MsgRequestVote | MsgRequestPreVote) {
+                            continue;
                         }
                     }
                     if self.snapshot_overlaps(range_id, &m) {

@@ -61,7 +61,144 @@ pub struct Action {
     pub why: String,
 }
 
+/// One balancing step when nothing needs repair: move a replica from the
+/// node holding the most to the one holding the fewest (add a learner there;
+/// once promoted, the extra voter is removed from the most loaded node), or
+/// else hand a leadership from the node leading the most ranges to one
+/// leading the fewest. Differences of one are left alone.
+pub fn balance(ranges: &[RangeView], live: &BTreeSet<u64>, rf: usize) -> Option<Action> {
+    if live.len() < 2 {
+        return None;
+    }
+    let count = |pick: &dyn Fn(&RangeView) -> Vec<u64>| -> BTreeMap<u64, usize> {
+        let mut m: BTreeMap<u64, usize> = live.iter().map(|n| (*n, 0)).collect();
+        for r in ranges {
+            for n in pick(r) {
+                if let Some(c) = m.get_mut(&n) {
+                    *c += 1;
+                }
+            }
+        }
+        m
+    };
+    let extremes = |m: &BTreeMap<u64, usize>| {
+        let max = m
+            .iter()
+            .max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n)))
+            .map(|(n, c)| (*n, *c));
+        let min = m
+            .iter()
+            .min_by_key(|(n, c)| (**c, **n))
+            .map(|(n, c)| (*n, *c));
+        max.zip(min)
+    };
+    let healthy = |r: &&RangeView| {
+        r.learners.is_empty() && r.voters.len() == rf && r.voters.iter().all(|v| live.contains(v))
+    };
+    let replicas =
+        count(&|r: &RangeView| r.voters.iter().chain(r.learners.iter()).copied().collect());
+    let leaders = count(&|r: &RangeView| vec![r.leader]);
+    // Hand a range's leadership to its voter leading the fewest ranges.
+    let transfer = |r: &RangeView, why: String| -> Option<Action> {
+        let from = leaders.get(&r.leader).copied().unwrap_or(0);
+        let to = r
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != r.leader && leaders.get(v).is_some_and(|c| c + 1 < from.max(1) + 1))
+            .min_by_key(|v| (leaders.get(v).copied().unwrap_or(0), *v))?;
+        Some(Action {
+            range_id: r.range_id,
+            start_key: r.start_key.clone(),
+            conf_ver: r.conf_ver,
+            change: ReplicaChange::TransferLeader(to),
+            why,
+        })
+    };
+    if let Some((_, (lo, lc))) = extremes(&replicas) {
+        // The busiest nodes first. A range led from the busy node first hands
+        // its leadership to another voter, then moves next round.
+        let mut busy: Vec<(u64, usize)> = replicas
+            .iter()
+            .map(|(n, c)| (*n, *c))
+            .filter(|(_, c)| *c > lc + 1)
+            .collect();
+        busy.sort_by_key(|(n, c)| (std::cmp::Reverse(*c), *n));
+        let movable = |hi: u64| -> Vec<&RangeView> {
+            ranges
+                .iter()
+                .filter(healthy)
+                .filter(|r| r.voters.contains(&hi) && !r.voters.contains(&lo))
+                .collect()
+        };
+        for &(hi, hc) in &busy {
+            if let Some(r) = movable(hi).into_iter().find(|r| r.leader != hi) {
+                return Some(Action {
+                    range_id: r.range_id,
+                    start_key: r.start_key.clone(),
+                    conf_ver: r.conf_ver,
+                    change: ReplicaChange::AddLearner(lo),
+                    why: format!("rebalance: node {hi} holds {hc} replicas, node {lo} {lc}"),
+                });
+            }
+        }
+        for &(hi, _) in &busy {
+            let why =
+                |r: &RangeView| format!("rebalance: free range {} to leave node {hi}", r.range_id);
+            if let Some(a) = movable(hi).first().and_then(|r| transfer(r, why(r))) {
+                return Some(a);
+            }
+        }
+    }
+    if let Some(((hi, hc), (_, lc))) = extremes(&leaders) {
+        if hc > lc + 1 {
+            for r in ranges.iter().filter(healthy).filter(|r| r.leader == hi) {
+                if let Some(a) =
+                    transfer(r, format!("rebalance leaders: node {hi} leads {hc} ranges"))
+                {
+                    if matches!(a.change, ReplicaChange::TransferLeader(to) if leaders.get(&to).copied().unwrap_or(0) + 1 < hc)
+                    {
+                        return Some(a);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Up to `max` balancing steps on distinct ranges, each planned as if the
+/// previous ones had happened.
+pub fn balance_many(
+    ranges: &[RangeView],
+    live: &BTreeSet<u64>,
+    rf: usize,
+    max: usize,
+) -> Vec<Action> {
+    let mut views = ranges.to_vec();
+    let mut out = Vec::new();
+    while out.len() < max {
+        let Some(a) = balance(&views, live, rf) else {
+            break;
+        };
+        if let Some(v) = views.iter_mut().find(|v| v.range_id == a.range_id) {
+            match a.change {
+                ReplicaChange::AddLearner(n) => v.learners.push(n),
+                ReplicaChange::TransferLeader(n) => {
+                    v.leader = n;
+                    v.learners.push(0); // one step per range per round
+                }
+                _ => {}
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
 /// Decides this round's membership changes (pure; deterministic order).
+/// `dead` holds nodes whose replicas must be replaced (dead or being
+/// decommissioned); `live` the nodes that may receive replicas.
 pub fn plan(
     ranges: &[RangeView],
     live: &BTreeSet<u64>,
@@ -186,8 +323,9 @@ async fn local_setting(store: &StoreHandle, name: &str) -> Option<u64> {
     String::from_utf8(v).ok()?.trim().parse().ok()
 }
 
-/// Registered nodes: id -> client address (from `_/cluster/nodes/`).
-async fn registry(store: &StoreHandle) -> BTreeMap<u64, String> {
+/// Registered nodes: id -> client address (from `_/cluster/nodes/`), and
+/// the ones being decommissioned.
+async fn registry(store: &StoreHandle) -> (BTreeMap<u64, String>, BTreeSet<u64>) {
     let (start, end) = (
         keys::data_key(b"_/cluster/nodes/"),
         keys::data_key(b"_/cluster/nodes0"),
@@ -199,20 +337,23 @@ async fn registry(store: &StoreHandle) -> BTreeMap<u64, String> {
         reverse: false,
     };
     let mut out = BTreeMap::new();
+    let mut draining = BTreeSet::new();
     if let Ok(ReadResult::Pairs(pairs, _)) = store.read(op, Consistency::Local).await {
         for (k, v) in pairs {
             let id = keys::user_key(&k)
                 .and_then(|u| std::str::from_utf8(&u[b"_/cluster/nodes/".len()..]).ok())
                 .and_then(|s| s.parse::<u64>().ok());
-            let addr = serde_json::from_slice::<serde_json::Value>(&v)
-                .ok()
-                .and_then(|j| j["client_address"].as_str().map(str::to_string));
+            let entry = serde_json::from_slice::<serde_json::Value>(&v).unwrap_or_default();
+            let addr = entry["client_address"].as_str().map(str::to_string);
             if let (Some(id), Some(addr)) = (id, addr) {
                 out.insert(id, addr);
+                if entry["decommissioning"].as_bool() == Some(true) {
+                    draining.insert(id);
+                }
             }
         }
     }
-    out
+    (out, draining)
 }
 
 /// The placement loop (see module docs).
@@ -242,7 +383,7 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
             last_seen.clear(); // a new PD gives every node a fresh timeout
             was_pd = true;
         }
-        let nodes = registry(&store).await;
+        let (nodes, draining) = registry(&store).await;
         let addrs: Vec<String> = nodes.values().cloned().collect();
         if addrs.is_empty() {
             continue;
@@ -302,11 +443,13 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
                 }
             }
         }
-        let dead: BTreeSet<u64> = nodes
+        let mut dead: BTreeSet<u64> = nodes
             .keys()
             .copied()
             .filter(|id| now.duration_since(last_seen[id]) >= dead_after)
             .collect();
+        // Decommissioning nodes are drained like dead ones but stay reachable.
+        dead.extend(draining.iter().copied());
         let live: BTreeSet<u64> = live.difference(&dead).copied().collect();
         // A replica whose node a newer membership excludes was removed while
         // that node was away: tell the node to drop it.
@@ -327,7 +470,11 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
             }
         }
         let views: Vec<RangeView> = ranges.into_values().collect();
-        for a in plan(&views, &live, &dead, rf, 8) {
+        let mut actions = plan(&views, &live, &dead, rf, 8);
+        if actions.is_empty() {
+            actions.extend(balance_many(&views, &live, rf, 8));
+        }
+        for a in actions {
             tracing::info!(range_id = a.range_id, change = ?a.change, why = %a.why, "placement");
             if let Err(e) = c
                 .change_replicas(&a.start_key, a.range_id, a.change, a.conf_ver)
@@ -426,6 +573,35 @@ mod tests {
             matches!(a[0].change, ReplicaChange::Remove(n) if n != 1),
             "never the leader: {a:?}"
         );
+    }
+
+    #[test]
+    fn balance_moves_replicas_then_leaders() {
+        let live = set(&[1, 2, 3, 4]);
+        // Node 4 is empty: a replica moves there from the busiest non-leader node.
+        let ranges: Vec<RangeView> = (1..=4).map(|i| view(i, &[1, 2, 3], &[], &[])).collect();
+        let a = balance(&ranges, &live, 3).expect("a move");
+        assert_eq!(a.change, ReplicaChange::AddLearner(4));
+        // Balanced replicas, but node 1 leads everything: hand one leadership off.
+        let ranges = vec![
+            view(1, &[1, 2, 3], &[], &[]),
+            view(2, &[1, 2, 4], &[], &[]),
+            view(3, &[1, 3, 4], &[], &[]),
+            view(4, &[1, 2, 4], &[], &[]),
+        ];
+        let a = balance(&ranges, &set(&[1, 2, 3, 4]), 3).expect("a leader move");
+        assert!(
+            matches!(a.change, ReplicaChange::TransferLeader(n) if n != 1),
+            "{a:?}"
+        );
+        // Within one of each other: nothing to do.
+        let ranges = vec![
+            view(1, &[1, 2, 3], &[], &[]),
+            view(2, &[4, 2, 3], &[], &[]),
+            view(3, &[2, 1, 4], &[], &[]),
+            view(4, &[3, 4, 1], &[], &[]),
+        ];
+        assert_eq!(balance(&ranges, &set(&[1, 2, 3, 4]), 3), None);
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub enum ReplicaChange {
     Promote(u64),
     /// Remove `node` (voter or learner).
     Remove(u64),
+    /// Hand leadership to voter `node` (not a membership change).
+    TransferLeader(u64),
+}
+
+fn unreachable_transfer() -> (u64, raft::eraftpb::ConfChangeType) {
+    // Handled before the match; kept total without panicking.
+    (0, raft::eraftpb::ConfChangeType::AddLearnerNode)
 }
 
 /// A read, over internal data keys.
@@ -445,7 +452,22 @@ impl Replica {
             return;
         }
         let cs = self.group.store().conf_state().clone();
+        if let ReplicaChange::TransferLeader(n) = change {
+            if !cs.voters.contains(&n) {
+                let _ = done.send(Err(Error::InvalidArgument(format!(
+                    "node {n} is not a voter of range {}",
+                    self.desc.range_id
+                ))));
+                return;
+            }
+            if n != self.node_id {
+                self.group.transfer_leader(n);
+            }
+            let _ = done.send(Ok(()));
+            return;
+        }
         let (node, kind) = match change {
+            ReplicaChange::TransferLeader(_) => unreachable_transfer(),
             ReplicaChange::AddLearner(n) => {
                 if cs.voters.contains(&n) || cs.learners.contains(&n) {
                     let _ = done.send(Ok(()));
@@ -506,7 +528,18 @@ impl Replica {
             let _ = done.send(Err(Error::Unavailable("membership change dropped".into())));
             return;
         }
-        self.proposals.insert(index, Proposal { id, done });
+        self.track(index, Proposal { id, done });
+    }
+
+    /// Waits for `index` to apply. An older proposal this leader made at the
+    /// same index (in an earlier term) was truncated away: it never applies.
+    fn track(&mut self, index: u64, p: Proposal) {
+        if let Some(old) = self.proposals.insert(index, p) {
+            let err = Error::Unavailable(
+                "proposal replaced by a newer entry at its log index; not applied".into(),
+            );
+            let _ = old.done.send(Err(err));
+        }
     }
 
     fn propose_command(&mut self, mut cmd: Command, done: Responder<()>) {
@@ -526,7 +559,7 @@ impl Replica {
             )));
             return;
         }
-        self.proposals.insert(index, Proposal { id, done });
+        self.track(index, Proposal { id, done });
     }
 
     /// A linearizable read through ReadIndex.

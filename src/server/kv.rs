@@ -313,6 +313,7 @@ impl Admin for KvService {
             Ok(Kind::AddLearner) => ReplicaChange::AddLearner(req.node_id),
             Ok(Kind::Promote) => ReplicaChange::Promote(req.node_id),
             Ok(Kind::Remove) => ReplicaChange::Remove(req.node_id),
+            Ok(Kind::TransferLeader) => ReplicaChange::TransferLeader(req.node_id),
             Err(_) => {
                 return Err(to_status(Error::InvalidArgument(format!(
                     "unknown change kind {}",
@@ -328,6 +329,34 @@ impl Admin for KvService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(ChangeReplicasResponse {}))
+    }
+
+    async fn decommission_node(
+        &self,
+        request: Request<DecommissionNodeRequest>,
+    ) -> Result<Response<DecommissionNodeResponse>, Status> {
+        let id = request.into_inner().node_id;
+        let key = keys::data_key(format!("_/cluster/nodes/{id}").as_bytes());
+        let current = match self
+            .store
+            .read(ReadOp::Get(key.clone()), Consistency::Linearizable)
+            .await
+            .map_err(to_status)?
+        {
+            ReadResult::Value(Some(v)) => v,
+            _ => {
+                return Err(to_status(Error::InvalidArgument(format!(
+                    "node {id} is not registered"
+                ))))
+            }
+        };
+        let mut entry: serde_json::Value = serde_json::from_slice(&current).unwrap_or_default();
+        entry["decommissioning"] = serde_json::Value::Bool(true);
+        self.store
+            .write(vec![Op::put(key, entry.to_string().into_bytes())])
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(DecommissionNodeResponse {}))
     }
 
     async fn gc_replica(
@@ -353,7 +382,18 @@ impl Admin for KvService {
             )));
         }
         let key = keys::data_key(format!("_/cluster/nodes/{}", req.node_id).as_bytes());
-        let value = serde_json::json!({ "peer_address": req.peer_address, "client_address": req.client_address });
+        let mut value = serde_json::json!({ "peer_address": req.peer_address, "client_address": req.client_address });
+        // A restart must not undo a decommission.
+        if let Ok(ReadResult::Value(Some(v))) = self
+            .store
+            .read(ReadOp::Get(key.clone()), Consistency::Linearizable)
+            .await
+        {
+            let old: serde_json::Value = serde_json::from_slice(&v).unwrap_or_default();
+            if old["decommissioning"].as_bool() == Some(true) {
+                value["decommissioning"] = serde_json::Value::Bool(true);
+            }
+        }
         self.store
             .write(vec![Op::put(key, value.to_string().into_bytes())])
             .await
