@@ -132,12 +132,18 @@ impl ServerConfig {
             .map(|i| i as u64 + 1)
             .ok_or_else(|| {
                 Error::Config(format!(
-                    "--peer-address {} is not in the peer list [{}]; list every initial node, this one included \
-                     (adding nodes to a running cluster is not supported yet)",
+                    "--peer-address {} is not in the peer list [{}]; a node that creates the cluster must be \
+                     listed (a new node joins a running cluster with --join and gets its id from the cluster)",
                     self.peer_address,
                     peers.join(",")
                 ))
             })
+    }
+
+    /// A node joining a running cluster that was not in its initial peer
+    /// list: it asks the cluster for a node id.
+    pub fn is_new_node(&self) -> bool {
+        !self.cluster_init && !self.peers.is_empty() && self.node_id().is_err()
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -163,7 +169,9 @@ impl ServerConfig {
                 return Err(Error::Config(format!("peer address {p} is listed twice")));
             }
         }
-        self.node_id()?;
+        if !self.is_new_node() {
+            self.node_id()?;
+        }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return Err(Error::Config(
                 "election ticks must exceed heartbeat ticks (> 0)".into(),
@@ -218,12 +226,15 @@ mod tests {
     fn rejects_bad_configs() {
         let mut cfg = ServerConfig {
             peers: vec!["a:1".into(), "b:2".into()],
+            cluster_init: true,
             ..Default::default()
         };
         assert!(
             matches!(cfg.validate(), Err(Error::Config(_))),
-            "own address missing from peers"
+            "the node creating the cluster must be in the peer list"
         );
+        cfg.cluster_init = false;
+        assert!(cfg.is_new_node() && cfg.validate().is_ok(), "a node outside the list joins as a new node");
         cfg.peers = vec!["127.0.0.1:8080".into(), "localhost:8080".into()];
         assert!(cfg.validate().is_err(), "duplicate peer");
         let cfg = ServerConfig {

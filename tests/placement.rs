@@ -205,3 +205,78 @@ fn rebalance_to_ten_percent_then_decommission() {
         v.as_array().map(Vec::len).unwrap_or(usize::MAX)
     });
 }
+
+/// A node that was not in the initial peer list joins a running 3-node
+/// cluster with --join, gets a node id from it, and receives its share of
+/// replicas; its own endpoint serves the data.
+#[test]
+fn a_new_node_joins_and_gets_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = start_cluster_n(dir.path(), 3);
+    let eps: String = servers
+        .iter()
+        .map(|s| s.client_address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_until(
+        Duration::from_secs(60),
+        "the cluster to accept writes",
+        || cli(&eps, &["put", "/j/seed", "1"]).status.success(),
+    );
+    let out = cli(
+        &eps,
+        &[
+            "bench",
+            "--workload",
+            "put",
+            "--clients",
+            "2",
+            "--duration",
+            "1",
+            "--ranges",
+            "12",
+            "--keys",
+            "1200",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let peers: Vec<String> = servers.iter().map(|s| s.peer_address.clone()).collect();
+    let (peer, client) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let args = vec![
+        "server".to_string(),
+        format!("--peer-address={peer}"),
+        format!("--client-address={client}"),
+        format!("--join={}", peers.join(",")),
+        format!("--data-dir={}", dir.path().join("n4").display()),
+    ];
+    servers.push(Server::start(
+        args,
+        client.clone(),
+        peer,
+        dir.path().join("n4.log"),
+    ));
+    let all = format!("{eps},{client}");
+    let took = wait_for(
+        &all,
+        Duration::from_secs(120),
+        "node 4 to hold a share of the replicas",
+        |s| {
+            let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
+            let n4 = nodes.iter().find(|n| n["node_id"] == 4);
+            let parts = s["partitions"].as_array().map(Vec::len).unwrap_or(0);
+            nodes.len() == 4
+                && n4.is_some_and(|n| {
+                    n["status"] == "NODE_RUNNING"
+                        && n["partitions"].as_array().map(Vec::len).unwrap_or(0) * 4
+                            >= parts * 3 * 9 / 10
+                })
+        },
+    );
+    println!("node 4 joined and holds its share after {took:?}");
+    let out = cli(&client, &["get", "/j/seed"]);
+    assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
+}

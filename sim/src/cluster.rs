@@ -58,6 +58,9 @@ pub struct ClusterOptions {
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
     pub max_msgs_per_loop: usize,
+    /// The last node (when 1) is not in the initial peer list: it joins the
+    /// running cluster a few seconds in, as a new node.
+    pub joiners: usize,
 }
 
 impl Default for ClusterOptions {
@@ -68,6 +71,7 @@ impl Default for ClusterOptions {
             election_ticks: rangedb::config::DEFAULT_ELECTION_TICKS,
             heartbeat_ticks: rangedb::config::DEFAULT_HEARTBEAT_TICKS,
             max_msgs_per_loop: rangedb::config::DEFAULT_MAX_MSGS_PER_LOOP,
+            joiners: 0,
         }
     }
 }
@@ -86,6 +90,9 @@ impl Cluster {
         let n = opts.nodes;
         let h = Handle::current();
         let peers: Vec<String> = (1..=n).map(|i| format!("10.0.0.{i}:8080")).collect();
+        // At most one joiner, so its node id (given by the cluster) is n.
+        let joiners = opts.joiners.min(1).min(n - 1);
+        let initial: Vec<String> = peers[..n - joiners].to_vec();
         let mut nodes = Vec::new();
         for i in 1..=n {
             let engine = MemEngine::new();
@@ -93,7 +100,7 @@ impl Cluster {
             let cfg = ServerConfig {
                 peer_address: peers[i - 1].clone(),
                 client_address: format!("10.0.0.{i}:8081"),
-                peers: peers.clone(),
+                peers: initial.clone(),
                 cluster_init: i == 1,
                 data_dir: format!("sim-node-{i}").into(),
                 log_compact_entries: opts.log_compact_entries,
@@ -111,7 +118,11 @@ impl Cluster {
                 .init(move || {
                     let cfg = cfg.clone();
                     let disk = disk.clone();
+                    let joiner = i > n - joiners;
                     async move {
+                        if joiner && rangedb::storage::Engine::is_empty(&disk).unwrap_or(false) {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
                         let (_keep_running, rx) = watch::channel(false);
                         if let Err(e) = rangedb::server::run_node(cfg, Arc::new(disk), rx).await {
                             panic!("node stopped with an error: {e}");

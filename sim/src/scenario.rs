@@ -82,10 +82,14 @@ pub async fn run(opts: RunOptions) -> RunReport {
     let range_max_bytes = *[None, Some(2048u64), Some(8192)]
         .choose(&mut rng)
         .unwrap_or(&None);
+    // In half the 5-node runs, node 5 joins the running cluster as a new node.
+    // (Its own RNG, so adding this knob did not change earlier seeds' runs.)
+    let joiners =
+        usize::from(nodes == 5 && ChaCha8Rng::seed_from_u64(opts.seed ^ 0x10e5).gen_bool(0.5));
     let knobs = format!(
         "nodes={nodes} election_ticks={election_ticks} heartbeat_ticks={heartbeat_ticks} \
          log_compact_entries={log_compact_entries} max_msgs_per_loop={max_msgs_per_loop} buggify={buggify} \
-         range_max_bytes={range_max_bytes:?} canary={}",
+         range_max_bytes={range_max_bytes:?} joiners={joiners} canary={}",
         opts.canary.map(|c| c.name()).unwrap_or("none")
     );
 
@@ -101,6 +105,7 @@ pub async fn run(opts: RunOptions) -> RunReport {
         election_ticks,
         heartbeat_ticks,
         max_msgs_per_loop,
+        joiners,
     }));
     let history = History::new();
     let mut violations = Vec::new();

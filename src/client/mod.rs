@@ -205,8 +205,10 @@ impl Client {
         let mut backoff = Duration::from_millis(20);
         let mut unreachable_in_a_row = 0usize;
         let mut hops = 0usize;
+        // A hint to follow on the next attempt (also when the span is unknown).
+        let mut hinted: Option<String> = None;
         loop {
-            let addr = self.pick(key);
+            let addr = hinted.take().unwrap_or_else(|| self.pick(key));
             let channel = self.channel(&addr)?;
             let outcome = tokio::time::timeout(self.opts.rpc_timeout, call(channel)).await;
             let err = match outcome {
@@ -238,6 +240,7 @@ impl Client {
                             match to {
                                 Some(to) if to != addr && hops < 8 => {
                                     hops += 1;
+                                    hinted = Some(to);
                                     continue; // follow the hint at once
                                 }
                                 _ => self.demote(key, &addr),
@@ -489,6 +492,26 @@ impl Client {
         )
         .await?;
         Ok(())
+    }
+
+    /// Asks the cluster for a node id for a new node: (node id, cluster id).
+    pub async fn join_cluster(
+        &self,
+        peer_address: &str,
+        client_address: &str,
+    ) -> Result<(u64, String)> {
+        let req = JoinClusterRequest {
+            peer_address: peer_address.into(),
+            client_address: client_address.into(),
+        };
+        let r = self
+            .with_retry(&data_key(b"_/cluster/nodes/"), Retry::Idempotent, |ch| {
+                let req = req.clone();
+                async move { AdminClient::new(ch).join_cluster(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok((r.node_id, r.cluster_id))
     }
 
     /// Records this node's addresses in the registry.

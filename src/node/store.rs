@@ -89,6 +89,9 @@ pub struct StoreHandle {
     tx: mpsc::Sender<StoreMsg>,
     directory: Directory,
     request_timeout: Duration,
+    node_id: u64,
+    /// Rotates the "try another node" hints for ranges this node lacks.
+    next_hint: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl StoreHandle {
@@ -137,6 +140,33 @@ impl StoreHandle {
                 }),
                 span,
             },
+            // This node holds no replica of the range (e.g. it just joined):
+            // point the client at another node, which serves it or knows the
+            // leader. Hints rotate so a chain of such nodes is walked.
+            Error::RangeNotFound(range_id) => {
+                let others: Vec<(u64, String)> = self
+                    .directory
+                    .all()
+                    .into_iter()
+                    .filter(|(id, _)| *id != self.node_id)
+                    .collect();
+                if others.is_empty() {
+                    return Error::RangeNotFound(range_id);
+                }
+                let i = self
+                    .next_hint
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    % others.len();
+                let (node_id, addr) = others[i].clone();
+                Error::NotLeader {
+                    range_id,
+                    leader: Some(LeaderHint {
+                        node_id,
+                        client_address: Some(addr),
+                    }),
+                    span: Default::default(),
+                }
+            }
             e => e,
         }
     }
@@ -233,6 +263,8 @@ impl Store {
             tx,
             directory,
             request_timeout: cfg.request_timeout,
+            node_id: cfg.node_id,
+            next_hint: Default::default(),
         };
         let mut store = Store {
             cfg,
@@ -543,7 +575,11 @@ impl Store {
             let mut r = self.open_replica(desc.range_id)?;
             // The parent's leader campaigns at once so the new range is not
             // leaderless for an election timeout.
-            if parent_leader || r.status().voters == [self.cfg.node_id] {
+            // Only a voter of the new range may campaign: a leader that is
+            // being removed from the parent (seed 485) is not one.
+            let voters = r.status().voters;
+            if voters.contains(&self.cfg.node_id) && (parent_leader || voters == [self.cfg.node_id])
+            {
                 r.campaign()?;
             }
             tracing::info!(range_id = desc.range_id, "range created by a split");

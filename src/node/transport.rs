@@ -48,41 +48,87 @@ impl Directory {
     }
 }
 
+/// node id -> peer address: the initial peer list, then whatever the
+/// registry and incoming Raft traffic teach (nodes that joined later).
+#[derive(Clone, Default)]
+pub struct PeerAddresses {
+    inner: Arc<Mutex<BTreeMap<u64, String>>>,
+}
+
+impl PeerAddresses {
+    pub fn insert(&self, node_id: u64, addr: String) {
+        if !addr.is_empty() {
+            self.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(node_id, addr);
+        }
+    }
+    pub fn get(&self, node_id: u64) -> Option<String> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node_id)
+            .cloned()
+    }
+}
+
 pub struct Transport {
-    peers: BTreeMap<u64, mpsc::Sender<RaftEnvelope>>,
+    node_id: u64,
+    client_address: String,
+    peer_address: String,
+    addresses: PeerAddresses,
+    shutdown: watch::Receiver<bool>,
+    senders: Mutex<BTreeMap<u64, mpsc::Sender<RaftEnvelope>>>,
 }
 
 impl Transport {
-    /// Starts one sender task per peer (`peers`: node id -> peer address,
-    /// this node excluded).
+    /// A transport that opens one sender task per peer the first time a
+    /// message goes to it, at the address `addresses` knows for it.
     pub fn start(
         node_id: u64,
         client_address: String,
-        peers: BTreeMap<u64, String>,
+        peer_address: String,
+        addresses: PeerAddresses,
         shutdown: watch::Receiver<bool>,
     ) -> Transport {
-        let mut senders = BTreeMap::new();
-        for (id, addr) in peers {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            senders.insert(id, tx);
-            tokio::spawn(peer_loop(
-                node_id,
-                client_address.clone(),
-                addr,
-                rx,
-                shutdown.clone(),
-            ));
+        Transport {
+            node_id,
+            client_address,
+            peer_address,
+            addresses,
+            shutdown,
+            senders: Mutex::new(BTreeMap::new()),
         }
-        Transport { peers: senders }
+    }
+
+    fn sender(&self, to: u64) -> Option<mpsc::Sender<RaftEnvelope>> {
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = senders.get(&to) {
+            return Some(tx.clone());
+        }
+        let addr = self.addresses.get(to)?;
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        senders.insert(to, tx.clone());
+        let me = (
+            self.node_id,
+            self.client_address.clone(),
+            self.peer_address.clone(),
+        );
+        tokio::spawn(peer_loop(me, addr, rx, self.shutdown.clone()));
+        Some(tx)
     }
 
     /// Queues a Raft message of `range_id`; never blocks.
     pub fn send(&self, range_id: u64, msg: Message) {
-        let Some(tx) = self.peers.get(&msg.to) else {
-            tracing::warn!(
+        if msg.to == self.node_id {
+            return;
+        }
+        let Some(tx) = self.sender(msg.to) else {
+            tracing::debug!(
                 to = msg.to,
                 range_id,
-                "raft message to unknown node dropped"
+                "raft message to a node of unknown address dropped"
             );
             return;
         };
@@ -101,8 +147,7 @@ impl Transport {
 }
 
 async fn peer_loop(
-    node_id: u64,
-    client_address: String,
+    (node_id, client_address, peer_address): (u64, String, String),
     addr: String,
     mut rx: mpsc::Receiver<RaftEnvelope>,
     mut shutdown: watch::Receiver<bool>,
@@ -148,6 +193,7 @@ async fn peer_loop(
                         from_node: node_id,
                         from_client_address: client_address.clone(),
                         messages,
+                        from_peer_address: peer_address.clone(),
                     };
                     if btx.send(batch).await.is_err() {
                         break;

@@ -13,6 +13,8 @@ pub enum OpKind {
     /// Write a range-directory entry unless the stored one has a newer epoch
     /// (so a deposed leader cannot publish a stale descriptor).
     PutRangeMeta = 2,
+    /// Write only if the key does not exist; otherwise the whole command fails.
+    PutIfAbsent = 3,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -39,6 +41,13 @@ impl Op {
             kind: OpKind::Delete as i32,
             key,
             value: Vec::new(),
+        }
+    }
+    pub fn put_if_absent(key: Vec<u8>, value: Vec<u8>) -> Op {
+        Op {
+            kind: OpKind::PutIfAbsent as i32,
+            key,
+            value,
         }
     }
     pub fn put_range_meta(desc: &RangeDescriptor) -> Op {
@@ -103,9 +112,21 @@ impl Command {
             });
         }
         for op in &self.ops {
+            if op.kind == OpKind::PutIfAbsent as i32 {
+                let exists = match wb.last_put(&op.key) {
+                    Some(_) => true,
+                    None => engine.get(&op.key)?.is_some(),
+                };
+                if exists {
+                    return Err(Error::InvalidArgument("key already exists".into()));
+                }
+            }
+        }
+        for op in &self.ops {
             match OpKind::try_from(op.kind) {
                 Ok(OpKind::Put) => wb.put(op.key.clone(), op.value.clone()),
                 Ok(OpKind::Delete) => wb.delete(op.key.clone()),
+                Ok(OpKind::PutIfAbsent) => wb.put(op.key.clone(), op.value.clone()),
                 Ok(OpKind::PutRangeMeta) => {
                     let new = RangeDescriptor::directory_epoch(&op.value);
                     let current = match wb.last_put(&op.key) {

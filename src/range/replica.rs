@@ -946,6 +946,12 @@ impl Replica {
             }
             None => false,
         };
+        // A node the parent's membership no longer includes (it is being
+        // removed, seed 485) does not create the new range: it would hold a
+        // replica of a range it is no member of.
+        let cs = self.group.store().conf_state();
+        let member = cs.voters.contains(&self.node_id) || cs.learners.contains(&self.node_id);
+        let initialized = initialized || !member;
         if !initialized {
             // The newest hard state: staged earlier in this very batch (the
             // empty replica voted in this loop), else persisted.

@@ -147,6 +147,34 @@ fn new_cluster_id() -> String {
     )
 }
 
+/// The store identity of a new node that the cluster gave `node_id`.
+pub fn prepare_new_node(
+    cfg: &ServerConfig,
+    engine: &dyn Engine,
+    node_id: u64,
+    cluster_id: String,
+) -> Result<StoreIdent> {
+    if !engine.is_empty()? {
+        return Err(Error::DataDir(format!(
+            "data directory {} holds data but no RangeDB store identity; refusing to touch it",
+            cfg.data_dir.display()
+        )));
+    }
+    let ident = StoreIdent {
+        cluster_id,
+        node_id,
+        peer_address: cfg.peer_address.clone(),
+        peers: cfg.peers.clone(),
+    };
+    let mut wb = WriteBatch::new();
+    wb.put(
+        keys::STORE_IDENT_KEY.to_vec(),
+        prost::Message::encode_to_vec(&ident),
+    );
+    engine.write(&wb, true)?;
+    Ok(ident)
+}
+
 /// Refuses a non-empty directory that is not a RocksDB data directory;
 /// returns whether the directory is new (missing or empty).
 #[cfg(not(madsim))]

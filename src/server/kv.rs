@@ -275,6 +275,22 @@ impl Kv for KvService {
     }
 }
 
+impl KvService {
+    async fn cluster_id(&self) -> String {
+        match self
+            .store
+            .read(
+                ReadOp::Get(keys::data_key(b"_/cluster/id")),
+                Consistency::Local,
+            )
+            .await
+        {
+            Ok(ReadResult::Value(Some(v))) => String::from_utf8_lossy(&v).into_owned(),
+            _ => self.info.cluster_id.clone(),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for KvService {
     async fn publish_range(
@@ -369,6 +385,85 @@ impl Admin for KvService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(GcReplicaResponse {}))
+    }
+
+    async fn join_cluster(
+        &self,
+        request: Request<JoinClusterRequest>,
+    ) -> Result<Response<JoinClusterResponse>, Status> {
+        let req = request.into_inner();
+        if req.peer_address.is_empty()
+            || req.client_address.is_empty()
+            || !req.peer_address.contains(':')
+        {
+            return Err(to_status(Error::InvalidArgument(
+                "a joining node needs host:port peer and client addresses".into(),
+            )));
+        }
+        let (start, end) = (
+            keys::data_key(b"_/cluster/nodes/"),
+            keys::data_key(b"_/cluster/nodes0"),
+        );
+        let op = ReadOp::Scan {
+            start,
+            end,
+            limit: 100_000,
+            reverse: false,
+        };
+        let pairs = match self
+            .store
+            .read(op, Consistency::Linearizable)
+            .await
+            .map_err(to_status)?
+        {
+            ReadResult::Pairs(p, _) => p,
+            ReadResult::Value(_) => return Err(Status::internal("unexpected read result")),
+        };
+        let mut max = 0;
+        for (k, v) in &pairs {
+            let id = keys::user_key(k)
+                .and_then(|u| std::str::from_utf8(&u[b"_/cluster/nodes/".len()..]).ok())
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+            let entry: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
+            // Joining again (e.g. after a crash before it saved its id): same id.
+            if entry["peer_address"]
+                .as_str()
+                .is_some_and(|p| crate::config::same_address(p, &req.peer_address))
+            {
+                return Ok(Response::new(JoinClusterResponse {
+                    node_id: id,
+                    cluster_id: self.cluster_id().await,
+                }));
+            }
+            max = max.max(id);
+        }
+        for id in max + 1..max + 6 {
+            if id >= 1000 {
+                return Err(to_status(Error::InvalidArgument(
+                    "a cluster holds at most 999 nodes".into(),
+                )));
+            }
+            let key = keys::data_key(format!("_/cluster/nodes/{id}").as_bytes());
+            let value = serde_json::json!({ "peer_address": req.peer_address, "client_address": req.client_address });
+            match self
+                .store
+                .write(vec![Op::put_if_absent(key, value.to_string().into_bytes())])
+                .await
+            {
+                Ok(()) => {
+                    return Ok(Response::new(JoinClusterResponse {
+                        node_id: id,
+                        cluster_id: self.cluster_id().await,
+                    }))
+                }
+                Err(Error::InvalidArgument(_)) => continue, // taken meanwhile: next id
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+        Err(to_status(Error::Unavailable(
+            "could not allocate a node id; retry".into(),
+        )))
     }
 
     async fn register_node(

@@ -72,22 +72,33 @@ pub async fn run_node(
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     cfg.validate()?;
-    let ident = prepare_store(&cfg, engine.as_ref())?;
+    let ident = if cfg.is_new_node() && engine.get(crate::keys::STORE_IDENT_KEY)?.is_none() {
+        let (node_id, cluster_id) = join_cluster(&cfg, shutdown.clone()).await?;
+        bootstrap::prepare_new_node(&cfg, engine.as_ref(), node_id, cluster_id)?
+    } else {
+        prepare_store(&cfg, engine.as_ref())?
+    };
     let node_id = ident.node_id;
     let peer_addr = resolve_listen(&cfg.peer_address).await?;
     let client_addr = resolve_listen(&cfg.client_address).await?;
 
-    let peers: BTreeMap<u64, String> = ident
-        .peers
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (i as u64 + 1, a.clone()))
-        .filter(|(id, _)| *id != node_id)
-        .collect();
+    // Initial nodes' ids are their positions in the initial peer list; nodes
+    // that joined later are learned from the registry and Raft traffic.
+    let addresses = crate::node::PeerAddresses::default();
+    for (i, a) in ident.peers.iter().enumerate() {
+        addresses.insert(i as u64 + 1, a.clone());
+    }
+    addresses.insert(node_id, cfg.peer_address.clone());
     let directory = Directory::default();
     directory.insert(node_id, cfg.client_address.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let transport = Transport::start(node_id, cfg.client_address.clone(), peers, stop_rx.clone());
+    let transport = Transport::start(
+        node_id,
+        cfg.client_address.clone(),
+        cfg.peer_address.clone(),
+        addresses.clone(),
+        stop_rx.clone(),
+    );
     let store_cfg = StoreConfig {
         node_id,
         tick: cfg.tick,
@@ -115,7 +126,12 @@ pub async fn run_node(
     });
     let kv_service = kv::KvService::new(handle.clone(), info);
     let health = health::HealthService::new(handle.clone());
-    let raft_service = raft_service::RaftService::new(handle.clone());
+    let raft_service = raft_service::RaftService::new(handle.clone(), addresses.clone());
+    tokio::spawn(refresh_peer_addresses(
+        ident.peers.clone(),
+        addresses,
+        stop_rx.clone(),
+    ));
 
     // Kv and Admin are served on the peer address too, so nodes that only know
     // each other's peer addresses (registration, placement) can talk.
@@ -220,6 +236,76 @@ async fn publish_directory(store: crate::node::StoreHandle, stop: watch::Receive
             };
             if c.publish_range(msg).await.is_ok() {
                 published.insert(d.range_id, epoch);
+            }
+        }
+    }
+}
+
+/// Asks the cluster (through the given peer addresses) for a node id, until
+/// it answers or the node is told to stop.
+async fn join_cluster(cfg: &ServerConfig, stop: watch::Receiver<bool>) -> Result<(u64, String)> {
+    use crate::client::{Client, ClientOptions};
+    let opts = ClientOptions {
+        deadline: std::time::Duration::from_secs(5),
+        ..Default::default()
+    };
+    let c = Client::new(cfg.peers.clone(), opts)?;
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        match c.join_cluster(&cfg.peer_address, &cfg.client_address).await {
+            Ok(r) => {
+                tracing::info!(node_id = r.0, cluster_id = %r.1, "joined the cluster as a new node");
+                return Ok(r);
+            }
+            Err(e) if !e.is_retryable() => {
+                return Err(Error::Config(format!(
+                    "the cluster refused to add this node: {e}"
+                )))
+            }
+            Err(e) => tracing::info!(%e, "waiting for the cluster to accept this node"),
+        }
+        tokio::select! {
+            biased;
+            _ = until_shutdown(stop.clone()) => return Err(Error::ShuttingDown),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+/// Keeps the peer addresses of nodes that joined later current (from the
+/// registry), so this node can send them Raft messages.
+async fn refresh_peer_addresses(
+    peers: Vec<String>,
+    addresses: crate::node::PeerAddresses,
+    stop: watch::Receiver<bool>,
+) {
+    use crate::client::{Client, ClientOptions};
+    let opts = ClientOptions {
+        deadline: std::time::Duration::from_secs(3),
+        ..Default::default()
+    };
+    let Ok(c) = Client::new(peers, opts) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = until_shutdown(stop.clone()) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+        if let Ok(pairs) = c
+            .scan(b"_/cluster/nodes/", b"_/cluster/nodes0", 100_000, false)
+            .await
+        {
+            for (k, v) in pairs {
+                let id = std::str::from_utf8(&k[b"_/cluster/nodes/".len()..])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok());
+                let entry: serde_json::Value = serde_json::from_slice(&v).unwrap_or_default();
+                if let (Some(id), Some(addr)) = (id, entry["peer_address"].as_str()) {
+                    addresses.insert(id, addr.to_string());
+                }
             }
         }
     }

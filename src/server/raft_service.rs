@@ -11,11 +11,12 @@ use crate::proto::{RaftBatch, RaftDone};
 
 pub struct RaftService {
     store: StoreHandle,
+    addresses: crate::node::PeerAddresses,
 }
 
 impl RaftService {
-    pub fn new(store: StoreHandle) -> Self {
-        RaftService { store }
+    pub fn new(store: StoreHandle, addresses: crate::node::PeerAddresses) -> Self {
+        RaftService { store, addresses }
     }
 }
 
@@ -31,6 +32,8 @@ impl RaftTransport for RaftService {
             self.store
                 .directory()
                 .insert(batch.from_node, batch.from_client_address);
+            self.addresses
+                .insert(batch.from_node, batch.from_peer_address);
             let mut msgs = Vec::with_capacity(batch.messages.len());
             for env in batch.messages {
                 match Message::parse_from_bytes(&env.message) {
