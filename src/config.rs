@@ -234,7 +234,10 @@ mod tests {
             "the node creating the cluster must be in the peer list"
         );
         cfg.cluster_init = false;
-        assert!(cfg.is_new_node() && cfg.validate().is_ok(), "a node outside the list joins as a new node");
+        assert!(
+            cfg.is_new_node() && cfg.validate().is_ok(),
+            "a node outside the list joins as a new node"
+        );
         cfg.peers = vec!["127.0.0.1:8080".into(), "localhost:8080".into()];
         assert!(cfg.validate().is_err(), "duplicate peer");
         let cfg = ServerConfig {

@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// These tests each run 4–5 servers; one at a time keeps a 2-core CI machine
+/// from timing them out.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Replica count of every range: range id -> number of live nodes hosting it.
 fn hosted(status: &serde_json::Value) -> Vec<(u64, usize)> {
     let mut per_range = std::collections::BTreeMap::new();
@@ -49,6 +57,7 @@ fn wait_for(
 
 #[test]
 fn dead_node_is_repaired_and_replication_factor_raised() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut servers = start_cluster_n(dir.path(), 5);
     let all: Vec<String> = servers.iter().map(|s| s.client_address.clone()).collect();
@@ -118,6 +127,7 @@ fn dead_node_is_repaired_and_replication_factor_raised() {
 /// node then drains it completely, with every key still readable.
 #[test]
 fn rebalance_to_ten_percent_then_decommission() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let servers = start_cluster_n(dir.path(), 4);
     let eps: String = servers
@@ -211,6 +221,7 @@ fn rebalance_to_ten_percent_then_decommission() {
 /// replicas; its own endpoint serves the data.
 #[test]
 fn a_new_node_joins_and_gets_replicas() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut servers = start_cluster_n(dir.path(), 3);
     let eps: String = servers
