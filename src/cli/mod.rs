@@ -582,7 +582,13 @@ async fn cluster_status(client: &Client) -> Result<serde_json::Value> {
         }
         partitions.push(d);
     }
+    let placement: serde_json::Value = client
+        .get(b"_/cluster/placement")
+        .await?
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or_default();
     Ok(json!({
+        "placement": placement,
         "cluster_id": cluster_id,
         "replication_factor": rf.trim().parse::<u64>().unwrap_or(0),
         "partitions": partitions,
@@ -640,6 +646,27 @@ fn print_cluster_status(out: &mut impl std::io::Write, s: &serde_json::Value) {
         }
         _ => {
             let _ = writeln!(out, "  Under-replicated Partitions: none");
+        }
+    }
+    let p = &s["placement"];
+    let jobs = p["jobs"].as_array().cloned().unwrap_or_default();
+    let blocked = p["blocked"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  Placement Jobs: {}",
+        if jobs.is_empty() {
+            "none".to_string()
+        } else {
+            jobs.len().to_string()
+        }
+    );
+    for j in jobs.iter().take(20) {
+        let _ = writeln!(out, "    {}", j.as_str().unwrap_or(""));
+    }
+    if !blocked.is_empty() {
+        let _ = writeln!(out, "  Blocked ({}):", blocked.len());
+        for b in blocked.iter().take(20) {
+            let _ = writeln!(out, "    {}", b.as_str().unwrap_or(""));
         }
     }
 }

@@ -196,6 +196,30 @@ pub fn balance_many(
     out
 }
 
+/// Repairs that cannot proceed, and why (shown by `admin cluster status`).
+pub fn blocked(
+    ranges: &[RangeView],
+    live: &BTreeSet<u64>,
+    dead: &BTreeSet<u64>,
+    rf: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in ranges {
+        let members: BTreeSet<u64> = r.voters.iter().chain(r.learners.iter()).copied().collect();
+        let spare = live.iter().any(|n| !members.contains(n));
+        let live_voters = r.voters.iter().filter(|v| !dead.contains(v)).count();
+        if live_voters < rf && !spare && r.learners.is_empty() {
+            out.push(format!(
+                "range {}: {live_voters} live voters < replication_factor {rf}, and no live node without a replica \
+                 can take one (live nodes: {})",
+                r.range_id,
+                live.len()
+            ));
+        }
+    }
+    out
+}
+
 /// Decides this round's membership changes (pure; deterministic order).
 /// `dead` holds nodes whose replicas must be replaced (dead or being
 /// decommissioned); `live` the nodes that may receive replicas.
@@ -360,6 +384,7 @@ async fn registry(store: &StoreHandle) -> (BTreeMap<u64, String>, BTreeSet<u64>)
 pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<bool>) {
     let mut last_seen: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
     let mut was_pd = false;
+    let mut last_report: Option<serde_json::Value> = None;
     let mut client: Option<(Vec<String>, Client)> = None;
     loop {
         tokio::select! {
@@ -473,6 +498,34 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
         let mut actions = plan(&views, &live, &dead, rf, 8);
         if actions.is_empty() {
             actions.extend(balance_many(&views, &live, rf, 8));
+        }
+        let mut report_actions: Vec<String> = actions
+            .iter()
+            .map(|a| format!("range {}: {:?} ({})", a.range_id, a.change, a.why))
+            .collect();
+        for v in &views {
+            for l in &v.learners {
+                let m = v.matched.get(l).copied().unwrap_or(0);
+                report_actions.push(format!(
+                    "range {}: learner {l} catching up ({m}/{})",
+                    v.range_id, v.last_index
+                ));
+            }
+        }
+        let report = serde_json::json!({
+            "placement_driver": node_id,
+            "jobs": report_actions,
+            "blocked": blocked(&views, &live, &dead, rf),
+            "dead_nodes": dead.iter().collect::<Vec<_>>(),
+        });
+        if last_report.as_ref() != Some(&report) {
+            let op = crate::range::Op::put(
+                keys::data_key(b"_/cluster/placement"),
+                report.to_string().into_bytes(),
+            );
+            if store.write(vec![op]).await.is_ok() {
+                last_report = Some(report);
+            }
         }
         for a in actions {
             tracing::info!(range_id = a.range_id, change = ?a.change, why = %a.why, "placement");

@@ -494,6 +494,35 @@ impl Replica {
                     let _ = done.send(Ok(()));
                     return;
                 }
+                if n == self.node_id {
+                    // raft-rs cannot remove its own leader (it panics when the
+                    // leader later acks its own log): hand leadership to the
+                    // most caught-up other voter first; the caller retries.
+                    let next = cs
+                        .voters
+                        .iter()
+                        .copied()
+                        .filter(|v| *v != n)
+                        .max_by_key(|v| {
+                            (
+                                self.group
+                                    .raft
+                                    .prs()
+                                    .get(*v)
+                                    .map(|p| p.matched)
+                                    .unwrap_or(0),
+                                std::cmp::Reverse(*v),
+                            )
+                        });
+                    if let Some(to) = next {
+                        self.group.transfer_leader(to);
+                    }
+                    let _ = done.send(Err(Error::Unavailable(format!(
+                        "node {n} leads range {}; moving leadership before removing it",
+                        self.desc.range_id
+                    ))));
+                    return;
+                }
                 if cs.voters == [n] {
                     let _ = done.send(Err(Error::InvalidArgument(
                         "cannot remove the last voter of a range".into(),
