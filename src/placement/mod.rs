@@ -347,9 +347,12 @@ async fn local_setting(store: &StoreHandle, name: &str) -> Option<u64> {
     String::from_utf8(v).ok()?.trim().parse().ok()
 }
 
-/// Registered nodes: id -> client address (from `_/cluster/nodes/`), and
-/// the ones being decommissioned.
-async fn registry(store: &StoreHandle) -> (BTreeMap<u64, String>, BTreeSet<u64>) {
+/// The node registry (`_/cluster/nodes/<id>` -> JSON entry), read through
+/// this node's Store.
+pub async fn registry_entries(
+    store: &StoreHandle,
+    consistency: Consistency,
+) -> crate::Result<Vec<(u64, serde_json::Value)>> {
     let (start, end) = (
         keys::data_key(b"_/cluster/nodes/"),
         keys::data_key(b"_/cluster/nodes0"),
@@ -360,20 +363,33 @@ async fn registry(store: &StoreHandle) -> (BTreeMap<u64, String>, BTreeSet<u64>)
         limit: 100_000,
         reverse: false,
     };
-    let mut out = BTreeMap::new();
-    let mut draining = BTreeSet::new();
-    if let Ok(ReadResult::Pairs(pairs, _)) = store.read(op, Consistency::Local).await {
-        for (k, v) in pairs {
+    let pairs = match store.read(op, consistency).await? {
+        ReadResult::Pairs(p, _) => p,
+        ReadResult::Value(_) => Vec::new(),
+    };
+    Ok(pairs
+        .into_iter()
+        .filter_map(|(k, v)| {
             let id = keys::user_key(&k)
                 .and_then(|u| std::str::from_utf8(&u[b"_/cluster/nodes/".len()..]).ok())
-                .and_then(|s| s.parse::<u64>().ok());
-            let entry = serde_json::from_slice::<serde_json::Value>(&v).unwrap_or_default();
-            let addr = entry["client_address"].as_str().map(str::to_string);
-            if let (Some(id), Some(addr)) = (id, addr) {
-                out.insert(id, addr);
-                if entry["decommissioning"].as_bool() == Some(true) {
-                    draining.insert(id);
-                }
+                .and_then(|s| s.parse::<u64>().ok())?;
+            Some((id, serde_json::from_slice(&v).unwrap_or_default()))
+        })
+        .collect())
+}
+
+/// Registered nodes: id -> client address, and the ones being decommissioned.
+async fn registry(store: &StoreHandle) -> (BTreeMap<u64, String>, BTreeSet<u64>) {
+    let mut out = BTreeMap::new();
+    let mut draining = BTreeSet::new();
+    for (id, entry) in registry_entries(store, Consistency::Local)
+        .await
+        .unwrap_or_default()
+    {
+        if let Some(addr) = entry["client_address"].as_str() {
+            out.insert(id, addr.to_string());
+            if entry["decommissioning"].as_bool() == Some(true) {
+                draining.insert(id);
             }
         }
     }

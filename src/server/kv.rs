@@ -400,32 +400,11 @@ impl Admin for KvService {
                 "a joining node needs host:port peer and client addresses".into(),
             )));
         }
-        let (start, end) = (
-            keys::data_key(b"_/cluster/nodes/"),
-            keys::data_key(b"_/cluster/nodes0"),
-        );
-        let op = ReadOp::Scan {
-            start,
-            end,
-            limit: 100_000,
-            reverse: false,
-        };
-        let pairs = match self
-            .store
-            .read(op, Consistency::Linearizable)
+        let entries = crate::placement::registry_entries(&self.store, Consistency::Linearizable)
             .await
-            .map_err(to_status)?
-        {
-            ReadResult::Pairs(p, _) => p,
-            ReadResult::Value(_) => return Err(Status::internal("unexpected read result")),
-        };
+            .map_err(to_status)?;
         let mut max = 0;
-        for (k, v) in &pairs {
-            let id = keys::user_key(k)
-                .and_then(|u| std::str::from_utf8(&u[b"_/cluster/nodes/".len()..]).ok())
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0);
-            let entry: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
+        for (id, entry) in entries {
             // Joining again (e.g. after a crash before it saved its id): same id.
             if entry["peer_address"]
                 .as_str()
