@@ -28,6 +28,9 @@ pub const DEFAULT_DATA_DIR: &str = "./rangedb-data";
 /// Ranges larger than this split (cluster setting `range_max_bytes`).
 pub const DEFAULT_RANGE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Requests per second a range may serve before it splits by load.
+pub const DEFAULT_SPLIT_QPS: u64 = 2500;
+
 /// Smallest accepted `range_max_bytes`.
 pub const MIN_RANGE_MAX_BYTES: u64 = 1024;
 
@@ -46,6 +49,12 @@ pub fn validate_setting(key: &str, value: &str) -> Result<String> {
             Ok(n) if (1..=7).contains(&n) => Ok(full),
             _ => Err(Error::InvalidArgument(format!("replication_factor must be 1 to 7, got {value:?}"))),
         },
+        "split_qps" => match value.trim().parse::<u64>() {
+            Ok(n) if n <= 10_000_000 => Ok(full),
+            _ => Err(Error::InvalidArgument(format!(
+                "split_qps must be a whole number of requests per second (0 disables load splits), got {value:?}"
+            ))),
+        },
         "dead_node_timeout" => match value.trim().parse::<u64>() {
             Ok(n) if (1..=86_400).contains(&n) => Ok(full),
             _ => Err(Error::InvalidArgument(format!(
@@ -53,7 +62,7 @@ pub fn validate_setting(key: &str, value: &str) -> Result<String> {
             ))),
         },
         _ => Err(Error::InvalidArgument(format!(
-            "unknown setting {name:?}; settings: replication_factor, range_max_bytes, dead_node_timeout"
+            "unknown setting {name:?}; settings: replication_factor, range_max_bytes, split_qps, dead_node_timeout"
         ))),
     }
 }

@@ -241,7 +241,23 @@ pub struct Store {
     /// Replicas recreated over a tombstone: they must not vote until a
     /// snapshot initializes them (see `handle`).
     no_vote: std::collections::BTreeSet<u64>,
+    /// Request load per range, for load-based splits.
+    load: BTreeMap<u64, RangeLoad>,
 }
+
+/// Requests a range served since the last split check, how many checks in
+/// a row it ran hot, and a sample of the keys it was asked for.
+#[derive(Default)]
+struct RangeLoad {
+    requests: u64,
+    hot_checks: u32,
+    sample: Vec<Vec<u8>>,
+}
+
+/// Checks in a row a range must exceed `split_qps` before it splits by load.
+const LOAD_SPLIT_CHECKS: u32 = 10;
+/// Keys kept per range to choose a load-split point.
+const LOAD_SAMPLE_KEYS: usize = 64;
 
 /// Key of the per-store counter behind new range ids.
 const RANGE_COUNTER_KEY: &[u8] = b"\x02range-counter";
@@ -276,6 +292,7 @@ impl Store {
             ticks: 0,
             tombstones: Default::default(),
             no_vote: Default::default(),
+            load: BTreeMap::new(),
         };
         let (lo, hi) = keys::descriptor_scan_bounds();
         for (k, _) in store.engine.scan(&lo, &hi, usize::MAX, false)? {
@@ -333,6 +350,7 @@ impl Store {
                     self.ticks += 1;
                     if self.ticks % SPLIT_CHECK_TICKS == 0 {
                         self.split_large_ranges();
+                        self.split_hot_ranges();
                     }
                 }
                 msg = self.rx.recv() => {
@@ -544,6 +562,70 @@ impl Store {
         Ok(())
     }
 
+    fn record_load(&mut self, range_id: u64, key: &[u8]) {
+        let l = self.load.entry(range_id).or_default();
+        l.requests += 1;
+        // Every 8th key, in a ring: a cheap, deterministic sample.
+        if l.requests % 8 == 1 {
+            let i = (l.requests / 8) as usize % LOAD_SAMPLE_KEYS;
+            if i < l.sample.len() {
+                l.sample[i] = key.to_vec();
+            } else {
+                l.sample.push(key.to_vec());
+            }
+        }
+    }
+
+    /// Leaders split user ranges that served more than `split_qps`
+    /// (`_/cluster/config/split_qps`, default 2500; 0 disables) for
+    /// LOAD_SPLIT_CHECKS checks in a row, at the median of the sampled keys.
+    fn split_hot_ranges(&mut self) {
+        let qps_limit = self
+            .engine
+            .get(&keys::data_key(b"_/cluster/config/split_qps"))
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(crate::config::DEFAULT_SPLIT_QPS);
+        let window = self.cfg.tick.as_secs_f64() * SPLIT_CHECK_TICKS as f64;
+        let mut splits = Vec::new();
+        for (&range_id, l) in self.load.iter_mut() {
+            let qps = l.requests as f64 / window.max(1e-3);
+            l.requests = 0;
+            let leader = self.replicas.get(&range_id).is_some_and(|r| r.is_leader());
+            if qps_limit == 0 || range_id == SYSTEM_RANGE_ID || !leader || qps <= qps_limit as f64 {
+                l.hot_checks = 0;
+                continue;
+            }
+            l.hot_checks += 1;
+            if l.hot_checks >= LOAD_SPLIT_CHECKS {
+                let mut keys: Vec<Vec<u8>> = std::mem::take(&mut l.sample);
+                keys.sort();
+                keys.dedup();
+                l.hot_checks = 0;
+                if let Some(mid) = keys.get(keys.len() / 2) {
+                    splits.push((range_id, mid.clone(), qps));
+                }
+            }
+        }
+        for (range_id, key, qps) in splits {
+            let inside = self.replicas.get(&range_id).is_some_and(|r| {
+                let d = r.descriptor();
+                key > d.start_key && key < d.end_key
+            });
+            if inside {
+                tracing::info!(
+                    range_id,
+                    qps = qps as u64,
+                    "range is over split_qps; splitting by load"
+                );
+                let (done, _rx) = oneshot::channel();
+                self.propose_split(key, done);
+            }
+        }
+    }
+
     /// Opens the replicas that splits created on this node.
     fn adopt_new_ranges(&mut self) -> Result<()> {
         let mut created = Vec::new();
@@ -726,6 +808,8 @@ impl Store {
                 };
                 match self.route(&first.key) {
                     Ok(id) => {
+                        let key = first.key.clone();
+                        self.record_load(id, &key);
                         if let Some(r) = self.replicas.get_mut(&id) {
                             r.propose(ops, done);
                         }
@@ -749,6 +833,11 @@ impl Store {
                 };
                 match route {
                     Ok(id) => {
+                        let key = match &op {
+                            ReadOp::Get(k) => k.clone(),
+                            ReadOp::Scan { start, .. } => start.clone(),
+                        };
+                        self.record_load(id, &key);
                         if let Some(r) = self.replicas.get_mut(&id) {
                             match consistency {
                                 Consistency::Linearizable => r.read(op, done),
