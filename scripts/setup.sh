@@ -4,9 +4,15 @@
 set -euo pipefail
 
 missing=()
+# bindgen needs libclang itself (libclang.so / libclang-N.so, not libclang-cpp)
+# and clang's builtin headers: on Debian/Ubuntu, the libclang-dev package.
 have_libclang() {
-  ldconfig -p 2>/dev/null | grep -q 'libclang' && return 0
-  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1
+  if command -v dpkg >/dev/null 2>&1; then
+    dpkg -s libclang-dev >/dev/null 2>&1
+    return
+  fi
+  ldconfig -p 2>/dev/null | grep -qE 'libclang(-[0-9.]+)?\.so' && return 0
+  ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1
 }
 have_libclang || missing+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
