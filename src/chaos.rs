@@ -98,8 +98,8 @@ mod imp {
         BUGGIFY.store(on, Ordering::Relaxed);
     }
     pub fn buggify(probability: f64) -> bool {
-        BUGGIFY.load(Ordering::Relaxed)
-            && rand::Rng::gen_bool(&mut madsim::rand::thread_rng(), probability)
+        // madsim's runtime RNG: seeded by the simulation.
+        BUGGIFY.load(Ordering::Relaxed) && madsim::rand::random::<f64>() < probability
     }
     pub fn set_canary(c: Option<Canary>) {
         let v = c
@@ -143,10 +143,8 @@ pub fn buggify(probability: f64) -> bool {
 #[inline]
 pub fn buggify_delay(probability: f64, max: Duration) -> Duration {
     if buggify(probability) {
-        let ms = rand::Rng::gen_range(
-            &mut madsim::rand::thread_rng(),
-            1..=max.as_millis().max(1) as u64,
-        );
+        // madsim's runtime RNG: seeded by the simulation.
+        let ms = 1 + madsim::rand::random::<u64>() % max.as_millis().max(1) as u64;
         Duration::from_millis(ms)
     } else {
         Duration::ZERO

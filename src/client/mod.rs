@@ -24,7 +24,6 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rand::Rng;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
@@ -285,7 +284,8 @@ impl Client {
                     e => e,
                 });
             }
-            let jitter = madsim::rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+            // The runtime's RNG (seeded in simulation).
+            let jitter = madsim::rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1);
             tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }

@@ -24,8 +24,8 @@ pub const INIT_TERM: u64 = 5;
 /// raft-rs configuration for one replica: election timeouts are drawn from
 /// `[election_tick, 2 * election_tick)`.
 ///
-/// raft-rs draws each new timeout from `rand::thread_rng()`, which the
-/// simulator cannot seed; the replica overrides every draw with one from its
+/// raft-rs draws each new timeout from rand's thread-local generator, which
+/// the simulator cannot seed; the replica overrides every draw with one from its
 /// own seeded RNG (`Replica::reseed_election_timeout`) before the next tick,
 /// so runs stay deterministic and timeouts are re-randomized every term (a
 /// fixed timeout per replica can make two replicas tie forever: seed 43).

@@ -276,6 +276,35 @@ impl Kv for KvService {
 }
 
 impl KvService {
+    fn registry_key(node_id: u64) -> Vec<u8> {
+        keys::data_key(format!("_/cluster/nodes/{node_id}").as_bytes())
+    }
+
+    /// A node's registry entry (linearizable), if registered.
+    async fn registry_entry(&self, node_id: u64) -> Result<Option<serde_json::Value>, Status> {
+        match self
+            .store
+            .read(
+                ReadOp::Get(Self::registry_key(node_id)),
+                Consistency::Linearizable,
+            )
+            .await
+            .map_err(to_status)?
+        {
+            ReadResult::Value(Some(v)) => Ok(Some(serde_json::from_slice(&v).unwrap_or_default())),
+            _ => Ok(None),
+        }
+    }
+
+    async fn put_registry_entry(
+        &self,
+        node_id: u64,
+        entry: &serde_json::Value,
+    ) -> Result<(), Status> {
+        let op = Op::put(Self::registry_key(node_id), entry.to_string().into_bytes());
+        self.store.write(vec![op]).await.map_err(to_status)
+    }
+
     async fn cluster_id(&self) -> String {
         match self
             .store
@@ -352,26 +381,13 @@ impl Admin for KvService {
         request: Request<DecommissionNodeRequest>,
     ) -> Result<Response<DecommissionNodeResponse>, Status> {
         let id = request.into_inner().node_id;
-        let key = keys::data_key(format!("_/cluster/nodes/{id}").as_bytes());
-        let current = match self
-            .store
-            .read(ReadOp::Get(key.clone()), Consistency::Linearizable)
-            .await
-            .map_err(to_status)?
-        {
-            ReadResult::Value(Some(v)) => v,
-            _ => {
-                return Err(to_status(Error::InvalidArgument(format!(
-                    "node {id} is not registered"
-                ))))
-            }
+        let Some(mut entry) = self.registry_entry(id).await? else {
+            return Err(to_status(Error::InvalidArgument(format!(
+                "node {id} is not registered"
+            ))));
         };
-        let mut entry: serde_json::Value = serde_json::from_slice(&current).unwrap_or_default();
         entry["decommissioning"] = serde_json::Value::Bool(true);
-        self.store
-            .write(vec![Op::put(key, entry.to_string().into_bytes())])
-            .await
-            .map_err(to_status)?;
+        self.put_registry_entry(id, &entry).await?;
         Ok(Response::new(DecommissionNodeResponse {}))
     }
 
@@ -455,23 +471,14 @@ impl Admin for KvService {
                 "node id and addresses are required".into(),
             )));
         }
-        let key = keys::data_key(format!("_/cluster/nodes/{}", req.node_id).as_bytes());
         let mut value = serde_json::json!({ "peer_address": req.peer_address, "client_address": req.client_address });
         // A restart must not undo a decommission.
-        if let Ok(ReadResult::Value(Some(v))) = self
-            .store
-            .read(ReadOp::Get(key.clone()), Consistency::Linearizable)
-            .await
-        {
-            let old: serde_json::Value = serde_json::from_slice(&v).unwrap_or_default();
+        if let Ok(Some(old)) = self.registry_entry(req.node_id).await {
             if old["decommissioning"].as_bool() == Some(true) {
                 value["decommissioning"] = serde_json::Value::Bool(true);
             }
         }
-        self.store
-            .write(vec![Op::put(key, value.to_string().into_bytes())])
-            .await
-            .map_err(to_status)?;
+        self.put_registry_entry(req.node_id, &value).await?;
         Ok(Response::new(RegisterNodeResponse {}))
     }
 
