@@ -24,16 +24,24 @@ pub enum Canary {
     SnapshotDropsLastKey,
     /// A split loses the data of its right half.
     SplitDropsRightHalf,
+    /// A range frozen for a merge still takes writes, which the merge
+    /// (carrying the data as frozen) then loses.
+    MergeLosesWrites,
+    /// Repair removes a dead voter as soon as its replacement learner is
+    /// added, before the learner caught up and was promoted.
+    RepairRemovesEarly,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 6] = [
+    pub const ALL: [Canary; 8] = [
         Canary::AckBeforeFsync,
         Canary::ReadWithoutReadIndex,
         Canary::ForgetVote,
         Canary::ApplyTwiceAfterRestart,
         Canary::SnapshotDropsLastKey,
         Canary::SplitDropsRightHalf,
+        Canary::MergeLosesWrites,
+        Canary::RepairRemovesEarly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +52,8 @@ impl Canary {
             Canary::ApplyTwiceAfterRestart => "apply-twice-after-restart",
             Canary::SnapshotDropsLastKey => "snapshot-drops-last-key",
             Canary::SplitDropsRightHalf => "split-drops-right-half",
+            Canary::MergeLosesWrites => "merge-loses-writes",
+            Canary::RepairRemovesEarly => "repair-removes-early",
         }
     }
 
@@ -73,6 +83,13 @@ pub enum RaftEvent {
         node_id: u64,
         term: u64,
         candidate: u64,
+    },
+    /// `node_id` applied a membership change of the range.
+    MembershipApplied {
+        range_id: u64,
+        node_id: u64,
+        voters_before: Vec<u64>,
+        voters_after: Vec<u64>,
     },
     /// `node_id` (re)started with this persisted hard state.
     Recovered {

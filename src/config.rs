@@ -26,10 +26,18 @@ pub const DEFAULT_CLIENT_ADDRESS: &str = "127.0.0.1:8081";
 pub const DEFAULT_DATA_DIR: &str = "./rangedb-data";
 
 /// Ranges larger than this split (cluster setting `range_max_bytes`).
+/// Largest Admin message (a merge carries the absorbed range's data).
+pub const MAX_ADMIN_MESSAGE: usize = 256 << 20;
+
 pub const DEFAULT_RANGE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Requests per second a range may serve before it splits by load.
 pub const DEFAULT_SPLIT_QPS: u64 = 2500;
+
+/// Default `merge_max_bytes`: adjacent cold ranges merge when together they
+/// hold less than this, and less than a quarter of `range_max_bytes` (so a
+/// merged range is far from splitting again: no flapping).
+pub const DEFAULT_MERGE_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Smallest accepted `range_max_bytes`.
 pub const MIN_RANGE_MAX_BYTES: u64 = 1024;
@@ -55,6 +63,12 @@ pub fn validate_setting(key: &str, value: &str) -> Result<String> {
                 "split_qps must be a whole number of requests per second (0 disables load splits), got {value:?}"
             ))),
         },
+        "merge_max_bytes" => match value.trim().parse::<u64>() {
+            Ok(n) if n <= 1 << 30 => Ok(full),
+            _ => Err(Error::InvalidArgument(format!(
+                "merge_max_bytes must be a byte count up to 1073741824 (0 disables merges), got {value:?}"
+            ))),
+        },
         "dead_node_timeout" => match value.trim().parse::<u64>() {
             Ok(n) if (1..=86_400).contains(&n) => Ok(full),
             _ => Err(Error::InvalidArgument(format!(
@@ -62,7 +76,7 @@ pub fn validate_setting(key: &str, value: &str) -> Result<String> {
             ))),
         },
         _ => Err(Error::InvalidArgument(format!(
-            "unknown setting {name:?}; settings: replication_factor, range_max_bytes, split_qps, dead_node_timeout"
+            "unknown setting {name:?}; settings: replication_factor, range_max_bytes, split_qps, merge_max_bytes, dead_node_timeout"
         ))),
     }
 }

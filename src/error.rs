@@ -65,6 +65,15 @@ pub enum Error {
     /// A request's keys are not (or no longer, after a split) in one range.
     #[error("key not in range {range_id}: the range changed (split); retry with fresh routing")]
     KeyNotInRange { range_id: u64, span: Span },
+    /// The range changed under the request (a split or merge applied
+    /// between routing and apply, or the range is frozen for a merge):
+    /// nothing was written; retry with `current` as the range's span.
+    #[error("range {range_id} changed (epoch version {version}); retry with fresh routing")]
+    EpochMismatch {
+        range_id: u64,
+        current: Span,
+        version: u64,
+    },
     /// The request did not finish in time; a write may or may not have happened.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -105,6 +114,7 @@ impl Error {
             Error::NotLeader { .. }
                 | Error::RangeNotFound(_)
                 | Error::KeyNotInRange { .. }
+                | Error::EpochMismatch { .. }
                 | Error::Timeout(_)
                 | Error::Indeterminate(_)
                 | Error::Unavailable(_)

@@ -4,8 +4,10 @@
 //! connection failure.
 //!
 //! Routing errors become `UNAVAILABLE` with metadata the SDK reads:
-//! `x-rangedb-error` (`not-leader`, `range-not-found`), `x-rangedb-range`,
-//! `x-rangedb-leader-id` and `x-rangedb-leader-address`.
+//! `x-rangedb-error` (`not-leader`, `range-not-found`, `key-not-in-range`,
+//! `epoch-mismatch`), `x-rangedb-range`, `x-rangedb-leader-id`,
+//! `x-rangedb-leader-address`, the range's span (`x-rangedb-range-start`,
+//! `-end`, hex) and its epoch version (`x-rangedb-range-version`).
 
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -18,12 +20,14 @@ pub const LEADER_ID: &str = "x-rangedb-leader-id";
 pub const LEADER_ADDRESS: &str = "x-rangedb-leader-address";
 pub const RANGE_START: &str = "x-rangedb-range-start";
 pub const RANGE_END: &str = "x-rangedb-range-end";
+pub const RANGE_VERSION: &str = "x-rangedb-range-version";
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+/// Decodes lower-case hex (as in directory entries and span metadata).
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
@@ -58,6 +62,7 @@ pub fn to_status(e: Error) -> Status {
         Error::NotLeader { .. } => "not-leader",
         Error::RangeNotFound(_) => "range-not-found",
         Error::KeyNotInRange { .. } => "key-not-in-range",
+        Error::EpochMismatch { .. } => "epoch-mismatch",
         Error::Timeout(_) => "timeout",
         Error::Indeterminate(_) => "indeterminate",
         Error::Unavailable(_) => "unavailable",
@@ -101,6 +106,17 @@ fn to_status_inner(e: Error) -> Status {
             set_span(&mut s, &span);
             s
         }
+        Error::EpochMismatch {
+            range_id,
+            current,
+            version,
+        } => {
+            let mut s = Status::unavailable(msg);
+            set(&mut s, RANGE_ID, &range_id.to_string());
+            set(&mut s, RANGE_VERSION, &version.to_string());
+            set_span(&mut s, &current);
+            s
+        }
         Error::RangeNotFound(range_id) => {
             let mut s = Status::unavailable(msg);
             set(&mut s, RANGE_ID, &range_id.to_string());
@@ -112,6 +128,36 @@ fn to_status_inner(e: Error) -> Status {
         Error::DataDir(_) | Error::Config(_) => Status::failed_precondition(msg),
         Error::Storage(_) | Error::Corruption(_) | Error::Raft(_) | Error::Internal(_) => {
             Status::internal(msg)
+        }
+    }
+}
+
+impl From<crate::range::RangeDescriptor> for crate::proto::RangeDescriptorMsg {
+    fn from(d: crate::range::RangeDescriptor) -> Self {
+        crate::proto::RangeDescriptorMsg {
+            range_id: d.range_id,
+            start_key: d.start_key,
+            end_key: d.end_key,
+            version: d.version,
+            conf_ver: d.conf_ver,
+            replicas: d.replicas,
+            frozen: d.frozen,
+            sticky: d.sticky,
+        }
+    }
+}
+
+impl From<crate::proto::RangeDescriptorMsg> for crate::range::RangeDescriptor {
+    fn from(m: crate::proto::RangeDescriptorMsg) -> Self {
+        crate::range::RangeDescriptor {
+            range_id: m.range_id,
+            start_key: m.start_key,
+            end_key: m.end_key,
+            conf_ver: m.conf_ver,
+            version: m.version,
+            replicas: m.replicas,
+            frozen: m.frozen,
+            sticky: m.sticky,
         }
     }
 }
@@ -138,6 +184,13 @@ pub fn from_status(s: &Status) -> Error {
         (Code::Unavailable, Some("key-not-in-range")) => Error::KeyNotInRange {
             range_id,
             span: get_span(s),
+        },
+        (Code::Unavailable, Some("epoch-mismatch")) => Error::EpochMismatch {
+            range_id,
+            current: get_span(s),
+            version: get(s, RANGE_VERSION)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
         },
         (Code::Unknown, Some("indeterminate")) => {
             Error::Indeterminate(strip(s.message(), "outcome unknown: "))
@@ -195,6 +248,13 @@ mod tests {
         let bad = from_status(&to_status(Error::InvalidArgument("key is empty".into())));
         assert_eq!(bad, Error::InvalidArgument("key is empty".into()));
         assert!(!bad.is_retryable());
+        let moved = Error::EpochMismatch {
+            range_id: 4,
+            current: Span::new(vec![0x11, b'a'], vec![0x11, b'm']),
+            version: 9,
+        };
+        assert_eq!(from_status(&to_status(moved.clone())), moved);
+        assert!(!moved.is_ambiguous() && moved.is_retryable());
         assert_eq!(
             to_status(Error::Timeout("x".into())).code(),
             Code::DeadlineExceeded

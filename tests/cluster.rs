@@ -163,7 +163,7 @@ async fn splits_spread_over_every_node() {
             .unwrap();
     }
     for k in ["/s/100", "/s/200", "/s/250"] {
-        client.split(k.as_bytes()).await.unwrap();
+        client.split(k.as_bytes(), true).await.unwrap();
     }
     // A batch across the new boundaries, and overwrites after the splits.
     let batch: Vec<(Vec<u8>, Vec<u8>)> = ["/s/050", "/s/150", "/s/275"]

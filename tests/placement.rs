@@ -291,3 +291,56 @@ fn a_new_node_joins_and_gets_replicas() {
     let out = cli(&client, &["get", "/j/seed"]);
     assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
 }
+
+/// Loading keys into a cluster with a small `range_max_bytes` splits ranges
+/// by size; deleting the keys leaves small cold neighbours, which the
+/// placement driver merges back — with every remaining key intact.
+#[test]
+fn ranges_split_by_size_then_merge_when_emptied() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let servers = start_cluster_n(dir.path(), 3);
+    let eps: String = servers
+        .iter()
+        .map(|s| s.client_address.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_until(
+        Duration::from_secs(60),
+        "the cluster to accept writes",
+        || cli(&eps, &["put", "/m/000", "v"]).status.success(),
+    );
+    let out = cli(&eps, &["admin", "config", "set", "range_max_bytes", "4096"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let big = "x".repeat(300);
+    for i in 0..60 {
+        let out = cli(&eps, &["put", &format!("/m/{i:03}"), &big]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let partitions = |s: &serde_json::Value| s["partitions"].as_array().map_or(0, |p| p.len());
+    wait_for(&eps, Duration::from_secs(60), "splits by size", |s| {
+        partitions(s) >= 5
+    });
+    let most = partitions(&cluster_status(&eps));
+    for i in 0..60 {
+        let out = if i % 20 == 0 {
+            cli(&eps, &["put", &format!("/m/{i:03}"), "small"])
+        } else {
+            cli(&eps, &["delete", &format!("/m/{i:03}")])
+        };
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let took = wait_for(&eps, Duration::from_secs(120), "merges", |s| {
+        partitions(s) == 2
+    });
+    println!("{most} ranges merged back into 2 in {took:?}");
+    for i in 0..60 {
+        let out = cli(&eps, &["get", &format!("/m/{i:03}")]);
+        if i % 20 == 0 {
+            assert_eq!(stdout(&out), "small\n", "key /m/{i:03}: {}", stderr(&out));
+        } else {
+            assert!(!out.status.success(), "key /m/{i:03} was deleted");
+        }
+    }
+    assert!(cli(&eps, &["put", "/m/after", "ok"]).status.success());
+}

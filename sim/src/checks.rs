@@ -133,9 +133,17 @@ struct SafetyState {
     votes: BTreeMap<(u64, u64), (u64, u64)>,
     violations: Vec<String>,
     events: u64,
+    /// The cluster's replication factor, for the membership check.
+    rf: usize,
 }
 
 impl RaftSafety {
+    pub fn new(rf: usize) -> RaftSafety {
+        let s = RaftSafety::default();
+        s.inner.lock().unwrap().rf = rf;
+        s
+    }
+
     pub fn observe(&self, e: RaftEvent) {
         let mut st = self.inner.lock().unwrap();
         st.events += 1;
@@ -183,6 +191,24 @@ impl RaftSafety {
                              but before the crash it had granted its vote in term {t} to node {c}"
                         ));
                     }
+                }
+            }
+            // Repair adds and promotes the replacement before it removes:
+            // a removal never leaves fewer voters than the replication
+            // factor (or than there were).
+            RaftEvent::MembershipApplied {
+                range_id,
+                node_id,
+                voters_before,
+                voters_after,
+            } => {
+                let floor = st.rf.min(voters_before.len());
+                let removed = voters_before.iter().any(|v| !voters_after.contains(v));
+                if removed && voters_after.len() < floor {
+                    let rf = st.rf;
+                    st.violations.push(format!(
+                        "repair: range {range_id} went from voters {voters_before:?} to {voters_after:?} (seen on node {node_id}): a voter was removed before its replacement caught up and was promoted, leaving fewer than replication_factor {rf} voters"
+                    ));
                 }
             }
             RaftEvent::Applied {

@@ -346,6 +346,10 @@ impl Cluster {
                     }
                     continue;
                 };
+                if leader.frozen {
+                    why = format!("range {range_id} is frozen: a merge is under way");
+                    continue;
+                }
                 if let Some(rf) = rf {
                     if leader.voters.len() != rf || !leader.learners.is_empty() {
                         why = format!(

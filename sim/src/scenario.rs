@@ -95,7 +95,7 @@ pub async fn run(opts: RunOptions) -> RunReport {
 
     chaos::set_canary(opts.canary);
     chaos::enable_buggify(buggify);
-    let safety = RaftSafety::default();
+    let safety = RaftSafety::new(nodes.min(3));
     let sink = safety.clone();
     chaos::set_raft_hook(Some(Box::new(move |e| sink.observe(e))));
 

@@ -109,7 +109,7 @@ pub async fn execute(client: &Client, op: &Op) -> Outcome {
             Ok(v) => Outcome::Read(v.map(|v| String::from_utf8_lossy(&v).into_owned())),
             Err(e) => Outcome::Unknown(e.to_string()),
         },
-        Op::Split { key } => match client.split(key.as_bytes()).await {
+        Op::Split { key } => match client.split(key.as_bytes(), false).await {
             Ok(()) => Outcome::Written,
             Err(e) if !e.is_retryable() => Outcome::Failed(e.to_string()),
             Err(e) => Outcome::Unknown(e.to_string()),

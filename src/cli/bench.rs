@@ -64,7 +64,9 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
         let admin = Client::new(endpoints.to_vec(), opts.clone())?;
         let n = args.ranges.min(args.keys);
         for r in 1..n {
-            admin.split(&key(&args.prefix, r * args.keys / n)).await?;
+            admin
+                .split(&key(&args.prefix, r * args.keys / n), true)
+                .await?;
         }
         eprintln!("split the key space into {n} ranges");
     }

@@ -356,7 +356,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Admin(AdminCommand::Split { key }) => {
-            client.split(key.as_bytes()).await?;
+            client.split(key.as_bytes(), true).await?;
             print_ok(&mut out, json);
         }
         Command::Admin(AdminCommand::Meta(MetaCommand::List { prefix, limit })) => {

@@ -27,6 +27,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use crate::config::MAX_ADMIN_MESSAGE;
 use crate::error::{Error, Result, Span};
 use crate::keys::data_key;
 use crate::proto::admin_client::AdminClient;
@@ -244,6 +245,12 @@ impl Client {
                                 }
                                 _ => self.demote(key, &addr),
                             }
+                        }
+                        // Frozen for a merge, or changed under the write:
+                        // back off and retry (a batch re-splits on the
+                        // KeyNotInRange the retry gets if the range shrank).
+                        Error::EpochMismatch { current, .. } => {
+                            self.learn(current, None);
                         }
                         Error::KeyNotInRange { span, .. } => {
                             self.learn(span, Some(addr.clone()));
@@ -560,9 +567,13 @@ impl Client {
         Ok(())
     }
 
-    /// Splits the range holding `key` at `key` (an admin operation).
-    pub async fn split(&self, key: &[u8]) -> Result<()> {
-        let req = SplitRangeRequest { key: key.to_vec() };
+    /// Splits the range holding `key` at `key` (an admin operation). A
+    /// `sticky` split is never merged away by the placement driver.
+    pub async fn split(&self, key: &[u8], sticky: bool) -> Result<()> {
+        let req = SplitRangeRequest {
+            key: key.to_vec(),
+            sticky,
+        };
         self.with_retry(&data_key(key), Retry::Idempotent, |ch| {
             let req = req.clone();
             async move { AdminClient::new(ch).split_range(req).await }
@@ -571,10 +582,71 @@ impl Client {
         Ok(())
     }
 
+    /// Freezes range `range_id` (starting at internal key `start_key`) for a
+    /// merge: its final descriptor and data.
+    pub async fn freeze_range(
+        &self,
+        start_key: &[u8],
+        range_id: u64,
+        expected_version: u64,
+    ) -> Result<FreezeRangeResponse> {
+        let req = FreezeRangeRequest {
+            range_id,
+            expected_version,
+        };
+        let resp = self
+            .with_retry(start_key, Retry::Idempotent, |ch| async move {
+                AdminClient::new(ch)
+                    .max_decoding_message_size(MAX_ADMIN_MESSAGE)
+                    .freeze_range(req)
+                    .await
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Merges the frozen right neighbour (from `freeze_range`) into range
+    /// `range_id` (starting at internal key `start_key`).
+    pub async fn merge_ranges(
+        &self,
+        start_key: &[u8],
+        range_id: u64,
+        expected_version: u64,
+        frozen: FreezeRangeResponse,
+    ) -> Result<()> {
+        let req = MergeRangesRequest {
+            range_id,
+            expected_version,
+            rhs: frozen.descriptor,
+            pairs: frozen.pairs,
+        };
+        self.with_retry(start_key, Retry::Idempotent, |ch| {
+            let req = req.clone();
+            async move {
+                AdminClient::new(ch)
+                    .max_encoding_message_size(MAX_ADMIN_MESSAGE)
+                    .merge_ranges(req)
+                    .await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Tells the node at `addr` that its replica of `range_id` is stale.
-    pub async fn gc_replica(&self, addr: &str, range_id: u64, conf_ver: u64) -> Result<()> {
+    pub async fn gc_replica(
+        &self,
+        addr: &str,
+        range_id: u64,
+        conf_ver: u64,
+        merged: bool,
+    ) -> Result<()> {
         let ch = self.channel(addr)?;
-        let req = GcReplicaRequest { range_id, conf_ver };
+        let req = GcReplicaRequest {
+            range_id,
+            conf_ver,
+            merged,
+        };
         match tokio::time::timeout(self.opts.rpc_timeout, AdminClient::new(ch).gc_replica(req))
             .await
         {

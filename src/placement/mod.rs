@@ -15,13 +15,18 @@
 //! Ranges with the fewest live voters go first. Decisions are pure
 //! (`plan`), the IO is in `run`.
 //!
+//! When nothing needs repair it balances replicas and leaders, and merges
+//! small cold neighbours (`merge`).
+//!
 //! CAVEATS: liveness is in the PD's memory (a new PD grants every node a
-//! fresh timeout); no rebalancing, merges or decommission yet.
+//! fresh timeout).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+pub mod merge;
 
 use crate::client::{Client, ClientOptions};
 use crate::keys;
@@ -48,6 +53,12 @@ pub struct RangeView {
     /// peer -> matched index
     pub matched: BTreeMap<u64, u64>,
     pub conf_ver: u64,
+    pub end_key: Vec<u8>,
+    pub version: u64,
+    pub frozen: bool,
+    pub sticky: bool,
+    pub approx_bytes: u64,
+    pub qps: u64,
 }
 
 /// One decided action.
@@ -265,6 +276,15 @@ pub fn plan(
             continue;
         }
         if let Some(&l) = r.learners.first() {
+            if crate::chaos::canary(crate::chaos::Canary::RepairRemovesEarly) {
+                if let Some(&d) = r.voters.iter().find(|v| dead.contains(v)) {
+                    out.push(act(
+                        ReplicaChange::Remove(d),
+                        format!("voter {d} is dead (canary: learner {l} not caught up)"),
+                    ));
+                    continue;
+                }
+            }
             let matched = r.matched.get(&l).copied().unwrap_or(0);
             if matched + CATCH_UP_SLACK >= r.last_index && matched > 0 {
                 out.push(act(
@@ -378,6 +398,34 @@ pub async fn registry_entries(
         .collect())
 }
 
+/// The range directory as (0, range id, start key, version), read locally.
+async fn directory_entries(store: &StoreHandle) -> Vec<merge::Held> {
+    let op = ReadOp::Scan {
+        start: keys::data_key(b"_/partitions/"),
+        end: keys::data_key(b"_/partitions0"),
+        limit: usize::MAX,
+        reverse: false,
+    };
+    let Ok(ReadResult::Pairs(pairs, _)) = store.read(op, Consistency::Local).await else {
+        return Vec::new();
+    };
+    pairs
+        .into_iter()
+        .filter_map(|(_, v)| {
+            let v: serde_json::Value = serde_json::from_slice(&v).ok()?;
+            let start = crate::wire::unhex(v["start"].as_str()?)?;
+            let end = crate::wire::unhex(v["end"].as_str()?)?;
+            Some((
+                0,
+                v["range_id"].as_u64()?,
+                start,
+                end,
+                v["version"].as_u64()?,
+            ))
+        })
+        .collect()
+}
+
 /// Registered nodes: id -> client address, and the ones being decommissioned.
 async fn registry(store: &StoreHandle) -> (BTreeMap<u64, String>, BTreeSet<u64>) {
     let mut out = BTreeMap::new();
@@ -402,6 +450,7 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
     let mut was_pd = false;
     let mut last_report: Option<serde_json::Value> = None;
     let mut client: Option<(Vec<String>, Client)> = None;
+    let mut merge_streaks = BTreeMap::new();
     loop {
         tokio::select! {
             biased;
@@ -457,6 +506,7 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
         let mut live = BTreeSet::new();
         // (node, range, conf_ver) of every initialized replica, to find stale ones.
         let mut held: Vec<(u64, u64, u64)> = Vec::new();
+        let mut held_spans: Vec<merge::Held> = Vec::new();
         for (&id, addr) in &nodes {
             last_seen.entry(id).or_insert(now);
             let status = if id == node_id {
@@ -466,12 +516,26 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
                     .filter(|r| !r.descriptor.end_key.is_empty())
                 {
                     held.push((id, r.range_id, r.descriptor.conf_ver));
+                    held_spans.push((
+                        id,
+                        r.range_id,
+                        r.descriptor.start_key.clone(),
+                        r.descriptor.end_key.clone(),
+                        r.descriptor.version,
+                    ));
                 }
                 Some(me.ranges.iter().map(to_view_from_local).collect::<Vec<_>>())
             } else {
                 c.node_status(addr).await.ok().map(|s| {
                     for r in s.ranges.iter().filter(|r| !r.end_key.is_empty()) {
                         held.push((id, r.range_id, r.conf_ver));
+                        held_spans.push((
+                            id,
+                            r.range_id,
+                            r.start_key.clone(),
+                            r.end_key.clone(),
+                            r.version,
+                        ));
                     }
                     s.ranges.iter().map(to_view_from_proto).collect()
                 })
@@ -506,12 +570,72 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
                         node = id,
                         "asking a node to drop its stale replica"
                     );
-                    let _ = c.gc_replica(addr, range_id, v.conf_ver).await;
+                    let _ = c.gc_replica(addr, range_id, v.conf_ver, false).await;
                 }
             }
         }
-        let views: Vec<RangeView> = ranges.into_values().collect();
+        let by_id = ranges;
+        let views: Vec<RangeView> = by_id.values().cloned().collect();
         let mut actions = plan(&views, &live, &dead, rf, 8);
+        // Merges: finishing frozen ranges always; starting new ones only
+        // while nothing needs repair.
+        let limits = merge::MergeLimits {
+            max_bytes: local_setting(&store, "merge_max_bytes")
+                .await
+                .unwrap_or(crate::config::DEFAULT_MERGE_MAX_BYTES)
+                .min(
+                    local_setting(&store, "range_max_bytes")
+                        .await
+                        .unwrap_or(crate::config::DEFAULT_RANGE_MAX_BYTES)
+                        / 4,
+                ),
+            max_qps: local_setting(&store, "split_qps").await.map_or(
+                crate::config::DEFAULT_SPLIT_QPS / 4,
+                |q| {
+                    if q == 0 {
+                        u64::MAX // load splits are off: load does not block merges
+                    } else {
+                        q / 4
+                    }
+                },
+            ),
+        };
+        let limits = if actions.is_empty() {
+            limits
+        } else {
+            merge::MergeLimits {
+                max_bytes: 0,
+                ..limits
+            }
+        };
+        if let Some(step) = merge::plan_merge(&views, limits, &mut merge_streaks) {
+            if let Err(e) = merge::execute(c, &step, &by_id).await {
+                tracing::info!(?step, %e, "merge step failed; will retry");
+            }
+        }
+        // Leftovers of merged ranges: their replicas and directory entries.
+        let mut gone = BTreeSet::new();
+        for (node, range_id) in merge::merged_replicas(&held_spans, &views) {
+            gone.insert(range_id);
+            if let Some(addr) = nodes.get(&node) {
+                tracing::info!(range_id, node, "dropping a replica of a merged range");
+                let _ = c.gc_replica(addr, range_id, 0, true).await;
+            }
+        }
+        // Directory entries of merged ranges (the same rule).
+        let entries = directory_entries(&store).await;
+        for (_, range_id) in merge::merged_replicas(&entries, &views) {
+            gone.insert(range_id);
+        }
+        if !gone.is_empty() {
+            let ops = gone
+                .iter()
+                .map(|id| {
+                    crate::range::Op::delete(crate::range::RangeDescriptor::directory_key(*id))
+                })
+                .collect();
+            let _ = store.write(ops).await;
+        }
         if actions.is_empty() {
             actions.extend(balance_many(&views, &live, rf, 8));
         }
@@ -566,6 +690,12 @@ fn to_view_from_local(r: &crate::range::ReplicaStatus) -> Option<RangeView> {
         last_index: r.last_index,
         matched: r.progress.iter().copied().collect(),
         conf_ver: r.descriptor.conf_ver,
+        end_key: r.descriptor.end_key.clone(),
+        version: r.descriptor.version,
+        frozen: r.descriptor.frozen,
+        sticky: r.descriptor.sticky,
+        approx_bytes: r.approx_bytes,
+        qps: r.qps,
     })
 }
 
@@ -579,6 +709,12 @@ fn to_view_from_proto(r: &crate::proto::RangeStatus) -> Option<RangeView> {
         last_index: r.last_index,
         matched: r.progress.iter().map(|p| (p.node_id, p.matched)).collect(),
         conf_ver: r.conf_ver,
+        end_key: r.end_key.clone(),
+        version: r.version,
+        frozen: r.frozen,
+        sticky: r.sticky,
+        approx_bytes: r.approx_bytes,
+        qps: r.qps,
     })
 }
 
@@ -596,6 +732,12 @@ mod tests {
             last_index: 100,
             matched: matched.iter().copied().collect(),
             conf_ver: 1,
+            end_key: vec![id as u8 + 1],
+            version: 1,
+            frozen: false,
+            sticky: false,
+            approx_bytes: 0,
+            qps: 0,
         }
     }
     fn set(v: &[u64]) -> BTreeSet<u64> {

@@ -72,10 +72,48 @@ pub struct SplitCmd {
     /// (the range changed meanwhile) is rejected by every replica.
     #[prost(uint64, tag = "3")]
     pub expected_version: u64,
+    /// A manual split: the new right range is never merged away by the
+    /// placement driver.
+    #[prost(bool, tag = "4")]
+    pub sticky: bool,
 }
 
-/// A replicated command: a client write (ops apply atomically, in order) or
-/// a split.
+/// Freezes a range for a merge into its left neighbour (see `MergeCmd`).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct FreezeCmd {
+    /// The range's `version` when the freeze was proposed.
+    #[prost(uint64, tag = "1")]
+    pub expected_version: u64,
+}
+
+/// A key-value pair carried inside a command (internal keys).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Pair {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// Absorbs the frozen right neighbour `rhs` into this range. The command
+/// carries the right range's final data, so a replica of this range applies
+/// it without depending on its own (possibly lagging or absent) replica of
+/// the right range: the merge is one command of this range's log.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MergeCmd {
+    /// This range's `version` when the merge was proposed.
+    #[prost(uint64, tag = "1")]
+    pub expected_version: u64,
+    /// The right neighbour's descriptor, frozen.
+    #[prost(message, optional, tag = "2")]
+    pub rhs: Option<RangeDescriptor>,
+    /// Every pair of the right range's span, as frozen.
+    #[prost(message, repeated, tag = "3")]
+    pub pairs: Vec<Pair>,
+}
+
+/// A replicated command: a client write (ops apply atomically, in order),
+/// or one of split, freeze and merge.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct Command {
     /// Unique per proposal; matches the applied entry to its waiting client.
@@ -85,6 +123,10 @@ pub struct Command {
     pub ops: Vec<Op>,
     #[prost(message, optional, tag = "3")]
     pub split: Option<SplitCmd>,
+    #[prost(message, optional, tag = "4")]
+    pub freeze: Option<FreezeCmd>,
+    #[prost(message, optional, tag = "5")]
+    pub merge: Option<MergeCmd>,
 }
 
 impl Command {
@@ -103,13 +145,11 @@ impl Command {
         engine: &dyn Engine,
         wb: &mut WriteBatch,
     ) -> Result<()> {
-        if self.ops.iter().any(|op| !desc.contains(&op.key)) {
-            // The range split after the client routed the request: retryable.
-            let span = crate::error::Span::new(desc.start_key.clone(), desc.end_key.clone());
-            return Err(Error::KeyNotInRange {
-                range_id: desc.range_id,
-                span,
-            });
+        let frozen = desc.frozen && !crate::chaos::canary(crate::chaos::Canary::MergeLosesWrites);
+        if frozen || self.ops.iter().any(|op| !desc.contains(&op.key)) {
+            // The range split, or froze for a merge, after the write was
+            // proposed: nothing is written; the client retries.
+            return Err(desc.epoch_mismatch());
         }
         for op in &self.ops {
             if op.kind == OpKind::PutIfAbsent as i32 {
@@ -161,7 +201,7 @@ mod tests {
                 Op::put(keys::data_key(b"a"), b"1".to_vec()),
                 Op::delete(keys::data_key(b"b")),
             ],
-            split: None,
+            ..Default::default()
         };
         let cmd = Command::decode(&cmd.encode()).unwrap();
         let mut wb = WriteBatch::new();
@@ -174,7 +214,7 @@ mod tests {
                 Op::put(keys::data_key(b"ok"), vec![]),
                 Op::put(keys::data_key(b"_/x"), vec![]),
             ],
-            split: None,
+            ..Default::default()
         };
         let mut wb = WriteBatch::new();
         assert!(bad

@@ -26,6 +26,15 @@ pub struct RangeDescriptor {
     /// Node ids holding a replica.
     #[prost(uint64, repeated, tag = "6")]
     pub replicas: Vec<u64>,
+    /// Frozen for a merge into its left neighbour: no reads, writes,
+    /// splits or membership changes; its data is final. Never thawed: the
+    /// range lives on only inside whichever range absorbs it.
+    #[prost(bool, tag = "7")]
+    pub frozen: bool,
+    /// Created by a manual split: the placement driver never merges it
+    /// into its left neighbour.
+    #[prost(bool, tag = "8")]
+    pub sticky: bool,
 }
 
 /// Lower-case hex of a byte string (directory values show spans this way).
@@ -55,6 +64,7 @@ impl RangeDescriptor {
             "version": self.version,
             "conf_ver": self.conf_ver,
             "replicas": self.replicas,
+            "sticky": self.sticky,
         })
         .to_string()
         .into_bytes()
@@ -64,6 +74,16 @@ impl RangeDescriptor {
     pub fn directory_epoch(value: &[u8]) -> Option<(u64, u64)> {
         let v: serde_json::Value = serde_json::from_slice(value).ok()?;
         Some((v.get("version")?.as_u64()?, v.get("conf_ver")?.as_u64()?))
+    }
+
+    /// The error for a request this range can no longer take (it changed,
+    /// or froze for a merge).
+    pub fn epoch_mismatch(&self) -> crate::error::Error {
+        crate::error::Error::EpochMismatch {
+            range_id: self.range_id,
+            current: crate::error::Span::new(self.start_key.clone(), self.end_key.clone()),
+            version: self.version,
+        }
     }
 
     pub fn contains(&self, data_key: &[u8]) -> bool {
@@ -82,6 +102,7 @@ impl RangeDescriptor {
                 conf_ver: 1,
                 version: 1,
                 replicas: replicas.clone(),
+                ..Default::default()
             },
             RangeDescriptor {
                 range_id: USER_RANGE_ID,
@@ -90,6 +111,7 @@ impl RangeDescriptor {
                 conf_ver: 1,
                 version: 1,
                 replicas,
+                ..Default::default()
             },
         ]
     }

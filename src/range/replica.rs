@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::oneshot;
 
+use super::command::{FreezeCmd, MergeCmd, Pair};
 use super::{Command, Op, RangeDescriptor, SplitCmd};
 use crate::error::{Error, LeaderHint, Result};
 use crate::keys;
@@ -106,6 +107,9 @@ pub struct ReplicaStatus {
     pub learners: Vec<u64>,
     /// Leader only: (peer, matched index) for every other member.
     pub progress: Vec<(u64, u64)>,
+    /// Requests per second this node served for the range, recently
+    /// (filled in by the Store).
+    pub qps: u64,
 }
 
 pub struct Replica {
@@ -135,6 +139,29 @@ pub struct Replica {
     approx_bytes: u64,
     /// This node was removed from the range: the Store destroys the replica.
     removed: bool,
+    /// Ranges this replica absorbed by merges since the Store last looked:
+    /// the Store drops its replicas of them (their data now lives here).
+    merged_away: Vec<u64>,
+    /// A snapshot was applied since the Store last looked (its span may
+    /// cover stale replicas of ranges merged into this one).
+    snapshot_applied: bool,
+    /// Hibernating: an idle range stops ticking (no heartbeats, no
+    /// elections) until activity or a silent leader node wakes it.
+    quiesced: bool,
+    /// Ticks this leader has been idle.
+    idle_ticks: usize,
+    /// Something happened to this replica since the Store last handled its
+    /// Ready (a step, tick, proposal or read): it may have a new one.
+    touched: bool,
+}
+
+/// Context of the heartbeat a leader sends when its range goes quiet.
+const QUIESCE_CTX: &[u8] = b"quiesce";
+
+/// Whether `m` is part of putting a range to sleep (and must not wake it).
+fn is_quiesce_message(m: &Message) -> bool {
+    use raft::eraftpb::MessageType::{MsgHeartbeat, MsgHeartbeatResponse};
+    matches!(m.get_msg_type(), MsgHeartbeat | MsgHeartbeatResponse) && m.context == QUIESCE_CTX
 }
 
 /// A follower stuck this long in snapshot state gets its snapshot again
@@ -195,6 +222,11 @@ impl Replica {
             new_ranges: Vec::new(),
             approx_bytes: 0,
             removed: false,
+            merged_away: Vec::new(),
+            snapshot_applied: false,
+            quiesced: false,
+            idle_ticks: 0,
+            touched: true,
         };
         replica.reseed_election_timeout();
         let hs = replica.group.store().hard_state().clone();
@@ -240,6 +272,20 @@ impl Replica {
     pub fn is_initialized(&self) -> bool {
         self.group.store().is_initialized()
     }
+    /// Ranges absorbed by merges since the last call (see `merged_away`).
+    pub fn take_merged_away(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.merged_away)
+    }
+
+    /// Whether a snapshot was applied since the last call.
+    pub fn take_snapshot_applied(&mut self) -> bool {
+        std::mem::take(&mut self.snapshot_applied)
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.desc.frozen
+    }
+
     /// Ranges created by splits since the last call (see `new_ranges`).
     pub fn take_new_ranges(&mut self) -> Vec<(RangeDescriptor, bool)> {
         std::mem::take(&mut self.new_ranges)
@@ -311,6 +357,7 @@ impl Replica {
                 Vec::new()
             },
             voters: store.conf_state().voters.clone(),
+            qps: 0,
         }
     }
 
@@ -332,7 +379,94 @@ impl Replica {
         crate::error::Span::new(self.desc.start_key.clone(), self.desc.end_key.clone())
     }
 
-    pub fn tick(&mut self) {
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced
+    }
+
+    /// Ends hibernation (activity, or the leader's node fell silent).
+    pub fn wake(&mut self) {
+        self.quiesced = false;
+        self.idle_ticks = 0;
+        self.touched = true;
+    }
+
+    pub fn is_touched(&self) -> bool {
+        self.touched
+    }
+
+    pub fn touch(&mut self) {
+        self.touched = true;
+    }
+
+    /// Whether the replica was touched since the last call.
+    pub fn take_touched(&mut self) -> bool {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// One tick, unless hibernating. Returns the messages that put the
+    /// range to sleep when this leader found it idle long enough.
+    pub fn tick(&mut self) -> Vec<Message> {
+        if self.quiesced {
+            return Vec::new();
+        }
+        self.touched = true;
+        self.tick_awake();
+        self.maybe_quiesce()
+    }
+
+    /// A leader puts its range to sleep after `2 * election_tick` idle
+    /// ticks once every member has the whole log: it tells the followers
+    /// (a heartbeat marked QUIESCE_CTX) and stops ticking; so do they.
+    fn maybe_quiesce(&mut self) -> Vec<Message> {
+        if !self.is_leader() || !self.is_idle() {
+            self.idle_ticks = 0;
+            return Vec::new();
+        }
+        self.idle_ticks += 1;
+        if self.idle_ticks < 2 * self.group.raft.election_timeout() {
+            return Vec::new();
+        }
+        let raft = &self.group.raft;
+        let last = raft.raft_log.last_index();
+        let caught_up = raft.prs().iter().all(|(id, pr)| {
+            *id == self.node_id
+                || (pr.matched == last && pr.state == raft::ProgressState::Replicate)
+        });
+        if !caught_up || raft.lead_transferee.is_some() {
+            return Vec::new();
+        }
+        let msgs = raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != self.node_id)
+            .map(|(id, _)| {
+                let mut m = Message::default();
+                m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+                m.to = *id;
+                m.from = self.node_id;
+                m.term = raft.term;
+                m.commit = last;
+                m.context = QUIESCE_CTX.to_vec().into();
+                m
+            })
+            .collect();
+        self.quiesced = true;
+        msgs
+    }
+
+    /// Nothing in flight: no waiters, everything committed is applied,
+    /// and the log holds nothing uncommitted.
+    fn is_idle(&self) -> bool {
+        let raft = &self.group.raft;
+        self.proposals.is_empty()
+            && self.reads.is_empty()
+            && self.early_reads.is_empty()
+            && !self.group.has_ready()
+            && raft.raft_log.committed == raft.raft_log.last_index()
+            && self.group.store().applied_index() == raft.raft_log.committed
+    }
+
+    fn tick_awake(&mut self) {
         self.group.tick();
         self.reseed_election_timeout();
         self.retry_stuck_snapshots();
@@ -369,12 +503,28 @@ impl Replica {
     }
 
     pub fn step(&mut self, msg: Message) -> Result<()> {
+        let quiesce = is_quiesce_message(&msg);
+        if !quiesce {
+            self.wake();
+        }
+        self.touched = true;
+        let from = msg.from;
+        let is_heartbeat = msg.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat;
         let r = self.group.step(msg);
         self.reseed_election_timeout();
+        if quiesce && is_heartbeat {
+            // The leader put the range to sleep: follow if this replica
+            // agrees it leads and has the whole log.
+            let raft = &self.group.raft;
+            if raft.state == StateRole::Follower && raft.leader_id == from && self.is_idle() {
+                self.quiesced = true;
+            }
+        }
         Ok(r?)
     }
 
     pub fn campaign(&mut self) -> Result<()> {
+        self.wake();
         let r = self.group.campaign();
         self.reseed_election_timeout();
         Ok(r?)
@@ -382,8 +532,13 @@ impl Replica {
 
     /// Proposes a write; `done` is answered once it is applied (or fails).
     pub fn propose(&mut self, ops: Vec<Op>, done: Responder<()>) {
+        self.wake();
         if !self.is_leader() {
             let _ = done.send(Err(self.not_leader()));
+            return;
+        }
+        if self.desc.frozen && !crate::chaos::canary(crate::chaos::Canary::MergeLosesWrites) {
+            let _ = done.send(Err(self.desc.epoch_mismatch()));
             return;
         }
         if ops.iter().any(|op| !self.desc.contains(&op.key)) {
@@ -397,16 +552,26 @@ impl Replica {
             Command {
                 id: 0,
                 ops,
-                split: None,
+                ..Default::default()
             },
             done,
         );
     }
 
     /// Proposes splitting this range at `split_key` (an internal data key).
-    pub fn propose_split(&mut self, split_key: Vec<u8>, new_range_id: u64, done: Responder<()>) {
+    pub fn propose_split(
+        &mut self,
+        split_key: Vec<u8>,
+        new_range_id: u64,
+        sticky: bool,
+        done: Responder<()>,
+    ) {
         if !self.is_leader() {
             let _ = done.send(Err(self.not_leader()));
+            return;
+        }
+        if self.desc.frozen {
+            let _ = done.send(Err(self.desc.epoch_mismatch()));
             return;
         }
         if split_key <= self.desc.start_key || split_key >= self.desc.end_key {
@@ -421,12 +586,14 @@ impl Replica {
             split_key,
             new_range_id,
             expected_version: self.desc.version,
+            sticky,
         };
         self.propose_command(
             Command {
                 id: 0,
                 ops: Vec::new(),
                 split: Some(split),
+                ..Default::default()
             },
             done,
         );
@@ -440,6 +607,7 @@ impl Replica {
         done: Responder<()>,
     ) {
         use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType};
+        self.wake();
         if !self.is_leader() {
             let _ = done.send(Err(self.not_leader()));
             return;
@@ -452,6 +620,13 @@ impl Replica {
             return;
         }
         let cs = self.group.store().conf_state().clone();
+        if self.desc.frozen && !matches!(change, ReplicaChange::TransferLeader(_)) {
+            let _ = done.send(Err(Error::Unavailable(format!(
+                "range {} is frozen for a merge; its membership no longer changes",
+                self.desc.range_id
+            ))));
+            return;
+        }
         if let ReplicaChange::TransferLeader(n) = change {
             if !cs.voters.contains(&n) {
                 let _ = done.send(Err(Error::InvalidArgument(format!(
@@ -572,6 +747,7 @@ impl Replica {
     }
 
     fn propose_command(&mut self, mut cmd: Command, done: Responder<()>) {
+        self.wake();
         self.next_cmd_id = self.next_cmd_id.wrapping_add(1);
         let id = self.next_cmd_id;
         cmd.id = id;
@@ -593,6 +769,7 @@ impl Replica {
 
     /// A linearizable read through ReadIndex.
     pub fn read(&mut self, op: ReadOp, done: Responder<ReadResult>) {
+        self.wake();
         if crate::chaos::canary(crate::chaos::Canary::ReadWithoutReadIndex) {
             let _ = done.send(self.execute(&op));
             return;
@@ -623,6 +800,11 @@ impl Replica {
     }
 
     fn execute(&self, op: &ReadOp) -> Result<ReadResult> {
+        // A frozen range's keys may already be served (and written) by the
+        // range that absorbed it.
+        if self.desc.frozen {
+            return Err(self.desc.epoch_mismatch());
+        }
         match op {
             ReadOp::Get(key) => {
                 if !self.desc.contains(key) {
@@ -699,6 +881,7 @@ impl Replica {
             let snap = rd.snapshot().clone();
             self.group.mut_store().apply_snapshot(&snap, wb)?;
             self.reload_descriptor_from(&snap)?;
+            self.snapshot_applied = true;
         }
         for e in rd.take_committed_entries() {
             self.apply_entry(e, wb, completions)?;
@@ -844,9 +1027,11 @@ impl Replica {
             EntryType::EntryNormal => {
                 if !e.data.is_empty() {
                     let cmd = Command::decode(&e.data)?;
-                    let res = match &cmd.split {
-                        Some(split) => self.apply_split(split, wb),
-                        None => {
+                    let res = match (&cmd.split, &cmd.freeze, &cmd.merge) {
+                        (Some(split), _, _) => self.apply_split(split, wb),
+                        (_, Some(freeze), _) => self.apply_freeze(freeze, wb),
+                        (_, _, Some(merge)) => self.apply_merge(merge, wb),
+                        _ => {
                             let r = cmd.apply(&self.desc, self.engine.as_ref(), wb);
                             if r.is_ok() {
                                 let bytes: usize =
@@ -866,7 +1051,16 @@ impl Replica {
             }
             EntryType::EntryConfChangeV2 => {
                 let cc = ConfChangeV2::parse_from_bytes(&e.data)?;
+                let voters_before = self.group.store().conf_state().voters.clone();
                 let cs = self.group.apply_conf_change(&cc)?;
+                let (range_id, node_id, voters_after) =
+                    (self.desc.range_id, self.node_id, cs.voters.clone());
+                crate::chaos::raft_event(|| crate::chaos::RaftEvent::MembershipApplied {
+                    range_id,
+                    node_id,
+                    voters_before,
+                    voters_after,
+                });
                 let mut members: Vec<u64> = cs
                     .voters
                     .iter()
@@ -934,11 +1128,8 @@ impl Replica {
     /// stays where it is: only the descriptors change.
     fn apply_split(&mut self, split: &SplitCmd, wb: &mut WriteBatch) -> Result<()> {
         let key = &split.split_key;
-        if split.expected_version != self.desc.version {
-            return Err(Error::KeyNotInRange {
-                range_id: self.desc.range_id,
-                span: self.span(),
-            });
+        if split.expected_version != self.desc.version || self.desc.frozen {
+            return Err(self.desc.epoch_mismatch());
         }
         if key <= &self.desc.start_key
             || key >= &self.desc.end_key
@@ -956,6 +1147,8 @@ impl Replica {
             conf_ver: self.desc.conf_ver,
             version: left.version,
             replicas: self.desc.replicas.clone(),
+            frozen: false,
+            sticky: split.sticky,
         };
         wb.put(
             keys::descriptor_key(left.range_id),
@@ -980,7 +1173,14 @@ impl Replica {
         // replica of a range it is no member of.
         let cs = self.group.store().conf_state();
         let member = cs.voters.contains(&self.node_id) || cs.learners.contains(&self.node_id);
-        let initialized = initialized || !member;
+        // Replaying the split after a restart, on a node that since dropped
+        // the new range (merged away or removed, seed 191): it stays gone,
+        // or a fresh replica would forget the votes it cast.
+        let dropped = self
+            .engine
+            .get(&keys::tombstone_key(right.range_id))?
+            .is_some();
+        let initialized = initialized || !member || dropped;
         if !initialized {
             // The newest hard state: staged earlier in this very batch (the
             // empty replica voted in this loop), else persisted.
@@ -1019,6 +1219,155 @@ impl Replica {
         if !initialized {
             self.new_ranges.push((right, self.is_leader()));
         }
+        Ok(())
+    }
+
+    /// Freezes this range for a merge (idempotent: `done` gets Ok once the
+    /// freeze applied on this leader, or at once if it had).
+    pub fn propose_freeze(&mut self, expected_version: u64, done: Responder<()>) {
+        if !self.is_leader() {
+            let _ = done.send(Err(self.not_leader()));
+            return;
+        }
+        if self.desc.frozen {
+            let _ = done.send(Ok(()));
+            return;
+        }
+        if self.desc.range_id == super::SYSTEM_RANGE_ID {
+            let _ = done.send(Err(Error::InvalidArgument(
+                "the system range does not merge".into(),
+            )));
+            return;
+        }
+        let freeze = FreezeCmd { expected_version };
+        self.propose_command(
+            Command {
+                freeze: Some(freeze),
+                ..Default::default()
+            },
+            done,
+        );
+    }
+
+    /// A frozen range's final descriptor and data (for a merge).
+    pub fn frozen_data(&self) -> Result<(RangeDescriptor, Vec<KvPair>)> {
+        if !self.desc.frozen {
+            return Err(Error::Unavailable(format!(
+                "range {} is not frozen",
+                self.desc.range_id
+            )));
+        }
+        let d = &self.desc;
+        let pairs = self
+            .engine
+            .scan(&d.start_key, &d.end_key, usize::MAX, false)?;
+        Ok((d.clone(), pairs))
+    }
+
+    /// Proposes absorbing the frozen right neighbour `rhs` with its data.
+    /// Ok at once if this range already covers `rhs` (merged earlier).
+    pub fn propose_merge(
+        &mut self,
+        expected_version: u64,
+        rhs: RangeDescriptor,
+        pairs: Vec<KvPair>,
+        done: Responder<()>,
+    ) {
+        if !self.is_leader() {
+            let _ = done.send(Err(self.not_leader()));
+            return;
+        }
+        let d = &self.desc;
+        if d.start_key <= rhs.start_key && rhs.end_key <= d.end_key && !rhs.end_key.is_empty() {
+            let _ = done.send(Ok(()));
+            return;
+        }
+        if d.frozen || d.version != expected_version {
+            let _ = done.send(Err(d.epoch_mismatch()));
+            return;
+        }
+        if d.end_key != rhs.start_key || !rhs.frozen || d.range_id == super::SYSTEM_RANGE_ID {
+            let _ = done.send(Err(Error::InvalidArgument(format!(
+                "range {} cannot absorb range {}: not its frozen right neighbour",
+                d.range_id, rhs.range_id
+            ))));
+            return;
+        }
+        let merge = MergeCmd {
+            expected_version,
+            rhs: Some(rhs),
+            pairs: pairs
+                .into_iter()
+                .map(|(key, value)| Pair { key, value })
+                .collect(),
+        };
+        self.propose_command(
+            Command {
+                merge: Some(merge),
+                ..Default::default()
+            },
+            done,
+        );
+    }
+
+    /// Freeze, on every replica: from here on the range takes no reads,
+    /// writes, splits or membership changes (see `RangeDescriptor::frozen`).
+    fn apply_freeze(&mut self, freeze: &FreezeCmd, wb: &mut WriteBatch) -> Result<()> {
+        if self.desc.frozen {
+            return Ok(());
+        }
+        if freeze.expected_version != self.desc.version {
+            return Err(self.desc.epoch_mismatch());
+        }
+        self.desc.frozen = true;
+        self.desc.version += 1;
+        wb.put(
+            keys::descriptor_key(self.desc.range_id),
+            prost::Message::encode_to_vec(&self.desc),
+        );
+        Ok(())
+    }
+
+    /// Merge, on every replica of the left range: take the right range's
+    /// span and its frozen data (replacing whatever this node held there).
+    /// The Store then drops this node's replica of the right range.
+    fn apply_merge(&mut self, merge: &MergeCmd, wb: &mut WriteBatch) -> Result<()> {
+        let Some(rhs) = &merge.rhs else {
+            return Err(Error::InvalidArgument("merge without a right range".into()));
+        };
+        if self.desc.frozen || merge.expected_version != self.desc.version {
+            return Err(self.desc.epoch_mismatch());
+        }
+        if self.desc.end_key != rhs.start_key
+            || !rhs.frozen
+            || rhs.end_key <= rhs.start_key
+            || rhs.range_id == self.desc.range_id
+            || merge
+                .pairs
+                .iter()
+                .any(|p| p.key < rhs.start_key || p.key >= rhs.end_key)
+        {
+            return Err(Error::InvalidArgument(
+                "merge of a range that is not the frozen right neighbour".into(),
+            ));
+        }
+        wb.delete_range(rhs.start_key.clone(), rhs.end_key.clone());
+        let mut bytes = 0u64;
+        for p in &merge.pairs {
+            bytes += (p.key.len() + p.value.len()) as u64;
+            wb.put(p.key.clone(), p.value.clone());
+        }
+        self.desc.end_key = rhs.end_key.clone();
+        self.desc.version = self.desc.version.max(rhs.version) + 1;
+        wb.put(
+            keys::descriptor_key(self.desc.range_id),
+            prost::Message::encode_to_vec(&self.desc),
+        );
+        self.group
+            .mut_store()
+            .set_span((self.desc.start_key.clone(), self.desc.end_key.clone()));
+        self.approx_bytes += bytes;
+        self.merged_away.push(rhs.range_id);
         Ok(())
     }
 

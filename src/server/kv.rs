@@ -332,14 +332,7 @@ impl Admin for KvService {
                 "malformed range descriptor".into(),
             )));
         }
-        let desc = crate::range::RangeDescriptor {
-            range_id: m.range_id,
-            start_key: m.start_key,
-            end_key: m.end_key,
-            conf_ver: m.conf_ver,
-            version: m.version,
-            replicas: m.replicas,
-        };
+        let desc = crate::range::RangeDescriptor::from(m);
         self.store
             .write(vec![Op::put_range_meta(&desc)])
             .await
@@ -397,7 +390,7 @@ impl Admin for KvService {
     ) -> Result<Response<GcReplicaResponse>, Status> {
         let req = request.into_inner();
         self.store
-            .gc_replica(req.range_id, req.conf_ver)
+            .gc_replica(req.range_id, req.conf_ver, req.merged)
             .await
             .map_err(to_status)?;
         Ok(Response::new(GcReplicaResponse {}))
@@ -500,13 +493,48 @@ impl Admin for KvService {
         &self,
         request: Request<SplitRangeRequest>,
     ) -> Result<Response<SplitRangeResponse>, Status> {
-        let key = request.into_inner().key;
-        check_writable_key(&key).map_err(to_status)?;
+        let req = request.into_inner();
+        check_writable_key(&req.key).map_err(to_status)?;
         self.store
-            .split(keys::data_key(&key))
+            .split(keys::data_key(&req.key), req.sticky)
             .await
             .map_err(to_status)?;
         Ok(Response::new(SplitRangeResponse {}))
+    }
+
+    async fn freeze_range(
+        &self,
+        request: Request<FreezeRangeRequest>,
+    ) -> Result<Response<FreezeRangeResponse>, Status> {
+        let req = request.into_inner();
+        let (desc, pairs) = self
+            .store
+            .freeze(req.range_id, req.expected_version)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(FreezeRangeResponse {
+            descriptor: Some(desc.into()),
+            pairs: pairs
+                .into_iter()
+                .map(|(key, value)| KeyValue { key, value })
+                .collect(),
+        }))
+    }
+
+    async fn merge_ranges(
+        &self,
+        request: Request<MergeRangesRequest>,
+    ) -> Result<Response<MergeRangesResponse>, Status> {
+        let req = request.into_inner();
+        let rhs = req.rhs.ok_or_else(|| {
+            to_status(Error::InvalidArgument("merge without a right range".into()))
+        })?;
+        let pairs = req.pairs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        self.store
+            .merge(req.range_id, req.expected_version, rhs.into(), pairs)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(MergeRangesResponse {}))
     }
 
     async fn node_status(
@@ -544,6 +572,9 @@ impl Admin for KvService {
                 version: r.descriptor.version,
                 conf_ver: r.descriptor.conf_ver,
                 approx_bytes: r.approx_bytes,
+                frozen: r.descriptor.frozen,
+                sticky: r.descriptor.sticky,
+                qps: r.qps,
                 learners: r.learners,
                 progress: r
                     .progress

@@ -140,12 +140,18 @@ pub async fn run_node(
             RaftTransportServer::new(raft_service).max_decoding_message_size(MAX_RAFT_BATCH_BYTES),
         )
         .add_service(KvServer::new(kv_service.clone()))
-        .add_service(AdminServer::new(kv_service.clone()))
+        .add_service(
+            AdminServer::new(kv_service.clone())
+                .max_decoding_message_size(crate::config::MAX_ADMIN_MESSAGE),
+        )
         .add_service(health::pb::health_server::HealthServer::new(health.clone()))
         .serve_with_shutdown(peer_addr, until_shutdown(stop_rx.clone()));
     let client_server = tonic::transport::Server::builder()
         .add_service(KvServer::new(kv_service.clone()))
-        .add_service(AdminServer::new(kv_service))
+        .add_service(
+            AdminServer::new(kv_service)
+                .max_decoding_message_size(crate::config::MAX_ADMIN_MESSAGE),
+        )
         .add_service(health::pb::health_server::HealthServer::new(health.clone()))
         .serve_with_shutdown(client_addr, until_shutdown(stop_rx.clone()));
     tokio::spawn(publish_directory(handle.clone(), stop_rx.clone()));
@@ -219,21 +225,15 @@ async fn publish_directory(store: crate::node::StoreHandle, stop: watch::Receive
         for r in status
             .ranges
             .iter()
-            .filter(|r| r.is_leader && !r.descriptor.end_key.is_empty())
+            // A frozen range is about to disappear into its left neighbour.
+            .filter(|r| r.is_leader && !r.descriptor.end_key.is_empty() && !r.descriptor.frozen)
         {
             let d = &r.descriptor;
             let epoch = (d.version, d.conf_ver);
             if published.get(&d.range_id) == Some(&epoch) {
                 continue;
             }
-            let msg = crate::proto::RangeDescriptorMsg {
-                range_id: d.range_id,
-                start_key: d.start_key.clone(),
-                end_key: d.end_key.clone(),
-                version: d.version,
-                conf_ver: d.conf_ver,
-                replicas: d.replicas.clone(),
-            };
+            let msg = crate::proto::RangeDescriptorMsg::from(d.clone());
             if c.publish_range(msg).await.is_ok() {
                 published.insert(d.range_id, epoch);
             }

@@ -1,0 +1,258 @@
+//! Merges, as the placement driver runs them: which adjacent ranges to
+//! merge (pure, `plan_merge`) and the steps that do it (`execute`).
+//!
+//! A merge absorbs a right range R into its left neighbour L:
+//! 1. freeze R (a Raft command of R: from then on R serves nothing and its
+//!    data is final) and read its data from R's leader;
+//! 2. propose on L a merge command carrying R's descriptor and data; every
+//!    replica of L applies it (replacing whatever it held in R's span), and
+//!    drops its own replica of R;
+//! 3. drop R's remaining replicas (on nodes without L, or lagging) and R's
+//!    directory entry.
+//!
+//! A frozen range is never thawed: if step 2 fails (L split, changed or lost
+//! its leader), a later round absorbs R into whatever range then ends where
+//! R starts. Step 1 and 2 are idempotent, so a new placement driver simply
+//! continues. Hysteresis: only non-sticky (not manually split), cold ranges
+//! that together hold less than a quarter of `range_max_bytes` merge, after
+//! qualifying for `MERGE_ROUNDS` rounds in a row.
+
+use std::collections::BTreeMap;
+
+use super::RangeView;
+use crate::client::Client;
+use crate::range::SYSTEM_RANGE_ID;
+
+/// Rounds in a row a pair must qualify before it merges.
+pub const MERGE_ROUNDS: u32 = 5;
+
+/// Thresholds for starting a merge.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeLimits {
+    /// Largest combined size (already capped at range_max_bytes / 4); 0: never.
+    pub max_bytes: u64,
+    /// Largest combined load in requests per second.
+    pub max_qps: u64,
+}
+
+/// One merge step: freeze `rhs` (if not yet) and merge it into `lhs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeStep {
+    pub lhs: u64,
+    pub rhs: u64,
+}
+
+/// A replica some node holds: (node, range, start key, end key, version).
+pub type Held = (u64, u64, Vec<u8>, Vec<u8>, u64);
+
+/// Replicas of ranges that were merged away: a live range (as its leader
+/// reports it) other than theirs covers their start key with a newer
+/// version. Versions only grow along the ranges that hold a key over time
+/// and a split keeps a range's start, so only a merge can explain it.
+///
+/// A node that still holds the left neighbour as it was before the merge
+/// (ending where the merged range starts) keeps its replica until that
+/// neighbour applies the merge, which drops it: meanwhile it stops a newer
+/// range's snapshot from landing in the span the lagging merge will write
+/// (seed 212).
+pub fn merged_replicas(held: &[Held], ranges: &[RangeView]) -> Vec<(u64, u64)> {
+    held.iter()
+        .filter(|(node, id, start, _, _)| {
+            !held
+                .iter()
+                .any(|(n, other, _, end, _)| n == node && other != id && end == start)
+        })
+        .filter(|(_, id, start, _, version)| {
+            ranges.iter().any(|v| {
+                v.range_id != *id
+                    && !v.frozen
+                    && v.start_key <= *start
+                    && *start < v.end_key
+                    && v.version > *version
+            })
+        })
+        .map(|(node, id, _, _, _)| (*node, *id))
+        .collect()
+}
+
+/// The next merge step: finishing a frozen range first, else starting one
+/// for a pair that qualified `MERGE_ROUNDS` rounds in a row (`streaks`
+/// counts, per (left, right) pair, and forgets pairs that stop qualifying).
+pub fn plan_merge(
+    ranges: &[RangeView],
+    limits: MergeLimits,
+    streaks: &mut BTreeMap<(u64, u64), u32>,
+) -> Option<MergeStep> {
+    let mut by_start: Vec<&RangeView> = ranges.iter().filter(|r| !r.frozen).collect();
+    by_start.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    let covering = |key: &[u8]| {
+        by_start
+            .iter()
+            .find(|r| r.start_key.as_slice() <= key && key < r.end_key.as_slice())
+            .copied()
+    };
+    // Frozen ranges are unavailable until absorbed: they go first. One a
+    // live range covers was absorbed already (see `merged_replicas`).
+    for r in ranges.iter().filter(|r| r.frozen) {
+        if covering(&r.start_key).is_some() {
+            continue;
+        }
+        if let Some(l) = by_start.iter().find(|l| l.end_key == r.start_key) {
+            return Some(MergeStep {
+                lhs: l.range_id,
+                rhs: r.range_id,
+            });
+        }
+    }
+    let mut qualified = Vec::new();
+    if limits.max_bytes > 0 {
+        for pair in by_start.windows(2) {
+            let (l, r) = (pair[0], pair[1]);
+            let ok = l.end_key == r.start_key
+                && l.range_id != SYSTEM_RANGE_ID
+                && r.range_id != SYSTEM_RANGE_ID
+                && !r.sticky
+                && l.learners.is_empty()
+                && r.learners.is_empty()
+                && l.approx_bytes + r.approx_bytes <= limits.max_bytes
+                && l.qps + r.qps <= limits.max_qps;
+            if ok {
+                qualified.push((l.range_id, r.range_id));
+            }
+        }
+    }
+    streaks.retain(|k, _| qualified.contains(k));
+    let mut start = None;
+    for k in qualified {
+        let n = streaks.entry(k).or_insert(0);
+        *n += 1;
+        if *n >= MERGE_ROUNDS && start.is_none() {
+            start = Some(k);
+        }
+    }
+    let (lhs, rhs) = start?;
+    streaks.remove(&(lhs, rhs));
+    Some(MergeStep { lhs, rhs })
+}
+
+/// Runs steps 1 and 2 of a merge (see module docs); `views` holds this
+/// round's leader views. The caller then drops the leftovers (step 3).
+pub async fn execute(
+    c: &Client,
+    step: &MergeStep,
+    views: &BTreeMap<u64, RangeView>,
+) -> crate::Result<()> {
+    let (Some(l), Some(r)) = (views.get(&step.lhs), views.get(&step.rhs)) else {
+        return Ok(());
+    };
+    tracing::info!(
+        lhs = l.range_id,
+        rhs = r.range_id,
+        "merging range {} into range {}",
+        r.range_id,
+        l.range_id
+    );
+    let frozen = c.freeze_range(&r.start_key, r.range_id, r.version).await?;
+    c.merge_ranges(&l.start_key, l.range_id, l.version, frozen)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u64, start: u8, end: u8, bytes: u64) -> RangeView {
+        RangeView {
+            range_id: id,
+            start_key: vec![0x11, start],
+            end_key: vec![0x11, end],
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            leader: 1,
+            last_index: 10,
+            matched: Default::default(),
+            conf_ver: 1,
+            version: 2,
+            frozen: false,
+            sticky: false,
+            approx_bytes: bytes,
+            qps: 0,
+        }
+    }
+    const LIMITS: MergeLimits = MergeLimits {
+        max_bytes: 1000,
+        max_qps: 100,
+    };
+
+    #[test]
+    fn small_cold_neighbours_merge_after_a_streak() {
+        let ranges = vec![view(2, 0, 10, 100), view(5, 10, 20, 100)];
+        let mut streaks = BTreeMap::new();
+        for _ in 1..MERGE_ROUNDS {
+            assert_eq!(plan_merge(&ranges, LIMITS, &mut streaks), None);
+        }
+        assert_eq!(
+            plan_merge(&ranges, LIMITS, &mut streaks),
+            Some(MergeStep { lhs: 2, rhs: 5 })
+        );
+    }
+
+    #[test]
+    fn big_hot_sticky_or_moving_ranges_do_not_merge() {
+        let mut streaks = BTreeMap::new();
+        let big = vec![view(2, 0, 10, 600), view(5, 10, 20, 600)];
+        let mut hot = vec![view(2, 0, 10, 1), view(5, 10, 20, 1)];
+        hot[1].qps = 500;
+        let mut sticky = vec![view(2, 0, 10, 1), view(5, 10, 20, 1)];
+        sticky[1].sticky = true;
+        let mut moving = vec![view(2, 0, 10, 1), view(5, 10, 20, 1)];
+        moving[0].learners = vec![4];
+        for ranges in [big, hot, sticky, moving] {
+            for _ in 0..2 * MERGE_ROUNDS {
+                assert_eq!(plan_merge(&ranges, LIMITS, &mut streaks), None);
+            }
+        }
+        // A pair that stops qualifying starts its streak over.
+        let ok = vec![view(2, 0, 10, 1), view(5, 10, 20, 1)];
+        let mut hot = ok.clone();
+        hot[0].qps = 1000;
+        for _ in 1..MERGE_ROUNDS {
+            plan_merge(&ok, LIMITS, &mut streaks);
+        }
+        assert_eq!(plan_merge(&hot, LIMITS, &mut streaks), None);
+        assert_eq!(plan_merge(&ok, LIMITS, &mut streaks), None);
+    }
+
+    #[test]
+    fn frozen_ranges_are_finished_first_or_cleaned_up() {
+        let mut streaks = BTreeMap::new();
+        let mut ranges = vec![view(2, 0, 10, 1), view(5, 10, 20, 1), view(7, 20, 30, 1)];
+        ranges[2].frozen = true;
+        ranges[2].version = 3;
+        assert_eq!(
+            plan_merge(&ranges, LIMITS, &mut streaks),
+            Some(MergeStep { lhs: 5, rhs: 7 })
+        );
+        // Range 5 absorbed it (a newer version covers its start): its
+        // leftover replicas go; range 5's own replicas stay.
+        let mut done = ranges.clone();
+        done[1].end_key = vec![0x11, 30];
+        done[1].version = 4;
+        let held = vec![
+            (1, 7, vec![0x11, 20], vec![0x11, 30], 3),
+            (2, 5, vec![0x11, 10], vec![0x11, 30], 4),
+            (3, 5, vec![0x11, 10], vec![0x11, 20], 2),
+            (3, 7, vec![0x11, 20], vec![0x11, 30], 3),
+        ];
+        // Node 3's replica of range 5 has not applied the merge yet: its
+        // replica of range 7 stays until it does.
+        assert_eq!(merged_replicas(&held, &done), vec![(1, 7)]);
+        assert!(!matches!(
+            plan_merge(&done, LIMITS, &mut streaks),
+            Some(MergeStep { rhs: 7, .. })
+        ));
+        // A stale view (older version) covering it proves nothing.
+        done[1].version = 1;
+        assert_eq!(merged_replicas(&held, &done), vec![]);
+    }
+}
