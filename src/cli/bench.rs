@@ -63,10 +63,18 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
     if args.ranges > 1 {
         let admin = Client::new(endpoints.to_vec(), opts.clone())?;
         let n = args.ranges.min(args.keys);
+        let started = Instant::now();
         for r in 1..n {
             admin
                 .split(&key(&args.prefix, r * args.keys / n), true)
                 .await?;
+            if r % 500 == 0 {
+                eprintln!(
+                    "split {r}/{} ({:.0} splits/s)",
+                    n - 1,
+                    r as f64 / started.elapsed().as_secs_f64()
+                );
+            }
         }
         eprintln!("split the key space into {n} ranges");
     }

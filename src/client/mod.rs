@@ -661,7 +661,9 @@ impl Client {
         let ch = self.channel(addr)?;
         match tokio::time::timeout(
             self.opts.rpc_timeout,
-            AdminClient::new(ch).node_status(NodeStatusRequest {}),
+            AdminClient::new(ch)
+                .max_decoding_message_size(MAX_ADMIN_MESSAGE)
+                .node_status(NodeStatusRequest {}),
         )
         .await
         {
