@@ -26,6 +26,19 @@ pub const DEFAULT_CLIENT_ADDRESS: &str = "127.0.0.1:8081";
 pub const DEFAULT_DATA_DIR: &str = "./rangedb-data";
 
 /// Ranges larger than this split (cluster setting `range_max_bytes`).
+/// Snapshots are sent in chunks of this size...
+#[cfg(not(madsim))]
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// ...at most this fast per peer, on a stream of their own (so heartbeats
+/// never wait behind a snapshot).
+#[cfg(not(madsim))]
+pub const SNAPSHOT_BYTES_PER_SEC: u64 = 64 << 20;
+/// In simulation snapshots are small: tiny chunks exercise the chunking.
+#[cfg(madsim)]
+pub const SNAPSHOT_CHUNK_BYTES: usize = 512;
+#[cfg(madsim)]
+pub const SNAPSHOT_BYTES_PER_SEC: u64 = 1 << 20;
+
 /// Largest Admin message (a merge carries the absorbed range's data).
 pub const MAX_ADMIN_MESSAGE: usize = 256 << 20;
 

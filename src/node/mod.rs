@@ -14,4 +14,4 @@ mod store;
 mod transport;
 
 pub use store::{Consistency, NodeStatus, Store, StoreConfig, StoreHandle, StoreMsg};
-pub use transport::{Directory, PeerAddresses, Transport};
+pub use transport::{Directory, PeerAddresses, SnapshotAssembler, Transport};

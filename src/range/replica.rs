@@ -110,6 +110,8 @@ pub struct ReplicaStatus {
     /// Requests per second this node served for the range, recently
     /// (filled in by the Store).
     pub qps: u64,
+    /// Hibernating (see `Replica::tick`).
+    pub quiesced: bool,
 }
 
 pub struct Replica {
@@ -358,6 +360,7 @@ impl Replica {
             },
             voters: store.conf_state().voters.clone(),
             qps: 0,
+            quiesced: self.quiesced,
         }
     }
 
@@ -383,11 +386,16 @@ impl Replica {
         self.quiesced
     }
 
-    /// Ends hibernation (activity, or the leader's node fell silent).
+    /// Ends hibernation (a message, or the leader's node fell silent).
     pub fn wake(&mut self) {
         self.quiesced = false;
-        self.idle_ticks = 0;
         self.touched = true;
+    }
+
+    /// A request: wake, and count idleness from now.
+    fn activity(&mut self) {
+        self.wake();
+        self.idle_ticks = 0;
     }
 
     pub fn is_touched(&self) -> bool {
@@ -455,13 +463,13 @@ impl Replica {
     }
 
     /// Nothing in flight: no waiters, everything committed is applied,
-    /// and the log holds nothing uncommitted.
+    /// and the log holds nothing uncommitted. (A pending Ready with only
+    /// heartbeats in it is fine: sleeping only stops ticking.)
     fn is_idle(&self) -> bool {
         let raft = &self.group.raft;
         self.proposals.is_empty()
             && self.reads.is_empty()
             && self.early_reads.is_empty()
-            && !self.group.has_ready()
             && raft.raft_log.committed == raft.raft_log.last_index()
             && self.group.store().applied_index() == raft.raft_log.committed
     }
@@ -508,15 +516,25 @@ impl Replica {
             self.wake();
         }
         self.touched = true;
-        let from = msg.from;
+        let (from, commit) = (msg.from, msg.commit);
         let is_heartbeat = msg.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat;
         let r = self.group.step(msg);
         self.reseed_election_timeout();
         if quiesce && is_heartbeat {
             // The leader put the range to sleep: follow if this replica
-            // agrees it leads and has the whole log.
+            // agrees it leads and has the whole log (the heartbeat's answer
+            // and applying the last entries may still be pending: sleeping
+            // only stops ticking).
             let raft = &self.group.raft;
-            if raft.state == StateRole::Follower && raft.leader_id == from && self.is_idle() {
+            let whole_log =
+                raft.raft_log.last_index() == commit && raft.raft_log.committed == commit;
+            if raft.state == StateRole::Follower
+                && raft.leader_id == from
+                && whole_log
+                && self.proposals.is_empty()
+                && self.reads.is_empty()
+                && self.early_reads.is_empty()
+            {
                 self.quiesced = true;
             }
         }
@@ -524,7 +542,7 @@ impl Replica {
     }
 
     pub fn campaign(&mut self) -> Result<()> {
-        self.wake();
+        self.activity();
         let r = self.group.campaign();
         self.reseed_election_timeout();
         Ok(r?)
@@ -532,7 +550,7 @@ impl Replica {
 
     /// Proposes a write; `done` is answered once it is applied (or fails).
     pub fn propose(&mut self, ops: Vec<Op>, done: Responder<()>) {
-        self.wake();
+        self.activity();
         if !self.is_leader() {
             let _ = done.send(Err(self.not_leader()));
             return;
@@ -607,7 +625,7 @@ impl Replica {
         done: Responder<()>,
     ) {
         use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType};
-        self.wake();
+        self.activity();
         if !self.is_leader() {
             let _ = done.send(Err(self.not_leader()));
             return;
@@ -747,7 +765,7 @@ impl Replica {
     }
 
     fn propose_command(&mut self, mut cmd: Command, done: Responder<()>) {
-        self.wake();
+        self.activity();
         self.next_cmd_id = self.next_cmd_id.wrapping_add(1);
         let id = self.next_cmd_id;
         cmd.id = id;
@@ -769,7 +787,7 @@ impl Replica {
 
     /// A linearizable read through ReadIndex.
     pub fn read(&mut self, op: ReadOp, done: Responder<ReadResult>) {
-        self.wake();
+        self.activity();
         if crate::chaos::canary(crate::chaos::Canary::ReadWithoutReadIndex) {
             let _ = done.send(self.execute(&op));
             return;

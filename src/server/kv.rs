@@ -575,6 +575,7 @@ impl Admin for KvService {
                 frozen: r.descriptor.frozen,
                 sticky: r.descriptor.sticky,
                 qps: r.qps,
+                quiesced: r.quiesced,
                 learners: r.learners,
                 progress: r
                     .progress

@@ -171,23 +171,40 @@ pub async fn run_node(
     let mut client_task = tokio::spawn(client_server);
     tracing::info!(node_id, peer = %cfg.peer_address, client = %cfg.client_address, cluster_id = %ident.cluster_id, "rangedb node started");
 
-    let result: Result<()> = tokio::select! {
-        _ = until_shutdown(shutdown) => Ok(()),
-        r = &mut peer_task => Err(Error::Config(format!("cannot serve peer address {}: {}", cfg.peer_address,
-            match r { Ok(Err(e)) => error_chain(&e), Ok(Ok(())) => "stopped".into(), Err(e) => e.to_string() }))),
-        r = &mut client_task => Err(Error::Config(format!("cannot serve client address {}: {}", cfg.client_address,
-            match r { Ok(Err(e)) => error_chain(&e), Ok(Ok(())) => "stopped".into(), Err(e) => e.to_string() }))),
-        r = &mut store_task => match r {
+    // Which task ended the node: its JoinHandle must not be polled again.
+    #[derive(PartialEq)]
+    enum Ended {
+        Signal,
+        Peer,
+        Client,
+        Store,
+    }
+    let (ended, result): (Ended, Result<()>) = tokio::select! {
+        _ = until_shutdown(shutdown) => (Ended::Signal, Ok(())),
+        r = &mut peer_task => (Ended::Peer, Err(Error::Config(format!("cannot serve peer address {}: {}", cfg.peer_address,
+            match r { Ok(Err(e)) => error_chain(&e), Ok(Ok(())) => "stopped".into(), Err(e) => e.to_string() })))),
+        r = &mut client_task => (Ended::Client, Err(Error::Config(format!("cannot serve client address {}: {}", cfg.client_address,
+            match r { Ok(Err(e)) => error_chain(&e), Ok(Ok(())) => "stopped".into(), Err(e) => e.to_string() })))),
+        r = &mut store_task => (Ended::Store, match r {
             Ok(Err(e)) => Err(e),
             Ok(Ok(())) => Err(Error::Internal("store stopped".into())),
             Err(e) => Err(Error::Internal(format!("store task: {e}"))),
-        },
+        }),
     };
-    tracing::info!("rangedb node shutting down");
+    match &result {
+        Ok(()) => tracing::info!("rangedb node shutting down"),
+        Err(e) => tracing::error!(%e, "rangedb node shutting down"),
+    }
     let _ = stop_tx.send(true);
-    let _ = store_task.await;
-    let _ = peer_task.await;
-    let _ = client_task.await;
+    if ended != Ended::Store {
+        let _ = store_task.await;
+    }
+    if ended != Ended::Peer {
+        let _ = peer_task.await;
+    }
+    if ended != Ended::Client {
+        let _ = client_task.await;
+    }
     result
 }
 

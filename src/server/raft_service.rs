@@ -28,6 +28,7 @@ impl RaftTransport for RaftService {
     ) -> Result<Response<RaftDone>, Status> {
         let mut stream = request.into_inner();
         let tx = self.store.raft_sender();
+        let mut snapshots = crate::node::SnapshotAssembler::default();
         while let Some(batch) = stream.message().await? {
             self.store
                 .directory()
@@ -36,7 +37,14 @@ impl RaftTransport for RaftService {
                 .insert(batch.from_node, batch.from_peer_address);
             let mut msgs = Vec::with_capacity(batch.messages.len());
             for env in batch.messages {
-                match Message::parse_from_bytes(&env.message) {
+                let bytes = match &env.chunk {
+                    Some(chunk) => match snapshots.add(chunk, env.message) {
+                        Some(whole) => whole,
+                        None => continue,
+                    },
+                    None => env.message,
+                };
+                match Message::parse_from_bytes(&bytes) {
                     Ok(m) => msgs.push((env.range_id, m)),
                     Err(e) => {
                         return Err(Status::invalid_argument(format!("bad raft message: {e}")))
