@@ -9,7 +9,8 @@ idle=${IDLE_SECS:-30}
 export CLUSTER_DIR=${CLUSTER_DIR:-$(mktemp -d /tmp/rangedb-scale.XXXXXX)}
 export RANGEDB_ENDPOINTS=localhost:8081,localhost:8083,localhost:8085
 here=$(dirname "$0")
-trap '"$here/cluster.sh" stop' EXIT
+# KEEP=1 leaves the cluster running afterwards (stop it with CLUSTER_DIR=... scripts/cluster.sh stop).
+[ "${KEEP:-0}" = 1 ] || trap '"$here/cluster.sh" stop' EXIT
 "$here/cluster.sh" start
 pids=$(cat "$CLUSTER_DIR"/n{1,2,3}.pid)
 hz=$(getconf CLK_TCK)
@@ -22,7 +23,7 @@ start=$(date +%s)
 "$bin" bench --ranges "$ranges" --keys "$ranges" --clients 4 --duration 1 --workload put >/dev/null
 echo "created $ranges ranges in $(( $(date +%s) - start )) s"
 # Let the directory publisher, placement and hibernation settle.
-sleep 20
+sleep ${SETTLE_SECS:-30}
 declare -A c0
 for p in $pids; do c0[$p]=$(cpu "$p"); done
 sleep "$idle"

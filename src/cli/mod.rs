@@ -443,6 +443,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             let ranges: Vec<_> = s.ranges.iter().map(|r| serde_json::json!({
                                 "range_id": r.range_id, "leader_id": r.leader_id, "term": r.term, "is_leader": r.is_leader,
                                 "commit": r.commit, "applied": r.applied, "last_index": r.last_index, "voters": r.voters,
+                                "sleeping": r.quiesced,
                             })).collect();
                             let _ = writeln!(
                                 out,
@@ -459,17 +460,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                                 s.node_id, ep, s.cluster_id
                             );
                             let _ = writeln!(out, "  Peer Address: {}", s.peer_address);
+                            let asleep = s.ranges.iter().filter(|r| r.quiesced).count();
+                            let _ =
+                                writeln!(out, "  Ranges: {} ({asleep} sleeping)", s.ranges.len());
                             for r in &s.ranges {
                                 let _ = writeln!(
                                     out,
-                                    "  range {}: {} term {} leader {} commit {} applied {} voters {:?}",
+                                    "  range {}: {} term {} leader {} commit {} applied {} voters {:?}{}",
                                     r.range_id,
                                     if r.is_leader { "LEADER  " } else { "follower" },
                                     r.term,
                                     r.leader_id,
                                     r.commit,
                                     r.applied,
-                                    r.voters
+                                    r.voters,
+                                    if r.quiesced { " sleeping" } else { "" }
                                 );
                             }
                         }

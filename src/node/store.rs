@@ -312,6 +312,8 @@ pub struct Store {
     merged_gc: std::collections::BTreeSet<u64>,
     /// The range `measure_next_range` measured last.
     size_cursor: u64,
+    /// Some replica may have been removed (see `destroy_removed`).
+    removal_pending: bool,
     /// The tick at which each peer node was last heard from (any message).
     last_heard: BTreeMap<u64, u64>,
     /// Nodes holding replicas of our ranges (pinged while ranges sleep).
@@ -381,6 +383,7 @@ impl Store {
             merged: Default::default(),
             merged_gc: Default::default(),
             size_cursor: 0,
+            removal_pending: true,
             last_heard: BTreeMap::new(),
             peers: Default::default(),
         };
@@ -686,6 +689,9 @@ impl Store {
     /// Deletes the replicas that membership changes removed from this node:
     /// their data, their Raft state, and leaves a tombstone.
     fn destroy_removed(&mut self) -> Result<()> {
+        if !std::mem::take(&mut self.removal_pending) {
+            return Ok(());
+        }
         let removed: Vec<u64> = self
             .replicas
             .values()
@@ -979,7 +985,7 @@ impl Store {
                             // A heartbeat from a deposed leader can name a commit
                             // index from this node's previous membership, which
                             // raft-rs would accept into an empty log and panic.
-                            m.commit = m.commit.min(r.status().last_index);
+                            m.commit = m.commit.min(r.last_index());
                         }
                         if let Err(e) = r.step(m) {
                             tracing::debug!(range_id, %e, "raft step failed");
@@ -1067,6 +1073,7 @@ impl Store {
                 done,
             } => {
                 if let Some(r) = self.replicas.get_mut(&range_id) {
+                    self.removal_pending = true;
                     if merged {
                         tracing::info!(range_id, "replica of a merged range will be dropped");
                         self.merged_gc.insert(range_id);
@@ -1139,15 +1146,8 @@ impl Store {
     async fn process_readies(&mut self) -> Result<()> {
         // Replicas marked stale by the placement driver may have no Ready.
         self.destroy_removed()?;
-        let spans: Vec<(u64, Vec<u8>, Vec<u8>)> = self
-            .replicas
-            .values()
-            .filter(|r| r.is_initialized())
-            .map(|r| {
-                let d = r.descriptor();
-                (d.range_id, d.start_key.clone(), d.end_key.clone())
-            })
-            .collect();
+        // Spans taken by snapshots this round: replicas they cover are stale.
+        let mut covered: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
         // Replicas of ranges merged into another one this round: skipped
         // from the moment the merge (or a snapshot covering them) applied,
         // so none of their older writes lands after the merged data.
@@ -1161,6 +1161,9 @@ impl Store {
         // of sleeping ranges cost a flag check each.
         let mut round = Vec::new();
         for (&id, r) in self.replicas.iter_mut() {
+            if is_covered(r, &covered) {
+                gone.insert(id);
+            }
             if gone.contains(&id) || !r.take_touched() {
                 continue;
             }
@@ -1171,7 +1174,15 @@ impl Store {
                 readies.push((id, rd));
             }
             early.push((id, msgs));
-            absorbed_by(r, &spans, &mut gone);
+            absorbed_by(r, &mut covered, &mut gone);
+        }
+        if !covered.is_empty() {
+            // Replicas before the snapshot's in this round's order (rare).
+            for (&id, r) in self.replicas.iter() {
+                if is_covered(r, &covered) {
+                    gone.insert(id);
+                }
+            }
         }
         readies.retain(|(id, _)| !gone.contains(id));
         let mut staged = std::collections::BTreeSet::new();
@@ -1197,7 +1208,7 @@ impl Store {
             let mut msgs = Vec::new();
             if let Some(r) = self.replicas.get_mut(&id) {
                 r.finish_ready(rd, &mut wb, &mut msgs, &mut completions)?;
-                absorbed_by(r, &spans, &mut gone);
+                absorbed_by(r, &mut covered, &mut gone);
             }
             late.push((id, msgs));
         }
@@ -1226,6 +1237,9 @@ impl Store {
                 if r.has_ready() {
                     r.touch();
                 }
+                if r.is_removed() {
+                    self.removal_pending = true;
+                }
             }
         }
         completions.into_iter().for_each(Completion::send);
@@ -1234,21 +1248,31 @@ impl Store {
 }
 
 /// Notes the ranges replica `r` just absorbed: merged by a command it
-/// applied, or covered by a snapshot it applied (taken after a merge).
+/// applied, or covered by a snapshot it applied (taken after a merge; the
+/// replicas it overlaps are found with `is_covered`).
 fn absorbed_by(
     r: &mut Replica,
-    spans: &[(u64, Vec<u8>, Vec<u8>)],
+    covered: &mut Vec<(u64, Vec<u8>, Vec<u8>)>,
     gone: &mut std::collections::BTreeSet<u64>,
 ) {
     gone.extend(r.take_merged_away());
     if r.take_snapshot_applied() {
         let d = r.descriptor();
-        for (id, s, e) in spans {
-            if *id != d.range_id && *s < d.end_key && d.start_key < *e {
-                gone.insert(*id);
-            }
-        }
+        covered.push((d.range_id, d.start_key.clone(), d.end_key.clone()));
     }
+}
+
+/// Whether initialized replica `r` overlaps a span a snapshot of another
+/// range took this round (so `r` is a stale replica of a merged range).
+fn is_covered(r: &Replica, covered: &[(u64, Vec<u8>, Vec<u8>)]) -> bool {
+    if covered.is_empty() {
+        return false;
+    }
+    let d = r.descriptor();
+    r.is_initialized()
+        && covered
+            .iter()
+            .any(|(id, s, e)| *id != d.range_id && *s < d.end_key && d.start_key < *e)
 }
 
 /// Stages dropping the Raft state of a replica whose range was merged into

@@ -50,27 +50,41 @@ pub type Held = (u64, u64, Vec<u8>, Vec<u8>, u64);
 /// version. Versions only grow along the ranges that hold a key over time
 /// and a split keeps a range's start, so only a merge can explain it.
 ///
-/// A node that still holds the left neighbour as it was before the merge
-/// (ending where the merged range starts) keeps its replica until that
-/// neighbour applies the merge, which drops it: meanwhile it stops a newer
-/// range's snapshot from landing in the span the lagging merge will write
-/// (seed 212).
-pub fn merged_replicas(held: &[Held], ranges: &[RangeView]) -> Vec<(u64, u64)> {
+/// With `guard`, a node that still holds the left neighbour as it was
+/// before the merge (ending where the merged range starts, and behind its
+/// leader) keeps its replica until that neighbour applies the merge, which
+/// drops it: meanwhile it stops a newer range's snapshot from landing in the
+/// span the lagging merge will write (seed 212). Directory entries need no
+/// guard.
+pub fn merged_replicas(held: &[Held], ranges: &[RangeView], guard: bool) -> Vec<(u64, u64)> {
+    // O(n log n): thousands of ranges are checked every round.
+    let current: BTreeMap<u64, u64> = ranges.iter().map(|v| (v.range_id, v.version)).collect();
+    let ends: std::collections::BTreeSet<(u64, &[u8], u64)> = held
+        .iter()
+        .filter(|(_, id, _, _, version)| current.get(id).is_none_or(|v| v > version))
+        .map(|(n, id, _, end, _)| (*n, end.as_slice(), *id))
+        .collect();
+    let mut live: Vec<&RangeView> = ranges.iter().filter(|v| !v.frozen).collect();
+    live.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    // Live ranges covering `key` start at or before it; the views of one
+    // round may overlap (a leader that has not applied a change yet), so
+    // look at the nearest few.
+    let newer_covers = |key: &[u8], id: u64, version: u64| -> bool {
+        let i = live.partition_point(|v| v.start_key.as_slice() <= key);
+        live[..i]
+            .iter()
+            .rev()
+            .take(16)
+            .any(|v| key < v.end_key.as_slice() && v.range_id != id && v.version > version)
+    };
     held.iter()
         .filter(|(node, id, start, _, _)| {
-            !held
-                .iter()
-                .any(|(n, other, _, end, _)| n == node && other != id && end == start)
+            !guard
+                || !ends
+                    .range((*node, start.as_slice(), 0)..=(*node, start.as_slice(), u64::MAX))
+                    .any(|(_, _, other)| other != id)
         })
-        .filter(|(_, id, start, _, version)| {
-            ranges.iter().any(|v| {
-                v.range_id != *id
-                    && !v.frozen
-                    && v.start_key <= *start
-                    && *start < v.end_key
-                    && v.version > *version
-            })
-        })
+        .filter(|(_, id, start, _, version)| newer_covers(start, *id, *version))
         .map(|(node, id, _, _, _)| (*node, *id))
         .collect()
 }
@@ -104,7 +118,7 @@ pub fn plan_merge(
             });
         }
     }
-    let mut qualified = Vec::new();
+    let mut qualified = std::collections::BTreeSet::new();
     if limits.max_bytes > 0 {
         for pair in by_start.windows(2) {
             let (l, r) = (pair[0], pair[1]);
@@ -117,7 +131,7 @@ pub fn plan_merge(
                 && l.approx_bytes + r.approx_bytes <= limits.max_bytes
                 && l.qps + r.qps <= limits.max_qps;
             if ok {
-                qualified.push((l.range_id, r.range_id));
+                qualified.insert((l.range_id, r.range_id));
             }
         }
     }
@@ -246,13 +260,22 @@ mod tests {
         ];
         // Node 3's replica of range 5 has not applied the merge yet: its
         // replica of range 7 stays until it does.
-        assert_eq!(merged_replicas(&held, &done), vec![(1, 7)]);
+        assert_eq!(merged_replicas(&held, &done, true), vec![(1, 7)]);
+        assert_eq!(merged_replicas(&held, &done, false), vec![(1, 7), (3, 7)]);
+        // Range 5 on node 3 caught up, and later split exactly where range 7
+        // started: nothing lags, node 3's replica of range 7 goes.
+        let mut split_again = held.clone();
+        split_again[2].4 = 4;
+        assert_eq!(
+            merged_replicas(&split_again, &done, true),
+            vec![(1, 7), (3, 7)]
+        );
         assert!(!matches!(
             plan_merge(&done, LIMITS, &mut streaks),
             Some(MergeStep { rhs: 7, .. })
         ));
         // A stale view (older version) covering it proves nothing.
         done[1].version = 1;
-        assert_eq!(merged_replicas(&held, &done), vec![]);
+        assert_eq!(merged_replicas(&held, &done, true), vec![]);
     }
 }

@@ -615,7 +615,7 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
         }
         // Leftovers of merged ranges: their replicas and directory entries.
         let mut gone = BTreeSet::new();
-        for (node, range_id) in merge::merged_replicas(&held_spans, &views) {
+        for (node, range_id) in merge::merged_replicas(&held_spans, &views, true) {
             gone.insert(range_id);
             if let Some(addr) = nodes.get(&node) {
                 tracing::info!(range_id, node, "dropping a replica of a merged range");
@@ -624,7 +624,7 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
         }
         // Directory entries of merged ranges (the same rule).
         let entries = directory_entries(&store).await;
-        for (_, range_id) in merge::merged_replicas(&entries, &views) {
+        for (_, range_id) in merge::merged_replicas(&entries, &views, false) {
             gone.insert(range_id);
         }
         if !gone.is_empty() {

@@ -311,6 +311,10 @@ impl Replica {
         self.removed
     }
 
+    pub fn last_index(&self) -> u64 {
+        self.group.store().last_index_cached()
+    }
+
     pub fn approx_bytes(&self) -> u64 {
         self.approx_bytes
     }
