@@ -314,6 +314,11 @@ pub struct Store {
     size_cursor: u64,
     /// Some replica may have been removed (see `destroy_removed`).
     removal_pending: bool,
+    /// Replicas something happened to since their last round (only these
+    /// can have a Ready), and replicas not hibernating (only these tick):
+    /// thousands of sleeping ranges cost nothing per loop.
+    dirty: std::collections::BTreeSet<u64>,
+    awake: std::collections::BTreeSet<u64>,
     /// The tick at which each peer node was last heard from (any message).
     last_heard: BTreeMap<u64, u64>,
     /// Nodes holding replicas of our ranges (pinged while ranges sleep).
@@ -384,6 +389,8 @@ impl Store {
             merged_gc: Default::default(),
             size_cursor: 0,
             removal_pending: true,
+            dirty: Default::default(),
+            awake: Default::default(),
             last_heard: BTreeMap::new(),
             peers: Default::default(),
         };
@@ -409,6 +416,8 @@ impl Store {
                 store.replicas.insert(range_id, r);
             }
         }
+        store.dirty = store.replicas.keys().copied().collect();
+        store.awake = store.dirty.clone();
         // A group of one elects itself at once instead of waiting a timeout.
         let me = store.cfg.node_id;
         for r in store.replicas.values_mut() {
@@ -471,7 +480,7 @@ impl Store {
                     failed = Some(e);
                     break;
                 }
-                if !self.replicas.values().any(|r| r.is_touched()) {
+                if self.dirty.is_empty() {
                     break;
                 }
             }
@@ -521,6 +530,20 @@ impl Store {
         Ok(next * 1000 + self.cfg.node_id)
     }
 
+    /// Something happened to replica `id`: look at it next round, and tick
+    /// it while it is awake.
+    fn note(&mut self, id: u64) {
+        self.dirty.insert(id);
+        match self.replicas.get(&id) {
+            Some(r) if !r.is_quiesced() => {
+                self.awake.insert(id);
+            }
+            _ => {
+                self.awake.remove(&id);
+            }
+        }
+    }
+
     fn propose_split(&mut self, key: Vec<u8>, sticky: bool, done: Responder<()>) {
         let range_id = match self.route(&key) {
             Ok(id) => id,
@@ -529,6 +552,7 @@ impl Store {
                 return;
             }
         };
+        self.note(range_id);
         if self
             .replicas
             .get(&range_id)
@@ -620,8 +644,27 @@ impl Store {
     fn tick_all(&mut self) {
         let now = self.ticks;
         let silent_after = self.cfg.election_ticks as u64;
-        for (&id, r) in self.replicas.iter_mut() {
+        let awake: Vec<u64> = self.awake.iter().copied().collect();
+        for id in awake {
+            let Some(r) = self.replicas.get_mut(&id) else {
+                self.awake.remove(&id);
+                continue;
+            };
+            for m in r.tick() {
+                self.transport.send(id, m);
+            }
+            self.dirty.insert(id);
             if r.is_quiesced() {
+                self.awake.remove(&id);
+            }
+        }
+        // Sleeping followers whose leader's node fell silent (a scan of
+        // every replica, so twice per election timeout only).
+        if now % (silent_after / 2).max(1) == 0 {
+            for (&id, r) in self.replicas.iter_mut() {
+                if !r.is_quiesced() {
+                    continue;
+                }
                 let leader = r.leader_id();
                 let heard = self.last_heard.get(&leader).copied().unwrap_or(0);
                 if leader == self.cfg.node_id || now.saturating_sub(heard) <= silent_after {
@@ -633,9 +676,8 @@ impl Store {
                     "leader's node is silent; waking range"
                 );
                 r.wake();
-            }
-            for m in r.tick() {
-                self.transport.send(id, m);
+                self.awake.insert(id);
+                self.dirty.insert(id);
             }
         }
         if now % self.cfg.heartbeat_ticks.max(1) as u64 == 0 {
@@ -806,11 +848,14 @@ impl Store {
         }
     }
 
-    /// Opens the replicas that splits created on this node.
-    fn adopt_new_ranges(&mut self) -> Result<()> {
+    /// Opens the replicas that splits applied this round (by the replicas
+    /// in `round`) created on this node.
+    fn adopt_new_ranges(&mut self, round: &[u64]) -> Result<()> {
         let mut created = Vec::new();
-        for r in self.replicas.values_mut() {
-            created.extend(r.take_new_ranges());
+        for id in round {
+            if let Some(r) = self.replicas.get_mut(id) {
+                created.extend(r.take_new_ranges());
+            }
         }
         for (desc, parent_leader) in created {
             if self
@@ -851,6 +896,7 @@ impl Store {
             }
             tracing::info!(range_id = desc.range_id, "range created by a split");
             self.replicas.insert(desc.range_id, r);
+            self.note(desc.range_id);
         }
         Ok(())
     }
@@ -953,6 +999,7 @@ impl Store {
                                     "created replica for incoming raft traffic"
                                 );
                                 self.replicas.insert(range_id, r);
+                                self.note(range_id);
                             }
                             Err(e) => {
                                 tracing::error!(range_id, %e, "cannot create replica");
@@ -991,6 +1038,7 @@ impl Store {
                             tracing::debug!(range_id, %e, "raft step failed");
                         }
                     }
+                    self.note(range_id);
                 }
             }
             StoreMsg::Write { ops, done } => {
@@ -1005,6 +1053,7 @@ impl Store {
                         if let Some(r) = self.replicas.get_mut(&id) {
                             r.propose(ops, done);
                         }
+                        self.note(id);
                     }
                     Err(e) => drop(done.send(Err(e))),
                 }
@@ -1036,6 +1085,7 @@ impl Store {
                                 Consistency::Local => drop(done.send(r.read_local(&op))),
                             }
                         }
+                        self.note(id);
                     }
                     Err(e) => drop(done.send(Err(e))),
                 }
@@ -1045,10 +1095,13 @@ impl Store {
                 range_id,
                 expected_version,
                 done,
-            } => match self.replicas.get_mut(&range_id) {
-                Some(r) => r.propose_freeze(expected_version, done),
-                None => drop(done.send(Err(Error::RangeNotFound(range_id)))),
-            },
+            } => {
+                match self.replicas.get_mut(&range_id) {
+                    Some(r) => r.propose_freeze(expected_version, done),
+                    None => drop(done.send(Err(Error::RangeNotFound(range_id)))),
+                }
+                self.note(range_id);
+            }
             StoreMsg::FrozenData { range_id, done } => {
                 let r = match self.replicas.get(&range_id) {
                     Some(r) => r.frozen_data(),
@@ -1062,10 +1115,13 @@ impl Store {
                 rhs,
                 pairs,
                 done,
-            } => match self.replicas.get_mut(&range_id) {
-                Some(r) => r.propose_merge(expected_version, rhs, pairs, done),
-                None => drop(done.send(Err(Error::RangeNotFound(range_id)))),
-            },
+            } => {
+                match self.replicas.get_mut(&range_id) {
+                    Some(r) => r.propose_merge(expected_version, rhs, pairs, done),
+                    None => drop(done.send(Err(Error::RangeNotFound(range_id)))),
+                }
+                self.note(range_id);
+            }
             StoreMsg::GcReplica {
                 range_id,
                 conf_ver,
@@ -1089,10 +1145,13 @@ impl Store {
                 change,
                 expected_conf_ver,
                 done,
-            } => match self.replicas.get_mut(&range_id) {
-                Some(r) => r.propose_change(change, expected_conf_ver, done),
-                None => drop(done.send(Err(Error::RangeNotFound(range_id)))),
-            },
+            } => {
+                match self.replicas.get_mut(&range_id) {
+                    Some(r) => r.propose_change(change, expected_conf_ver, done),
+                    None => drop(done.send(Err(Error::RangeNotFound(range_id)))),
+                }
+                self.note(range_id);
+            }
             StoreMsg::Status { done } => {
                 let ranges = self
                     .replicas
@@ -1160,7 +1219,10 @@ impl Store {
         // Only replicas something happened to can have a Ready: thousands
         // of sleeping ranges cost a flag check each.
         let mut round = Vec::new();
-        for (&id, r) in self.replicas.iter_mut() {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(r) = self.replicas.get_mut(&id) else {
+                continue;
+            };
             if is_covered(r, &covered) {
                 gone.insert(id);
             }
@@ -1229,16 +1291,22 @@ impl Store {
             self.merged.insert(id);
             tracing::info!(range_id = id, "replica dropped: its range was merged");
         }
-        self.adopt_new_ranges()?;
+        self.adopt_new_ranges(&round)?;
         self.destroy_removed()?;
         for id in round {
             if let Some(r) = self.replicas.get_mut(&id) {
                 r.after_write(&mut completions);
                 if r.has_ready() {
                     r.touch();
+                    self.dirty.insert(id);
                 }
                 if r.is_removed() {
                     self.removal_pending = true;
+                }
+                if r.is_quiesced() {
+                    self.awake.remove(&id);
+                } else {
+                    self.awake.insert(id);
                 }
             }
         }
