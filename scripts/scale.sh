@@ -22,7 +22,14 @@ for p in $pids; do base[$p]=$(rss "$p"); done
 start=$(date +%s)
 "$bin" bench --ranges "$ranges" --keys "$ranges" --clients 4 --duration 1 --workload put >/dev/null
 echo "created $ranges ranges in $(( $(date +%s) - start )) s"
-# Let the directory publisher, placement and hibernation settle.
+# Let placement finish balancing replicas and leaders (up to 10 minutes),
+# then the directory publisher and hibernation settle.
+for _ in $(seq 1 120); do
+  jobs=$("$bin" --output json admin cluster status 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["placement"].get("jobs", [])))' 2>/dev/null || echo 1)
+  [ "$jobs" = 0 ] && break
+  sleep 5
+done
+echo "placement settled in $(( $(date +%s) - start )) s after the splits began"
 sleep ${SETTLE_SECS:-30}
 declare -A c0
 for p in $pids; do c0[$p]=$(cpu "$p"); done

@@ -44,6 +44,10 @@ pub enum StoreMsg {
     Status {
         done: oneshot::Sender<NodeStatus>,
     },
+    /// Descriptors of the initialized, unfrozen ranges this node leads.
+    LedDescriptors {
+        done: oneshot::Sender<Vec<RangeDescriptor>>,
+    },
     /// Split the range holding `key` (an internal data key) at `key`.
     Split {
         key: Vec<u8>,
@@ -277,6 +281,17 @@ impl StoreHandle {
             done,
         })
         .await
+    }
+
+    /// Descriptors of the initialized ranges this node leads, frozen ones
+    /// left out (they are about to disappear into their left neighbour).
+    pub async fn led_descriptors(&self) -> Result<Vec<RangeDescriptor>> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(StoreMsg::LedDescriptors { done })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)
     }
 
     pub async fn status(&self) -> Result<NodeStatus> {
@@ -1151,6 +1166,15 @@ impl Store {
                     None => drop(done.send(Err(Error::RangeNotFound(range_id)))),
                 }
                 self.note(range_id);
+            }
+            StoreMsg::LedDescriptors { done } => {
+                let led = self
+                    .replicas
+                    .values()
+                    .filter(|r| r.is_leader() && r.is_initialized() && !r.is_frozen())
+                    .map(|r| r.descriptor().clone())
+                    .collect();
+                let _ = done.send(led);
             }
             StoreMsg::Status { done } => {
                 let ranges = self

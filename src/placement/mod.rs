@@ -38,6 +38,10 @@ use crate::range::{ReadOp, ReadResult, ReplicaChange, SYSTEM_RANGE_ID};
 pub const DEFAULT_DEAD_NODE_TIMEOUT_SECS: u64 = 10;
 /// Default `replication_factor`.
 pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
+/// Balancing steps (replica or leader moves) per round.
+const BALANCE_STEPS: usize = 32;
+/// Placement rounds of a calm cluster are this far apart.
+const CALM_INTERVAL: Duration = Duration::from_secs(3);
 /// A learner this close to the leader's last index is caught up.
 const CATCH_UP_SLACK: u64 = 10;
 
@@ -452,11 +456,15 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
     let mut client: Option<(Vec<String>, Client)> = None;
     let mut merge_streaks = BTreeMap::new();
     let mut rounds = 0u64;
+    // One second while there is work; a calm cluster (nothing to repair,
+    // move or merge) is looked at every CALM_INTERVAL: each round reads
+    // every node's status, which costs with thousands of ranges.
+    let mut interval = Duration::from_secs(1);
     loop {
         tokio::select! {
             biased;
             _ = stop.changed() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(interval) => {}
         }
         rounds += 1;
         let Ok(me) = store.status().await else {
@@ -557,6 +565,7 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
             .collect();
         // Decommissioning nodes are drained like dead ones but stay reachable.
         dead.extend(draining.iter().copied());
+        let all_answered = live.len() == nodes.len();
         let live: BTreeSet<u64> = live.difference(&dead).copied().collect();
         // A replica whose node a newer membership excludes was removed while
         // that node was away: tell the node to drop it.
@@ -610,7 +619,9 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
                 ..limits
             }
         };
-        if let Some(step) = merge::plan_merge(&views, limits, &mut merge_streaks) {
+        let step = merge::plan_merge(&views, limits, &mut merge_streaks);
+        let merging = step.is_some() || views.iter().any(|v| v.frozen);
+        if let Some(step) = step {
             if let Err(e) = merge::execute(c, &step, &by_id).await {
                 tracing::info!(?step, %e, "merge step failed; will retry");
             }
@@ -642,7 +653,8 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
             let _ = store.write(ops).await;
         }
         if actions.is_empty() {
-            actions.extend(balance_many(&views, &live, rf, 8));
+            // Leader moves are cheap; thousands of ranges need many per round.
+            actions.extend(balance_many(&views, &live, rf, BALANCE_STEPS));
         }
         let mut report_actions: Vec<String> = actions
             .iter()
@@ -672,6 +684,16 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
                 last_report = Some(report);
             }
         }
+        let busy = !actions.is_empty()
+            || merging
+            || !dead.is_empty()
+            || !all_answered
+            || !merge_streaks.is_empty();
+        interval = if busy {
+            Duration::from_secs(1)
+        } else {
+            CALM_INTERVAL
+        };
         for a in actions {
             tracing::info!(range_id = a.range_id, change = ?a.change, why = %a.why, "placement");
             if let Err(e) = c

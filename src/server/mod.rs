@@ -222,7 +222,7 @@ async fn publish_directory(store: crate::node::StoreHandle, stop: watch::Receive
             _ = until_shutdown(stop.clone()) => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
-        let Ok(status) = store.status().await else {
+        let Ok(led) = store.led_descriptors().await else {
             continue;
         };
         let addrs: Vec<String> = store.directory().all().into_values().collect();
@@ -239,13 +239,7 @@ async fn publish_directory(store: crate::node::StoreHandle, stop: watch::Receive
         let Some((_, c)) = client.as_ref() else {
             continue;
         };
-        for r in status
-            .ranges
-            .iter()
-            // A frozen range is about to disappear into its left neighbour.
-            .filter(|r| r.is_leader && !r.descriptor.end_key.is_empty() && !r.descriptor.frozen)
-        {
-            let d = &r.descriptor;
+        for d in &led {
             let epoch = (d.version, d.conf_ver);
             if published.get(&d.range_id) == Some(&epoch) {
                 continue;
