@@ -86,19 +86,33 @@ fn dead_node_is_repaired_and_replication_factor_raised() {
     // Kill -9 a node that holds replicas: every range must get 3 live replicas again.
     servers[0].kill();
     let live = all[1..].join(",");
-    let took = wait_for(
-        &live,
-        Duration::from_secs(60),
-        "repair after a node death",
-        |s| {
-            let h = hosted(s);
-            h.len() == 3
-                && h.iter().all(|(_, c)| *c == 3)
-                && s["under_replicated"]
-                    .as_array()
-                    .is_some_and(|u| u.is_empty())
-        },
-    );
+    let repaired = |s: &serde_json::Value| {
+        let h = hosted(s);
+        h.len() == 3
+            && h.iter().all(|(_, c)| *c == 3)
+            && s["under_replicated"]
+                .as_array()
+                .is_some_and(|u| u.is_empty())
+    };
+    let start = Instant::now();
+    while !repaired(&cluster_status(&live)) {
+        if start.elapsed() > Duration::from_secs(60) {
+            // Say why: the placement driver's and the servers' own words.
+            for s in &servers[1..] {
+                let log = s.log_text();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.contains(" raft:"))
+                    .rev()
+                    .take(15)
+                    .collect();
+                eprintln!("--- {} ---\n{}", s.client_address, tail.join("\n"));
+            }
+            panic!("no repair within 60 s: {}", cluster_status(&live));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let took = start.elapsed();
     println!("repaired {took:?} after the kill (dead_node_timeout 2s)");
 
     // Raise the replication factor: every range gets a replica on all 4 live nodes.

@@ -120,7 +120,11 @@ pub fn balance(ranges: &[RangeView], live: &BTreeSet<u64>, rf: usize) -> Option<
             .voters
             .iter()
             .copied()
-            .filter(|v| *v != r.leader && leaders.get(v).is_some_and(|c| c + 1 < from.max(1) + 1))
+            // Only a move that narrows the gap: swapping who leads more
+            // (2 vs 1 → 1 vs 2) would ping-pong, and when the range is the
+            // system range it moves the placement driver each time, which
+            // restarts its dead-node timeouts (a repair that never came).
+            .filter(|v| *v != r.leader && leaders.get(v).is_some_and(|c| c + 1 < from))
             .min_by_key(|v| (leaders.get(v).copied().unwrap_or(0), *v))?;
         Some(Action {
             range_id: r.range_id,
