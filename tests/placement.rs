@@ -144,11 +144,7 @@ fn rebalance_to_ten_percent_then_decommission() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let servers = start_cluster_n(dir.path(), 4);
-    let eps: String = servers
-        .iter()
-        .map(|s| s.client_address.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let eps = client_endpoints(&servers);
     wait_until(
         Duration::from_secs(60),
         "the cluster to accept writes",
@@ -238,11 +234,7 @@ fn a_new_node_joins_and_gets_replicas() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut servers = start_cluster_n(dir.path(), 3);
-    let eps: String = servers
-        .iter()
-        .map(|s| s.client_address.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let eps = client_endpoints(&servers);
     wait_until(
         Duration::from_secs(60),
         "the cluster to accept writes",
@@ -314,11 +306,7 @@ fn ranges_split_by_size_then_merge_when_emptied() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let servers = start_cluster_n(dir.path(), 3);
-    let eps: String = servers
-        .iter()
-        .map(|s| s.client_address.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let eps = client_endpoints(&servers);
     wait_until(
         Duration::from_secs(60),
         "the cluster to accept writes",

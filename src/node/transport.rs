@@ -25,6 +25,9 @@ const PEER_QUEUE: usize = 8192;
 /// Snapshots queued per peer before new ones are dropped.
 const SNAPSHOT_QUEUE: usize = 4;
 
+/// This node as senders name it: (node id, client address, peer address).
+type Identity = (u64, String, String);
+
 /// Where a peer's snapshots wait: (range id, encoded MsgSnapshot).
 type SnapshotQueue = mpsc::Sender<(u64, Vec<u8>)>;
 /// Most envelopes in one batch.
@@ -115,41 +118,41 @@ impl Transport {
         }
     }
 
-    fn snapshot_sender(&self, to: u64) -> Option<SnapshotQueue> {
-        let mut senders = self
-            .snapshot_senders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = senders.get(&to) {
+    /// The queue to peer `to` in `lanes`, starting its sender task (`run`,
+    /// given this node's identity, the peer's address and the queue's
+    /// receiving end) the first time.
+    fn lane<T, F>(
+        &self,
+        lanes: &Mutex<BTreeMap<u64, mpsc::Sender<T>>>,
+        to: u64,
+        capacity: usize,
+        run: impl FnOnce(Identity, String, mpsc::Receiver<T>, watch::Receiver<bool>) -> F,
+    ) -> Option<mpsc::Sender<T>>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut lanes = lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = lanes.get(&to) {
             return Some(tx.clone());
         }
         let addr = self.addresses.get(to)?;
-        let (tx, rx) = mpsc::channel(SNAPSHOT_QUEUE);
-        senders.insert(to, tx.clone());
+        let (tx, rx) = mpsc::channel(capacity);
+        lanes.insert(to, tx.clone());
         let me = (
             self.node_id,
             self.client_address.clone(),
             self.peer_address.clone(),
         );
-        tokio::spawn(snapshot_loop(me, addr, rx, self.shutdown.clone()));
+        tokio::spawn(run(me, addr, rx, self.shutdown.clone()));
         Some(tx)
     }
 
+    fn snapshot_sender(&self, to: u64) -> Option<SnapshotQueue> {
+        self.lane(&self.snapshot_senders, to, SNAPSHOT_QUEUE, snapshot_loop)
+    }
+
     fn sender(&self, to: u64) -> Option<mpsc::Sender<RaftEnvelope>> {
-        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = senders.get(&to) {
-            return Some(tx.clone());
-        }
-        let addr = self.addresses.get(to)?;
-        let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        senders.insert(to, tx.clone());
-        let me = (
-            self.node_id,
-            self.client_address.clone(),
-            self.peer_address.clone(),
-        );
-        tokio::spawn(peer_loop(me, addr, rx, self.shutdown.clone()));
-        Some(tx)
+        self.lane(&self.senders, to, PEER_QUEUE, peer_loop)
     }
 
     /// Queues a Raft message of `range_id`; never blocks.
@@ -189,7 +192,7 @@ impl Transport {
 }
 
 async fn peer_loop(
-    (node_id, client_address, peer_address): (u64, String, String),
+    (node_id, client_address, peer_address): Identity,
     addr: String,
     mut rx: mpsc::Receiver<RaftEnvelope>,
     mut shutdown: watch::Receiver<bool>,
@@ -251,7 +254,7 @@ async fn peer_loop(
 
 /// Sends snapshots to one peer on their own stream, in chunks, paced.
 async fn snapshot_loop(
-    (node_id, client_address, peer_address): (u64, String, String),
+    (node_id, client_address, peer_address): Identity,
     addr: String,
     mut rx: mpsc::Receiver<(u64, Vec<u8>)>,
     mut shutdown: watch::Receiver<bool>,

@@ -184,6 +184,15 @@ pub fn start_cluster_n(dir: &Path, n: usize) -> Vec<Server> {
         .collect()
 }
 
+/// The servers' client addresses, comma-separated (a CLI `--endpoints`).
+pub fn client_endpoints(servers: &[Server]) -> String {
+    servers
+        .iter()
+        .map(|s| s.client_address.clone())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// `rangedb admin cluster status --output json` against `endpoints`.
 pub fn cluster_status(endpoints: &str) -> serde_json::Value {
     let out = cli(
