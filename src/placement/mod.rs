@@ -435,18 +435,20 @@ async fn directory_entries(store: &StoreHandle) -> Vec<merge::Held> {
 }
 
 /// Registered nodes: id -> client address, and the ones being decommissioned.
-async fn registry(store: &StoreHandle) -> (BTreeMap<u64, String>, BTreeSet<u64>) {
+/// A node listed without a client address (an initial peer that has not
+/// registered yet, or never started) is kept with `None`: it cannot be
+/// asked for its status, so it counts as not answering and, after
+/// `dead_node_timeout`, as dead — its replicas are repaired elsewhere.
+async fn registry(store: &StoreHandle) -> (BTreeMap<u64, Option<String>>, BTreeSet<u64>) {
     let mut out = BTreeMap::new();
     let mut draining = BTreeSet::new();
     for (id, entry) in registry_entries(store, Consistency::Local)
         .await
         .unwrap_or_default()
     {
-        if let Some(addr) = entry["client_address"].as_str() {
-            out.insert(id, addr.to_string());
-            if entry["decommissioning"].as_bool() == Some(true) {
-                draining.insert(id);
-            }
+        out.insert(id, entry["client_address"].as_str().map(str::to_string));
+        if entry["decommissioning"].as_bool() == Some(true) {
+            draining.insert(id);
         }
     }
     (out, draining)
@@ -456,6 +458,7 @@ async fn registry(store: &StoreHandle) -> (BTreeMap<u64, String>, BTreeSet<u64>)
 pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<bool>) {
     let mut last_seen: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
     let mut was_pd = false;
+    let mut last_dead = BTreeSet::new();
     let mut last_report: Option<serde_json::Value> = None;
     let mut client: Option<(Vec<String>, Client)> = None;
     let mut merge_streaks = BTreeMap::new();
@@ -479,16 +482,20 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
             .iter()
             .any(|r| r.range_id == SYSTEM_RANGE_ID && r.is_leader);
         if !is_pd {
+            if was_pd {
+                tracing::info!("no longer the placement driver");
+            }
             was_pd = false;
             continue;
         }
         let now = tokio::time::Instant::now();
         if !was_pd {
+            tracing::info!("this node is now the placement driver");
             last_seen.clear(); // a new PD gives every node a fresh timeout
             was_pd = true;
         }
         let (nodes, draining) = registry(&store).await;
-        let addrs: Vec<String> = nodes.values().cloned().collect();
+        let addrs: Vec<String> = nodes.values().flatten().cloned().collect();
         if addrs.is_empty() {
             continue;
         }
@@ -539,7 +546,7 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
                     ));
                 }
                 Some(me.ranges.iter().map(to_view_from_local).collect::<Vec<_>>())
-            } else {
+            } else if let Some(addr) = addr {
                 c.node_status(addr).await.ok().map(|s| {
                     for r in s.ranges.iter().filter(|r| !r.end_key.is_empty()) {
                         held.push((id, r.range_id, r.conf_ver));
@@ -553,6 +560,8 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
                     }
                     s.ranges.iter().map(to_view_from_proto).collect()
                 })
+            } else {
+                None // not registered: cannot be asked
             };
             if let Some(views) = status {
                 last_seen.insert(id, now);
@@ -569,6 +578,11 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
             .collect();
         // Decommissioning nodes are drained like dead ones but stay reachable.
         dead.extend(draining.iter().copied());
+        if dead != last_dead {
+            tracing::info!(?dead, "dead or draining nodes changed");
+            last_dead = dead.clone();
+        }
+        tracing::debug!(rounds, ?live, ?dead, "placement round");
         let all_answered = live.len() == nodes.len();
         let live: BTreeSet<u64> = live.difference(&dead).copied().collect();
         // A replica whose node a newer membership excludes was removed while
@@ -579,7 +593,7 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
             };
             let member = v.voters.contains(&id) || v.learners.contains(&id);
             if !member && conf_ver < v.conf_ver {
-                if let Some(addr) = nodes.get(&id) {
+                if let Some(Some(addr)) = nodes.get(&id) {
                     tracing::info!(
                         range_id,
                         node = id,
@@ -634,7 +648,7 @@ pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<boo
         let mut gone = BTreeSet::new();
         for (node, range_id) in merge::merged_replicas(&held_spans, &views, true) {
             gone.insert(range_id);
-            if let Some(addr) = nodes.get(&node) {
+            if let Some(Some(addr)) = nodes.get(&node) {
                 tracing::info!(range_id, node, "dropping a replica of a merged range");
                 let _ = c.gc_replica(addr, range_id, 0, true).await;
             }

@@ -109,7 +109,14 @@ pub fn prepare_store(cfg: &ServerConfig, engine: &dyn Engine) -> Result<StoreIde
             replication.to_string().into_bytes(),
         );
         for (i, p) in ident.peers.iter().enumerate() {
-            let entry = serde_json::json!({ "peer_address": p });
+            // The other nodes register their client addresses once they
+            // start; this one's is known now (and must be: if it died
+            // before registering, the placement driver could not probe it).
+            let entry = if i as u64 + 1 == node_id {
+                serde_json::json!({ "peer_address": p, "client_address": cfg.client_address })
+            } else {
+                serde_json::json!({ "peer_address": p })
+            };
             wb.put(
                 keys::data_key(format!("_/cluster/nodes/{}", i + 1).as_bytes()),
                 entry.to_string().into_bytes(),

@@ -349,7 +349,7 @@ async fn register(
         if c.register_node(node_id, &peer, &client).await.is_ok() {
             return;
         }
-        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        wait = (wait * 2).min(std::time::Duration::from_secs(1));
     }
 }
 

@@ -59,7 +59,7 @@ impl Server {
             .expect("log file");
         let child = Command::new(BIN)
             .args(&self.args)
-            .env("RANGEDB_LOG", "info,raft=warn")
+            .env("RANGEDB_LOG", "info,raft=warn,rangedb::placement=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -153,6 +153,12 @@ pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 /// Starts an `n`-node cluster on free loopback ports (node 1 initializes it).
 pub fn start_cluster_n(dir: &Path, n: usize) -> Vec<Server> {
+    start_cluster_except(dir, n, &[])
+}
+
+/// Like `start_cluster_n`, but the nodes numbered in `absent` (1-based) are
+/// listed as peers and never started.
+pub fn start_cluster_except(dir: &Path, n: usize, absent: &[usize]) -> Vec<Server> {
     let peers: Vec<String> = (0..n)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
@@ -161,6 +167,7 @@ pub fn start_cluster_n(dir: &Path, n: usize) -> Vec<Server> {
         .collect();
     let list = peers.join(",");
     (0..n)
+        .filter(|i| !absent.contains(&(i + 1)))
         .map(|i| {
             let mut args = vec![
                 "server".to_string(),
