@@ -312,11 +312,13 @@ pub struct Store {
     rx: mpsc::Receiver<StoreMsg>,
     rng: ChaCha8Rng,
     ticks: u64,
-    /// Ranges whose replica was removed from this node.
-    tombstones: std::collections::BTreeSet<u64>,
-    /// Replicas recreated over a tombstone: they must not vote until a
-    /// snapshot initializes them (see `handle`).
-    no_vote: std::collections::BTreeSet<u64>,
+    /// Ranges whose replica was removed from this node, with the
+    /// membership version (conf_ver) that excluded it.
+    tombstones: BTreeMap<u64, u64>,
+    /// Replicas recreated over a tombstone: they must not vote until they
+    /// hold a membership newer than the one that removed this node (see
+    /// `handle`); their tombstone stays on disk until then.
+    no_vote: BTreeMap<u64, u64>,
     /// Request load per range, for load-based splits.
     load: BTreeMap<u64, RangeLoad>,
     /// Ranges merged into another range: their traffic is ignored for good
@@ -360,7 +362,14 @@ const LOAD_SPLIT_CHECKS: u32 = 10;
 /// Keys kept per range to choose a load-split point.
 const LOAD_SAMPLE_KEYS: usize = 64;
 
-/// The value of a tombstone left by a merge (a removal leaves an empty one).
+/// The membership version a removal tombstone records (empty: written by
+/// an older version, which recorded none).
+fn removal_conf_ver(v: &[u8]) -> u64 {
+    v.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// The value of a tombstone left by a merge (a removal records the
+/// membership version that removed the replica).
 const MERGED_TOMBSTONE: &[u8] = b"merged";
 
 /// Key of the per-store counter behind new range ids.
@@ -415,7 +424,7 @@ impl Store {
                 if v == MERGED_TOMBSTONE {
                     store.merged.insert(range_id);
                 } else {
-                    store.tombstones.insert(range_id);
+                    store.tombstones.insert(range_id, removal_conf_ver(&v));
                 }
             }
             if let Some(range_id) = keys::descriptor_range_id(&k) {
@@ -430,6 +439,18 @@ impl Store {
                 r.set_approx_bytes(size as u64);
                 store.replicas.insert(range_id, r);
             }
+        }
+        // A replica recreated over its tombstone that had not yet become a
+        // member again before the restart: still no vote (see `handle`).
+        let recreated: Vec<(u64, u64)> = store
+            .tombstones
+            .iter()
+            .filter(|(id, _)| store.replicas.contains_key(id))
+            .map(|(&id, &at)| (id, at))
+            .collect();
+        for (id, at) in recreated {
+            store.tombstones.remove(&id);
+            store.no_vote.insert(id, at);
         }
         store.dirty = store.replicas.keys().copied().collect();
         store.awake = store.dirty.clone();
@@ -777,7 +798,10 @@ impl Store {
             if self.merged_gc.remove(&range_id) {
                 wb.put(keys::tombstone_key(range_id), MERGED_TOMBSTONE.to_vec());
             } else {
-                wb.put(keys::tombstone_key(range_id), Vec::new());
+                wb.put(
+                    keys::tombstone_key(range_id),
+                    r.removed_at().to_be_bytes().to_vec(),
+                );
             }
             // Keep the term and vote: if this node is added back, its new
             // replica must not vote again in a term it already voted in.
@@ -791,8 +815,9 @@ impl Store {
             if wb.last_put(&keys::tombstone_key(range_id)) == Some(MERGED_TOMBSTONE) {
                 self.merged.insert(range_id);
             } else {
-                self.tombstones.insert(range_id);
+                self.tombstones.insert(range_id, r.removed_at());
             }
+            self.no_vote.remove(&range_id);
             tracing::info!(range_id, "replica removed from this node");
         }
         Ok(())
@@ -977,7 +1002,8 @@ impl Store {
                     if self.merged.contains(&range_id) {
                         continue; // the range lives on inside another one
                     }
-                    if self.tombstones.contains(&range_id) && !self.replicas.contains_key(&range_id)
+                    if self.tombstones.contains_key(&range_id)
+                        && !self.replicas.contains_key(&range_id)
                     {
                         // Removed from this node earlier. Only a leader's
                         // traffic can mean this node was added again (an empty
@@ -988,20 +1014,17 @@ impl Store {
                         if !matches!(m.get_msg_type(), MsgAppend | MsgHeartbeat | MsgSnapshot) {
                             continue;
                         }
-                        self.tombstones.remove(&range_id);
+                        let removed_at = self.tombstones.remove(&range_id).unwrap_or(0);
                         // The old replica's log died with it. An empty
                         // replica that votes could hand a candidate whose
                         // log lacks the membership change that removed this
                         // node a majority of that stale membership (seed 382:
-                        // two leaders, lost writes). It votes again only once
-                        // a snapshot has made it a real member.
-                        self.no_vote.insert(range_id);
-                        let mut wb = WriteBatch::new();
-                        wb.delete(keys::tombstone_key(range_id));
-                        if let Err(e) = self.engine.write(&wb, true) {
-                            tracing::error!(%e, "cannot clear a tombstone");
-                            continue;
-                        }
+                        // two leaders, lost writes). So could one that a
+                        // stale leader (still counting this node as a voter)
+                        // initialized with a snapshot of that membership
+                        // (seed 1811). It votes again only once it holds a
+                        // membership newer than the one that removed it.
+                        self.no_vote.insert(range_id, removed_at);
                     }
                     if !self.replicas.contains_key(&range_id) {
                         // A replica of a range we do not hold yet: create it
@@ -1022,14 +1045,18 @@ impl Store {
                             }
                         }
                     }
-                    if self.no_vote.contains(&range_id) {
+                    if let Some(&removed_at) = self.no_vote.get(&range_id) {
                         use raft::eraftpb::MessageType::*;
-                        let initialized = self
-                            .replicas
-                            .get(&range_id)
-                            .is_some_and(|r| r.is_initialized());
-                        if initialized {
+                        let member_again = self.replicas.get(&range_id).is_some_and(|r| {
+                            r.is_initialized() && r.descriptor().conf_ver > removed_at
+                        });
+                        if member_again {
                             self.no_vote.remove(&range_id);
+                            let mut wb = WriteBatch::new();
+                            wb.delete(keys::tombstone_key(range_id));
+                            if let Err(e) = self.engine.write(&wb, true) {
+                                tracing::error!(%e, "cannot clear a tombstone");
+                            }
                         } else if matches!(m.get_msg_type(), MsgRequestVote | MsgRequestPreVote) {
                             continue;
                         }
@@ -1287,16 +1314,28 @@ impl Store {
         }
         let mut wb = WriteBatch::new();
         let mut late = Vec::new();
+        let covered_before = covered.len();
         for (id, rd) in readies {
+            let Some(r) = self.replicas.get_mut(&id) else {
+                continue;
+            };
+            if is_covered(r, &covered[covered_before..]) {
+                gone.insert(id);
+            }
             if gone.contains(&id) {
                 continue;
             }
             let mut msgs = Vec::new();
-            if let Some(r) = self.replicas.get_mut(&id) {
-                r.finish_ready(rd, &mut wb, &mut msgs, &mut completions)?;
-                absorbed_by(r, &mut covered, &mut gone);
-            }
+            r.finish_ready(rd, &mut wb, &mut msgs, &mut completions)?;
+            absorbed_by(r, &mut covered, &mut gone);
             late.push((id, msgs));
+        }
+        if covered.len() > covered_before {
+            for (&id, r) in self.replicas.iter() {
+                if is_covered(r, &covered[covered_before..]) {
+                    gone.insert(id);
+                }
+            }
         }
         for &id in gone.difference(&staged) {
             stage_merged_away(&mut wb, id);
@@ -1342,12 +1381,21 @@ impl Store {
 /// Notes the ranges replica `r` just absorbed: merged by a command it
 /// applied, or covered by a snapshot it applied (taken after a merge; the
 /// replicas it overlaps are found with `is_covered`).
+///
+/// A merge covers more than its right-hand range when this node's replica
+/// of that range lagged: a range merged into it earlier may still have a
+/// replica here that never saw that merge (seed 8562). That replica is
+/// stale and must go now, before it applies old writes over the merged
+/// data.
 fn absorbed_by(
     r: &mut Replica,
     covered: &mut Vec<(u64, Vec<u8>, Vec<u8>)>,
     gone: &mut std::collections::BTreeSet<u64>,
 ) {
-    gone.extend(r.take_merged_away());
+    for (id, start, end) in r.take_merged_away() {
+        gone.insert(id);
+        covered.push((r.range_id(), start, end));
+    }
     if r.take_snapshot_applied() {
         let d = r.descriptor();
         covered.push((d.range_id, d.start_key.clone(), d.end_key.clone()));

@@ -141,9 +141,13 @@ pub struct Replica {
     approx_bytes: u64,
     /// This node was removed from the range: the Store destroys the replica.
     removed: bool,
-    /// Ranges this replica absorbed by merges since the Store last looked:
-    /// the Store drops its replicas of them (their data now lives here).
-    merged_away: Vec<u64>,
+    /// The newest membership version known to exclude this node (from the
+    /// placement driver's collection of a stale replica).
+    removed_at: u64,
+    /// Ranges this replica absorbed by merges since the Store last looked,
+    /// with the spans they had: the Store drops its replicas of them, and
+    /// of any other range inside those spans (their data now lives here).
+    merged_away: Vec<(u64, Vec<u8>, Vec<u8>)>,
     /// A snapshot was applied since the Store last looked (its span may
     /// cover stale replicas of ranges merged into this one).
     snapshot_applied: bool,
@@ -224,6 +228,7 @@ impl Replica {
             new_ranges: Vec::new(),
             approx_bytes: 0,
             removed: false,
+            removed_at: 0,
             merged_away: Vec::new(),
             snapshot_applied: false,
             quiesced: false,
@@ -274,8 +279,9 @@ impl Replica {
     pub fn is_initialized(&self) -> bool {
         self.group.store().is_initialized()
     }
-    /// Ranges absorbed by merges since the last call (see `merged_away`).
-    pub fn take_merged_away(&mut self) -> Vec<u64> {
+    /// Ranges absorbed by merges since the last call, with their spans
+    /// (see `merged_away`).
+    pub fn take_merged_away(&mut self) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
         std::mem::take(&mut self.merged_away)
     }
 
@@ -298,8 +304,17 @@ impl Replica {
     pub fn mark_removed_if_older(&mut self, conf_ver: u64) -> bool {
         if self.desc.conf_ver < conf_ver {
             self.removed = true;
+            if conf_ver != u64::MAX {
+                self.removed_at = self.removed_at.max(conf_ver);
+            }
         }
         self.removed
+    }
+
+    /// The membership version (conf_ver) known to exclude this node: a
+    /// replica recreated here later must hold a newer one before it votes.
+    pub fn removed_at(&self) -> u64 {
+        self.removed_at.max(self.desc.conf_ver)
     }
 
     pub fn hard_state(&self) -> raft::eraftpb::HardState {
@@ -1389,7 +1404,8 @@ impl Replica {
             .mut_store()
             .set_span((self.desc.start_key.clone(), self.desc.end_key.clone()));
         self.approx_bytes += bytes;
-        self.merged_away.push(rhs.range_id);
+        self.merged_away
+            .push((rhs.range_id, rhs.start_key.clone(), rhs.end_key.clone()));
         Ok(())
     }
 
