@@ -547,8 +547,10 @@ impl Client {
             key: key.to_string(),
             value: value.to_string(),
         };
+        // Setting a key to a value is idempotent: an ambiguous failure (the
+        // leader removed mid-write, seed 2513) is safely retried.
         let resp = self
-            .with_retry(&data_key(b"_/cluster/config/"), Retry::Write, |ch| {
+            .with_retry(&data_key(b"_/cluster/config/"), Retry::Idempotent, |ch| {
                 let req = req.clone();
                 async move { AdminClient::new(ch).set_config(req).await }
             })
