@@ -1257,7 +1257,7 @@ impl Store {
         // Replicas marked stale by the placement driver may have no Ready.
         self.destroy_removed()?;
         // Spans taken by snapshots this round: replicas they cover are stale.
-        let mut covered: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut covered: Vec<Cover> = Vec::new();
         // Replicas of ranges merged into another one this round: skipped
         // from the moment the merge (or a snapshot covering them) applied,
         // so none of their older writes lands after the merged data.
@@ -1389,31 +1389,38 @@ impl Store {
 /// data.
 fn absorbed_by(
     r: &mut Replica,
-    covered: &mut Vec<(u64, Vec<u8>, Vec<u8>)>,
+    covered: &mut Vec<Cover>,
     gone: &mut std::collections::BTreeSet<u64>,
 ) {
-    for (id, start, end) in r.take_merged_away() {
+    for (id, start, end, version) in r.take_merged_away() {
         gone.insert(id);
-        covered.push((r.range_id(), start, end));
+        // Only replicas older than the merged range: a newer range split off
+        // the merged one later may already live in that span.
+        covered.push((r.range_id(), start, end, version));
     }
     if r.take_snapshot_applied() {
         let d = r.descriptor();
-        covered.push((d.range_id, d.start_key.clone(), d.end_key.clone()));
+        covered.push((d.range_id, d.start_key.clone(), d.end_key.clone(), u64::MAX));
     }
 }
 
-/// Whether initialized replica `r` overlaps a span a snapshot of another
-/// range took this round (so `r` is a stale replica of a merged range).
-fn is_covered(r: &Replica, covered: &[(u64, Vec<u8>, Vec<u8>)]) -> bool {
+/// Whether initialized replica `r` lies in a span another range took this
+/// round — by a snapshot (taken after a merge), or by a merge whose right
+/// range was newer than `r` — so `r` is a stale replica of a merged range.
+fn is_covered(r: &Replica, covered: &[Cover]) -> bool {
     if covered.is_empty() {
         return false;
     }
     let d = r.descriptor();
     r.is_initialized()
-        && covered
-            .iter()
-            .any(|(id, s, e)| *id != d.range_id && *s < d.end_key && d.start_key < *e)
+        && covered.iter().any(|(id, s, e, below)| {
+            *id != d.range_id && *s < d.end_key && d.start_key < *e && d.version < *below
+        })
 }
+
+/// A span some replica took this round (range, start, end), and the
+/// version below which other replicas inside it are stale.
+type Cover = (u64, Vec<u8>, Vec<u8>, u64);
 
 /// Stages dropping the Raft state of a replica whose range was merged into
 /// another one (its data now belongs to that range: it stays), and a

@@ -58,7 +58,16 @@ pub type Held = (u64, u64, Vec<u8>, Vec<u8>, u64);
 /// guard.
 pub fn merged_replicas(held: &[Held], ranges: &[RangeView], guard: bool) -> Vec<(u64, u64)> {
     // O(n log n): thousands of ranges are checked every round.
-    let current: BTreeMap<u64, u64> = ranges.iter().map(|v| (v.range_id, v.version)).collect();
+    // The newest version of each range anyone reports: a leader's view can
+    // be older than its followers' replicas (a cut-off leader that has not
+    // applied the merge yet, seed 14295), and a replica behind any other
+    // replica of its range is lagging.
+    let mut current: BTreeMap<u64, u64> = ranges.iter().map(|v| (v.range_id, v.version)).collect();
+    for (_, id, _, _, version) in held {
+        if let Some(v) = current.get_mut(id) {
+            *v = (*v).max(*version);
+        }
+    }
     let ends: std::collections::BTreeSet<(u64, &[u8], u64)> = held
         .iter()
         .filter(|(_, id, _, _, version)| current.get(id).is_none_or(|v| v > version))

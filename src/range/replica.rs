@@ -147,7 +147,7 @@ pub struct Replica {
     /// Ranges this replica absorbed by merges since the Store last looked,
     /// with the spans they had: the Store drops its replicas of them, and
     /// of any other range inside those spans (their data now lives here).
-    merged_away: Vec<(u64, Vec<u8>, Vec<u8>)>,
+    merged_away: Vec<(u64, Vec<u8>, Vec<u8>, u64)>,
     /// A snapshot was applied since the Store last looked (its span may
     /// cover stale replicas of ranges merged into this one).
     snapshot_applied: bool,
@@ -279,9 +279,9 @@ impl Replica {
     pub fn is_initialized(&self) -> bool {
         self.group.store().is_initialized()
     }
-    /// Ranges absorbed by merges since the last call, with their spans
-    /// (see `merged_away`).
-    pub fn take_merged_away(&mut self) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
+    /// Ranges absorbed by merges since the last call, with their spans and
+    /// final versions (see `merged_away`).
+    pub fn take_merged_away(&mut self) -> Vec<(u64, Vec<u8>, Vec<u8>, u64)> {
         std::mem::take(&mut self.merged_away)
     }
 
@@ -1404,8 +1404,12 @@ impl Replica {
             .mut_store()
             .set_span((self.desc.start_key.clone(), self.desc.end_key.clone()));
         self.approx_bytes += bytes;
-        self.merged_away
-            .push((rhs.range_id, rhs.start_key.clone(), rhs.end_key.clone()));
+        self.merged_away.push((
+            rhs.range_id,
+            rhs.start_key.clone(),
+            rhs.end_key.clone(),
+            rhs.version,
+        ));
         Ok(())
     }
 
