@@ -287,4 +287,22 @@ mod tests {
         done[1].version = 1;
         assert_eq!(merged_replicas(&held, &done, true), vec![]);
     }
+
+    #[test]
+    fn a_stale_leader_view_does_not_lift_the_guard() {
+        // Range 5 absorbed range 7 (version 4 on node 2), but the view the
+        // placement driver got for range 5 came from node 3, a cut-off
+        // leader that has not applied the merge (version 2, seed 14295).
+        // Range 9 (the merged span's new owner, split off later) covers 7.
+        let mut ranges = vec![view(2, 0, 10, 1), view(5, 10, 20, 1), view(9, 20, 30, 1)];
+        ranges[2].version = 5;
+        let held = vec![
+            (2, 5, vec![0x11, 10], vec![0x11, 20], 4),
+            (3, 5, vec![0x11, 10], vec![0x11, 20], 2),
+            (3, 7, vec![0x11, 20], vec![0x11, 30], 3),
+        ];
+        // Node 3's range 5 is behind node 2's: its replica of 7 stays.
+        assert_eq!(merged_replicas(&held, &ranges, true), vec![]);
+        assert_eq!(merged_replicas(&held, &ranges, false), vec![(3, 7)]);
+    }
 }
