@@ -62,11 +62,7 @@ fn dead_node_is_repaired_and_replication_factor_raised() {
     let mut servers = start_cluster_n(dir.path(), 5);
     let all: Vec<String> = servers.iter().map(|s| s.client_address.clone()).collect();
     let eps = all.join(",");
-    wait_until(
-        Duration::from_secs(60),
-        "the cluster to accept writes",
-        || cli(&eps, &["put", "/p/00", "v"]).status.success(),
-    );
+    put_when_ready(&eps, "/p/00", "v");
     for i in 1..50 {
         assert!(cli(&eps, &["put", &format!("/p/{i:02}"), "v"])
             .status
@@ -141,11 +137,7 @@ fn a_listed_node_that_never_starts_is_repaired() {
     // Nodes 1..3 hold the initial ranges; node 3 never comes up.
     let servers = start_cluster_except(dir.path(), 4, &[3]);
     let eps = client_endpoints(&servers);
-    wait_until(
-        Duration::from_secs(60),
-        "the cluster to accept writes",
-        || cli(&eps, &["put", "/a", "1"]).status.success(),
-    );
+    put_when_ready(&eps, "/a", "1");
     let out = cli(&eps, &["admin", "config", "set", "dead_node_timeout", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let took = wait_for(
@@ -174,11 +166,7 @@ fn rebalance_to_ten_percent_then_decommission() {
     let dir = tempfile::tempdir().unwrap();
     let servers = start_cluster_n(dir.path(), 4);
     let eps = client_endpoints(&servers);
-    wait_until(
-        Duration::from_secs(60),
-        "the cluster to accept writes",
-        || cli(&eps, &["put", "/warmup", "1"]).status.success(),
-    );
+    put_when_ready(&eps, "/warmup", "1");
     let out = cli(
         &eps,
         &[
@@ -264,11 +252,7 @@ fn a_new_node_joins_and_gets_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let mut servers = start_cluster_n(dir.path(), 3);
     let eps = client_endpoints(&servers);
-    wait_until(
-        Duration::from_secs(60),
-        "the cluster to accept writes",
-        || cli(&eps, &["put", "/j/seed", "1"]).status.success(),
-    );
+    put_when_ready(&eps, "/j/seed", "1");
     let out = cli(
         &eps,
         &[
@@ -336,11 +320,7 @@ fn ranges_split_by_size_then_merge_when_emptied() {
     let dir = tempfile::tempdir().unwrap();
     let servers = start_cluster_n(dir.path(), 3);
     let eps = client_endpoints(&servers);
-    wait_until(
-        Duration::from_secs(60),
-        "the cluster to accept writes",
-        || cli(&eps, &["put", "/m/000", "v"]).status.success(),
-    );
+    put_when_ready(&eps, "/m/000", "v");
     let out = cli(&eps, &["admin", "config", "set", "range_max_bytes", "4096"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let big = "x".repeat(300);

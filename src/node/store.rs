@@ -286,18 +286,19 @@ impl StoreHandle {
     /// Descriptors of the initialized ranges this node leads, frozen ones
     /// left out (they are about to disappear into their left neighbour).
     pub async fn led_descriptors(&self) -> Result<Vec<RangeDescriptor>> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(StoreMsg::LedDescriptors { done })
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)
+        self.ask(|done| StoreMsg::LedDescriptors { done }).await
     }
 
     pub async fn status(&self) -> Result<NodeStatus> {
+        self.ask(|done| StoreMsg::Status { done }).await
+    }
+
+    /// A question the Store answers at once (no Raft round, no timeout):
+    /// only a stopped Store leaves it unanswered.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> StoreMsg) -> Result<T> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(StoreMsg::Status { done })
+            .send(make(done))
             .await
             .map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)

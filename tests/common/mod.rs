@@ -151,6 +151,16 @@ pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Retries `put key value` for up to a minute: returns once the cluster
+/// (just started) accepts writes.
+pub fn put_when_ready(endpoints: &str, key: &str, value: &str) {
+    wait_until(
+        Duration::from_secs(60),
+        "the cluster to accept writes",
+        || cli(endpoints, &["put", key, value]).status.success(),
+    );
+}
+
 /// Starts an `n`-node cluster on free loopback ports (node 1 initializes it).
 pub fn start_cluster_n(dir: &Path, n: usize) -> Vec<Server> {
     start_cluster_except(dir, n, &[])
