@@ -14,7 +14,7 @@ SEED_START ?= 1
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 RANGEDB := $(TARGET_DIR)/debug/rangedb
 
-.PHONY: all setup build run test unit sim sim-build sim-long sim-canaries sim-tests sim-ci bench fmt clippy clean
+.PHONY: all setup build run test unit sim sim-build sim-long sim-canaries sim-tests sim-ci bench fmt clippy lint clean
 
 all: build
 
@@ -85,9 +85,14 @@ bench: build
 fmt:
 	$(CARGO) fmt --all
 
-clippy:
-	$(CARGO) clippy --all-targets
-	RUSTFLAGS="$(SIM_FLAGS)" CARGO_TARGET_DIR=$(SIM_TARGET_DIR) $(CARGO) clippy -p rangedb-sim --all-targets
+clippy: setup
+	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTFLAGS="$(SIM_FLAGS)" CARGO_TARGET_DIR=$(SIM_TARGET_DIR) $(CARGO) clippy -p rangedb-sim --all-targets -- -D warnings
+
+# What CI checks before the tests: formatting, then lints as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(MAKE) clippy
 
 clean:
 	$(CARGO) clean

@@ -1,31 +1,25 @@
-//! Typed configuration: documented limits and defaults as named constants,
-//! the server's settings, and `validate()` for relations between fields.
+//! Typed configuration: the server's settings (`ServerConfig`, defaults as
+//! named constants with units, `validate()` for relations between fields)
+//! and the cluster settings (`settings`: one table, one validator, one typed
+//! reader). Request limits are part of the API (`api`).
+
+mod settings;
+
+pub use settings::{
+    validate_setting, ClusterSettings, Setting, DEFAULT_DEAD_NODE_TIMEOUT_SECS,
+    DEFAULT_MERGE_MAX_BYTES, DEFAULT_RANGE_MAX_BYTES, DEFAULT_REPLICATION_FACTOR,
+    DEFAULT_SPLIT_QPS, MIN_RANGE_MAX_BYTES,
+};
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Largest key accepted by the Kv API, in bytes.
-pub const MAX_KEY_BYTES: usize = 4 * 1024;
-/// Largest value accepted by the Kv API, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
-/// Most pairs in one BatchPut.
-pub const MAX_BATCH_PAIRS: usize = 1000;
-/// Largest total size (keys + values) of one BatchPut, in bytes.
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-/// Scan limit used when the request says 0.
-pub const DEFAULT_SCAN_LIMIT: usize = 1000;
-/// Most pairs one Scan returns.
-pub const MAX_SCAN_LIMIT: usize = 100_000;
-/// Pairs per streamed Scan message.
-pub const SCAN_CHUNK_PAIRS: usize = 256;
-
 pub const DEFAULT_PEER_ADDRESS: &str = "127.0.0.1:8080";
 pub const DEFAULT_CLIENT_ADDRESS: &str = "127.0.0.1:8081";
 pub const DEFAULT_DATA_DIR: &str = "./rangedb-data";
 
-/// Ranges larger than this split (cluster setting `range_max_bytes`).
 /// Snapshots are sent in chunks of this size...
 #[cfg(not(madsim))]
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -38,61 +32,6 @@ pub const SNAPSHOT_BYTES_PER_SEC: u64 = 64 << 20;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 512;
 #[cfg(madsim)]
 pub const SNAPSHOT_BYTES_PER_SEC: u64 = 1 << 20;
-
-/// Largest Admin message (a merge carries the absorbed range's data).
-pub const MAX_ADMIN_MESSAGE: usize = 256 << 20;
-
-pub const DEFAULT_RANGE_MAX_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Requests per second a range may serve before it splits by load.
-pub const DEFAULT_SPLIT_QPS: u64 = 2500;
-
-/// Default `merge_max_bytes`: adjacent cold ranges merge when together they
-/// hold less than this, and less than a quarter of `range_max_bytes` (so a
-/// merged range is far from splitting again: no flapping).
-pub const DEFAULT_MERGE_MAX_BYTES: u64 = 16 * 1024 * 1024;
-
-/// Smallest accepted `range_max_bytes`.
-pub const MIN_RANGE_MAX_BYTES: u64 = 1024;
-
-/// Validates a cluster setting and returns its full `_/cluster/config/` key.
-pub fn validate_setting(key: &str, value: &str) -> Result<String> {
-    let name = key.strip_prefix("_/cluster/config/").unwrap_or(key);
-    let full = format!("_/cluster/config/{name}");
-    match name {
-        "range_max_bytes" => match value.trim().parse::<u64>() {
-            Ok(n) if n >= MIN_RANGE_MAX_BYTES => Ok(full),
-            _ => Err(Error::InvalidArgument(format!(
-                "range_max_bytes must be a whole number of bytes >= {MIN_RANGE_MAX_BYTES}, got {value:?}"
-            ))),
-        },
-        "replication_factor" => match value.trim().parse::<u64>() {
-            Ok(n) if (1..=7).contains(&n) => Ok(full),
-            _ => Err(Error::InvalidArgument(format!("replication_factor must be 1 to 7, got {value:?}"))),
-        },
-        "split_qps" => match value.trim().parse::<u64>() {
-            Ok(n) if n <= 10_000_000 => Ok(full),
-            _ => Err(Error::InvalidArgument(format!(
-                "split_qps must be a whole number of requests per second (0 disables load splits), got {value:?}"
-            ))),
-        },
-        "merge_max_bytes" => match value.trim().parse::<u64>() {
-            Ok(n) if n <= 1 << 30 => Ok(full),
-            _ => Err(Error::InvalidArgument(format!(
-                "merge_max_bytes must be a byte count up to 1073741824 (0 disables merges), got {value:?}"
-            ))),
-        },
-        "dead_node_timeout" => match value.trim().parse::<u64>() {
-            Ok(n) if (1..=86_400).contains(&n) => Ok(full),
-            _ => Err(Error::InvalidArgument(format!(
-                "dead_node_timeout must be a whole number of seconds from 1 to 86400, got {value:?}"
-            ))),
-        },
-        _ => Err(Error::InvalidArgument(format!(
-            "unknown setting {name:?}; settings: replication_factor, range_max_bytes, split_qps, merge_max_bytes, dead_node_timeout"
-        ))),
-    }
-}
 
 /// Raft tick period.
 pub const DEFAULT_TICK_MS: u64 = 100;

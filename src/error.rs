@@ -2,7 +2,9 @@
 //!
 //! Routing errors carry hints (`NotLeader { leader }`) so callers can retry
 //! without guessing; `is_retryable()` tells the client SDK which errors are
-//! worth another attempt. The server maps each variant to a precise gRPC
+//! worth another attempt, and `is_deterministic()` tells the state machine
+//! which errors are an answer (every replica reaches it) rather than this
+//! node's failure. The server maps each variant to a precise gRPC
 //! status code (see `server::status`), and the SDK maps statuses back.
 
 use std::fmt;
@@ -10,8 +12,9 @@ use std::fmt;
 /// Convenience alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A range's key span `[start, end)` in the internal data keyspace (see
-/// `keys.rs`); both empty when unknown.
+/// A range's key span `[start, end)`: data keys inside the server (see
+/// `keys.rs`), route keys (`api::route`) once it left the server; both
+/// empty when unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Span {
     pub start: Vec<u8>,
@@ -28,6 +31,15 @@ impl Span {
     pub fn contains(&self, key: &[u8]) -> bool {
         self.is_known() && key >= self.start.as_slice() && key < self.end.as_slice()
     }
+    /// Whether two known spans share a key.
+    pub fn overlaps(&self, other: &Span) -> bool {
+        overlaps(&self.start, &self.end, &other.start, &other.end)
+    }
+}
+
+/// Whether `[a0, a1)` and `[b0, b1)` share a key (empty spans share none).
+pub fn overlaps(a0: &[u8], a1: &[u8], b0: &[u8], b1: &[u8]) -> bool {
+    a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1
 }
 
 /// Where the current leader of a range can be reached, when known.
@@ -124,6 +136,19 @@ impl Error {
 }
 
 impl Error {
+    /// Whether the error is part of the state machine's answer to a
+    /// replicated command: decided from the command and the replicated
+    /// state alone, so every replica reaches it, and the entry counts as
+    /// applied with no effects. Every other error while applying (an engine
+    /// or IO failure, corruption, a bug) is this node's failure: the node
+    /// stops and never skips the entry (see `range::state_machine`).
+    pub fn is_deterministic(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidArgument(_) | Error::KeyNotInRange { .. } | Error::EpochMismatch { .. }
+        )
+    }
+
     /// Whether a failed write may nevertheless have been applied. Such a
     /// write must not be retried blindly: a second copy could land after
     /// other clients' writes.

@@ -3,7 +3,9 @@
 //! (`--cfg madsim`), where one seed decides every schedule, fault and message.
 //!
 //! Layers, bottom-up (each imports only from layers below it):
-//! - `error`, `config`: the error type and typed settings with named limits;
+//! - `error`, `api`, `config`, `clock`, `chaos`: the error type, the public
+//!   contract shared with clients (limits, `_/` names), typed settings, the
+//!   node clock, and the simulator's instruments;
 //! - `keys`: the physical keyspace;
 //! - `storage`: the `Engine` trait, RocksDB (production) and MemEngine
 //!   (tests and simulation, with an explicit durability model);
@@ -25,6 +27,7 @@ compile_error!(
      (it builds with RUSTFLAGS=\"--cfg madsim\" in target/sim)"
 );
 
+pub mod api;
 pub mod chaos;
 #[cfg(not(madsim))]
 pub mod cli;

@@ -1,5 +1,6 @@
 //! Error <-> gRPC Status, in one place for both directions: the server's
-//! edge encodes, the client SDK decodes. Every status RangeDB itself produces
+//! edge encodes (after `server::convert` turned spans into route keys),
+//! the client SDK decodes. Depends only on `error` and the API. Every status RangeDB itself produces
 //! carries `x-rangedb-error`, so the SDK can tell a server's answer from a
 //! connection failure.
 //!
@@ -28,7 +29,7 @@ fn hex(b: &[u8]) -> String {
 
 /// Decodes lower-case hex (as in directory entries and span metadata).
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -128,36 +129,6 @@ fn to_status_inner(e: Error) -> Status {
         Error::DataDir(_) | Error::Config(_) => Status::failed_precondition(msg),
         Error::Storage(_) | Error::Corruption(_) | Error::Raft(_) | Error::Internal(_) => {
             Status::internal(msg)
-        }
-    }
-}
-
-impl From<crate::range::RangeDescriptor> for crate::proto::RangeDescriptorMsg {
-    fn from(d: crate::range::RangeDescriptor) -> Self {
-        crate::proto::RangeDescriptorMsg {
-            range_id: d.range_id,
-            start_key: d.start_key,
-            end_key: d.end_key,
-            version: d.version,
-            conf_ver: d.conf_ver,
-            replicas: d.replicas,
-            frozen: d.frozen,
-            sticky: d.sticky,
-        }
-    }
-}
-
-impl From<crate::proto::RangeDescriptorMsg> for crate::range::RangeDescriptor {
-    fn from(m: crate::proto::RangeDescriptorMsg) -> Self {
-        crate::range::RangeDescriptor {
-            range_id: m.range_id,
-            start_key: m.start_key,
-            end_key: m.end_key,
-            conf_ver: m.conf_ver,
-            version: m.version,
-            replicas: m.replicas,
-            frozen: m.frozen,
-            sticky: m.sticky,
         }
     }
 }

@@ -85,9 +85,11 @@ fn single_node_readme_flow() {
         !stdout(&out).contains("/kkk"),
         "an oversized key was written"
     );
+    // A single node keeps the default replication factor: its ranges are
+    // under-replicated until nodes join (as the original README shows).
     assert_eq!(
         stdout(&cli(&ep, &["get", "_/cluster/config/replication_factor"])),
-        "1\n"
+        "3\n"
     );
 
     // Graceful stop, restart without --cluster-init: data kept.

@@ -355,3 +355,71 @@ fn ranges_split_by_size_then_merge_when_emptied() {
     }
     assert!(cli(&eps, &["put", "/m/after", "ok"]).status.success());
 }
+
+/// Defect (issue 9): a single node started with `--cluster-init` (the
+/// README's quick start) fixed `replication_factor` at 1, so when two nodes
+/// joined later every range stayed on one node forever. Now the factor stays
+/// 3: the ranges show as under-replicated on one node, and are brought to
+/// three replicas as the nodes join.
+#[test]
+fn a_single_node_cluster_up_replicates_as_nodes_join() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = vec![single_node(dir.path())];
+    let first = servers[0].client_address.clone();
+    put_when_ready(&first, "/solo/1", "one");
+    let s = wait_for(&first, Duration::from_secs(30), "a first status", |s| {
+        s["under_replicated"]
+            .as_array()
+            .is_some_and(|u| !u.is_empty())
+    });
+    let status = cluster_status(&first);
+    assert_eq!(status["replication_factor"], 3, "{status}");
+    println!("one node: ranges under-replicated as expected ({s:?})");
+    let text = stdout(&cli(&first, &["admin", "cluster", "status"]));
+    assert!(
+        text.contains("Replication Factor: 3") && text.contains("1 of 3 replicas live"),
+        "{text}"
+    );
+    let peer = servers[0].peer_address.clone();
+    for i in 2..=3 {
+        let (p, c) = (
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let args = vec![
+            "server".to_string(),
+            format!("--peer-address={p}"),
+            format!("--client-address={c}"),
+            format!("--join={peer}"),
+            format!("--data-dir={}", dir.path().join(format!("n{i}")).display()),
+        ];
+        servers.push(Server::start(
+            args,
+            c,
+            p,
+            dir.path().join(format!("n{i}.log")),
+        ));
+    }
+    let eps = client_endpoints(&servers);
+    let took = wait_for(
+        &eps,
+        Duration::from_secs(120),
+        "three replicas of every range",
+        |s| {
+            let hosts = hosted(s);
+            !hosts.is_empty()
+                && hosts.iter().all(|(_, n)| *n == 3)
+                && s["under_replicated"]
+                    .as_array()
+                    .is_some_and(|u| u.is_empty())
+        },
+    );
+    println!("two nodes joined; every range has 3 replicas after {took:?}");
+    let third = servers[2].client_address.clone();
+    let out = cli(&third, &["get", "/solo/1"]);
+    assert_eq!(stdout(&out), "one\n", "{}", stderr(&out));
+    // The registry reads as the original README shows it.
+    let out = cli(&first, &["admin", "meta", "get", "_/cluster/nodes/node1"]);
+    assert!(stdout(&out).contains("peer_address"), "{}", stderr(&out));
+}

@@ -53,6 +53,21 @@ fn key(prefix: &str, i: usize) -> Vec<u8> {
     format!("{prefix}{i:010}").into_bytes()
 }
 
+/// What the clients measured.
+struct Stats {
+    /// Latency of every successful op, microseconds, sorted.
+    latencies_us: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    seconds: f64,
+}
+
+/// Progress is printed every this many splits, and while loading, every
+/// LOAD_REPORT; keys are loaded LOAD_BATCH at a time.
+const SPLIT_REPORT_EVERY: usize = 500;
+const LOAD_REPORT: Duration = Duration::from_secs(1);
+const LOAD_BATCH: usize = 500;
+
 pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Result<()> {
     if args.clients == 0 || args.keys == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err(Error::InvalidArgument(
@@ -61,92 +76,128 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
     }
     let opts = ClientOptions::default();
     if args.ranges > 1 {
-        let admin = Client::new(endpoints.to_vec(), opts.clone())?;
-        let n = args.ranges.min(args.keys);
-        let started = Instant::now();
-        for r in 1..n {
-            admin
-                .split(&key(&args.prefix, r * args.keys / n), true)
-                .await?;
-            if r % 500 == 0 {
-                eprintln!(
-                    "split {r}/{} ({:.0} splits/s)",
-                    n - 1,
-                    r as f64 / started.elapsed().as_secs_f64()
-                );
-            }
-        }
-        eprintln!("split the key space into {n} ranges");
+        presplit(&Client::new(endpoints.to_vec(), opts.clone())?, &args).await?;
     }
     if args.workload != Workload::Put {
-        let loader = Client::new(endpoints.to_vec(), opts.clone())?;
-        let value = vec![b'v'; args.value_size];
-        let mut done = 0;
-        let mut last_report = Instant::now();
-        for chunk_start in (0..args.keys).step_by(500) {
-            let pairs = (chunk_start..(chunk_start + 500).min(args.keys))
-                .map(|i| (key(&args.prefix, i), value.clone()))
-                .collect();
-            loader.batch_put(pairs).await?;
-            done = (chunk_start + 500).min(args.keys);
-            if last_report.elapsed() > Duration::from_secs(1) {
-                eprintln!("loading: {done}/{} keys", args.keys);
-                last_report = Instant::now();
-            }
-        }
-        eprintln!("loaded {done} keys");
+        load(&Client::new(endpoints.to_vec(), opts.clone())?, &args).await?;
     }
-    let duration = Duration::from_secs_f64(args.duration);
     let args = Arc::new(args);
+    let stats = drive(endpoints, &opts, args.clone()).await?;
+    report(&args, &stats, json_only);
+    Ok(())
+}
+
+/// Splits the benchmark's key space into `--ranges` ranges.
+async fn presplit(admin: &Client, args: &BenchArgs) -> Result<()> {
+    let n = args.ranges.min(args.keys);
+    let started = Instant::now();
+    for r in 1..n {
+        admin
+            .split(&key(&args.prefix, r * args.keys / n), true)
+            .await?;
+        if r % SPLIT_REPORT_EVERY == 0 {
+            eprintln!(
+                "split {r}/{} ({:.0} splits/s)",
+                n - 1,
+                r as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    eprintln!("split the key space into {n} ranges");
+    Ok(())
+}
+
+/// Writes every key once (get and scan workloads read them).
+async fn load(loader: &Client, args: &BenchArgs) -> Result<()> {
+    let value = vec![b'v'; args.value_size];
+    let mut done = 0;
+    let mut last_report = Instant::now();
+    for chunk_start in (0..args.keys).step_by(LOAD_BATCH) {
+        let pairs = (chunk_start..(chunk_start + LOAD_BATCH).min(args.keys))
+            .map(|i| (key(&args.prefix, i), value.clone()))
+            .collect();
+        loader.batch_put(pairs).await?;
+        done = (chunk_start + LOAD_BATCH).min(args.keys);
+        if last_report.elapsed() > LOAD_REPORT {
+            eprintln!("loading: {done}/{} keys", args.keys);
+            last_report = Instant::now();
+        }
+    }
+    eprintln!("loaded {done} keys");
+    Ok(())
+}
+
+/// Runs `--clients` clients for `--duration` seconds.
+async fn drive(endpoints: &[String], opts: &ClientOptions, args: Arc<BenchArgs>) -> Result<Stats> {
+    let duration = Duration::from_secs_f64(args.duration);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let client = Client::new(endpoints.to_vec(), opts.clone())?;
         let args = args.clone();
         tasks.push(tokio::spawn(async move {
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(c as u64));
-            let value = vec![b'x'; args.value_size];
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            let mut first_error = None;
-            while start.elapsed() < duration {
-                let k = key(&args.prefix, rng.gen_range(0..args.keys));
-                let t = Instant::now();
-                let r = match args.workload {
-                    Workload::Put => client.put(&k, &value).await,
-                    Workload::Get => client.get(&k).await.map(|_| ()),
-                    Workload::Scan => client
-                        .scan(&k, b"", args.scan_limit, false)
-                        .await
-                        .map(|_| ()),
-                };
-                match r {
-                    Ok(()) => lat.push(t.elapsed().as_micros() as u64),
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert(e.to_string());
-                    }
-                }
-            }
-            (lat, errors, first_error)
+            client_loop(client, args, c as u64, start, duration).await
         }));
     }
-    let mut lat = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
+    let mut stats = Stats {
+        latencies_us: Vec::new(),
+        errors: 0,
+        first_error: None,
+        seconds: 0.0,
+    };
     for t in tasks {
         let (l, e, f) = t
             .await
             .map_err(|e| Error::Internal(format!("bench client failed: {e}")))?;
-        lat.extend(l);
-        errors += e;
-        if first_error.is_none() {
-            first_error = f;
+        stats.latencies_us.extend(l);
+        stats.errors += e;
+        if stats.first_error.is_none() {
+            stats.first_error = f;
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    lat.sort_unstable();
+    stats.seconds = start.elapsed().as_secs_f64();
+    stats.latencies_us.sort_unstable();
+    Ok(stats)
+}
+
+/// One client: ops until the time is up; (latencies, errors, first error).
+async fn client_loop(
+    client: Client,
+    args: Arc<BenchArgs>,
+    c: u64,
+    start: Instant,
+    duration: Duration,
+) -> (Vec<u64>, u64, Option<String>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(c));
+    let value = vec![b'x'; args.value_size];
+    let mut lat = Vec::new();
+    let mut errors = 0u64;
+    let mut first_error = None;
+    while start.elapsed() < duration {
+        let k = key(&args.prefix, rng.gen_range(0..args.keys));
+        let t = Instant::now();
+        let r = match args.workload {
+            Workload::Put => client.put(&k, &value).await,
+            Workload::Get => client.get(&k).await.map(|_| ()),
+            Workload::Scan => client
+                .scan(&k, b"", args.scan_limit, false)
+                .await
+                .map(|_| ()),
+        };
+        match r {
+            Ok(()) => lat.push(t.elapsed().as_micros() as u64),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    (lat, errors, first_error)
+}
+
+/// Prints the summary line (unless `--output json`) and the JSON line.
+fn report(args: &BenchArgs, s: &Stats, json_only: bool) {
+    let lat = &s.latencies_us;
     let pct = |p: f64| -> f64 {
         if lat.is_empty() {
             return 0.0;
@@ -154,7 +205,7 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
         let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
         lat[i] as f64 / 1000.0
     };
-    let ops = lat.len();
+    let (ops, secs, errors) = (lat.len(), s.seconds, s.errors);
     let ops_per_sec = ops as f64 / secs;
     let name = format!("{:?}", args.workload).to_lowercase();
     if !json_only {
@@ -165,7 +216,7 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
             pct(0.99),
             pct(0.999)
         );
-        if let Some(e) = &first_error {
+        if let Some(e) = &s.first_error {
             println!("first error: {e}");
         }
     }
@@ -177,5 +228,4 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
             "value_size": args.value_size, "keys": args.keys, "ranges": args.ranges,
         })
     );
-    Ok(())
 }

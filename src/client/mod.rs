@@ -17,7 +17,12 @@
 //! `Timeout`/`Indeterminate`, because a blind retry could apply the write a
 //! second time after other clients' writes (found by the simulator, seed 76).
 //! Reads are retried on any retryable error. Uses only the API (proto), the
-//! keyspace encoding and the shared error type.
+//! public contract (`api`: limits, `_/` names, route keys), the status
+//! codec (`wire`) and the shared error type — never the server's layers.
+//!
+//! Route keys (`api::route`) order keys the way ranges do (system keys
+//! first); the server sends range spans as route keys, so the SDK's cache
+//! never depends on the engine's key layout.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,13 +32,11 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-use crate::config::MAX_ADMIN_MESSAGE;
 use crate::error::{Error, Result, Span};
-use crate::keys::data_key;
-use crate::proto::admin_client::AdminClient;
-use crate::proto::kv_client::KvClient;
-use crate::proto::*;
 use crate::wire::{from_status, is_server_status};
+
+mod admin;
+mod kv;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -43,6 +46,15 @@ pub struct ClientOptions {
     pub rpc_timeout: Duration,
     pub connect_timeout: Duration,
 }
+
+/// First retry waits this long (plus jitter), doubling up to MAX_BACKOFF.
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Leader hints followed in a row without backing off.
+const MAX_HINT_HOPS: usize = 8;
+/// Rounds over every endpoint, all refusing connections, before the SDK
+/// reports the cluster unreachable.
+const UNREACHABLE_ROUNDS: usize = 3;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -60,7 +72,7 @@ type CachedRange = (Vec<u8>, Option<String>);
 #[derive(Default)]
 struct State {
     channels: BTreeMap<String, Channel>,
-    /// Known ranges: start -> (end, leader address), internal keys.
+    /// Known ranges: start -> (end, leader address), route keys.
     ranges: BTreeMap<Vec<u8>, CachedRange>,
     /// Endpoint to try when no range is known for a key.
     next: usize,
@@ -140,7 +152,7 @@ impl Client {
             .filter(|(_, (end, _))| key < end.as_slice())
     }
 
-    /// Where to send a request for internal key `key`.
+    /// Where to send a request for route key `key`.
     fn pick(&self, key: &[u8]) -> String {
         let mut st = self.lock();
         if let Some((_, (_, Some(addr)))) = Self::cached(&mut st, key) {
@@ -194,7 +206,7 @@ impl Client {
         };
     }
 
-    /// Runs `call` against the node that should serve `key` (internal),
+    /// Runs `call` against the node that should serve `key` (a route key),
     /// following hints and retrying what `retry` allows until the deadline.
     async fn with_retry<T, F, Fut>(&self, key: &[u8], retry: Retry, call: F) -> Result<T>
     where
@@ -202,9 +214,11 @@ impl Client {
         Fut: Future<Output = std::result::Result<T, Status>>,
     {
         let start = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(20);
-        let mut unreachable_in_a_row = 0usize;
-        let mut hops = 0usize;
+        let mut st = Attempts {
+            backoff: FIRST_BACKOFF,
+            unreachable_in_a_row: 0,
+            hops: 0,
+        };
         // A hint to follow on the next attempt (also when the span is unknown).
         let mut hinted: Option<String> = None;
         loop {
@@ -216,52 +230,14 @@ impl Client {
                     self.remember(key, &addr);
                     return Ok(v);
                 }
-                Ok(Err(status)) if !is_server_status(&status) => {
-                    self.demote(key, &addr);
-                    let reason = transport_message(&status);
-                    if !never_sent(&reason) && retry != Retry::Idempotent {
-                        return Err(Error::Indeterminate(format!(
-                            "connection to {addr} failed during the write: {reason}"
-                        )));
+                Ok(Err(status)) => match self.after_failure(key, &addr, retry, &status, &mut st) {
+                    Next::Fail(e) => return Err(e),
+                    Next::Follow(to) => {
+                        hinted = Some(to);
+                        continue; // follow the hint at once
                     }
-                    unreachable_in_a_row += 1;
-                    Error::Unavailable(format!("cannot reach {addr}: {reason}"))
-                }
-                Ok(Err(status)) => {
-                    unreachable_in_a_row = 0;
-                    let e = from_status(&status);
-                    if !e.is_retryable() || (retry != Retry::Idempotent && e.is_ambiguous()) {
-                        return Err(e);
-                    }
-                    match &e {
-                        Error::NotLeader { leader, span, .. } => {
-                            let to = leader.as_ref().and_then(|h| h.client_address.clone());
-                            self.learn(span, to.clone());
-                            match to {
-                                Some(to) if to != addr && hops < 8 => {
-                                    hops += 1;
-                                    hinted = Some(to);
-                                    continue; // follow the hint at once
-                                }
-                                _ => self.demote(key, &addr),
-                            }
-                        }
-                        // Frozen for a merge, or changed under the write:
-                        // back off and retry (a batch re-splits on the
-                        // KeyNotInRange the retry gets if the range shrank).
-                        Error::EpochMismatch { current, .. } => {
-                            self.learn(current, None);
-                        }
-                        Error::KeyNotInRange { span, .. } => {
-                            self.learn(span, Some(addr.clone()));
-                            if retry == Retry::Batch {
-                                return Err(e);
-                            }
-                        }
-                        _ => self.demote(key, &addr),
-                    }
-                    e
-                }
+                    Next::Retry(e) => e,
+                },
                 Err(_) => {
                     self.demote(key, &addr);
                     let e = Error::Timeout(format!(
@@ -274,410 +250,107 @@ impl Client {
                     e
                 }
             };
-            // Every endpoint refused connections, repeatedly: the cluster is down.
-            if unreachable_in_a_row >= 3 * self.endpoints.len() {
-                return Err(Error::Unavailable(format!(
-                    "cannot reach the cluster at {} ({})",
-                    self.endpoints.join(","),
-                    err.to_string().trim_start_matches("unavailable: ")
-                )));
-            }
-            let elapsed = start.elapsed();
-            if elapsed + backoff >= self.opts.deadline {
-                return Err(match err {
-                    Error::Unavailable(m) => {
-                        Error::Unavailable(format!("gave up after {:?}: {m}", self.opts.deadline))
-                    }
-                    e => e,
-                });
-            }
-            // The runtime's RNG (seeded in simulation).
-            let jitter = madsim::rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1);
-            tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            self.back_off(start, &mut st, err).await?;
         }
     }
 
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.get_with(key, ReadConsistency::Linearizable).await
-    }
-
-    pub async fn get_with(
+    /// What to do after `addr` answered `status`.
+    fn after_failure(
         &self,
         key: &[u8],
-        consistency: ReadConsistency,
-    ) -> Result<Option<Vec<u8>>> {
-        let req = GetRequest {
-            key: key.to_vec(),
-            consistency: consistency as i32,
-        };
-        let resp = self
-            .with_retry(&data_key(key), Retry::Idempotent, |ch| {
-                let req = req.clone();
-                async move { KvClient::new(ch).get(req).await }
-            })
-            .await?
-            .into_inner();
-        Ok(resp.found.then_some(resp.value))
-    }
-
-    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let req = PutRequest {
-            key: key.to_vec(),
-            value: value.to_vec(),
-        };
-        self.with_retry(&data_key(key), Retry::Write, |ch| {
-            let req = req.clone();
-            async move { KvClient::new(ch).put(req).await }
-        })
-        .await?;
-        Ok(())
-    }
-
-    pub async fn delete(&self, key: &[u8]) -> Result<()> {
-        let req = DeleteRequest { key: key.to_vec() };
-        self.with_retry(&data_key(key), Retry::Write, |ch| {
-            let req = req.clone();
-            async move { KvClient::new(ch).delete(req).await }
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Writes every pair; atomically when they share a range (see module docs).
-    pub async fn batch_put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-        let mut queue = vec![pairs];
-        let mut rounds = 0;
-        while let Some(batch) = queue.pop() {
-            let Some(first) = batch.first().map(|(k, _)| data_key(k)) else {
-                continue;
-            };
-            let req = BatchPutRequest {
-                pairs: batch
-                    .iter()
-                    .map(|(key, value)| KeyValue {
-                        key: key.clone(),
-                        value: value.clone(),
-                    })
-                    .collect(),
-            };
-            let result = self
-                .with_retry(&first, Retry::Batch, |ch| {
-                    let req = req.clone();
-                    async move { KvClient::new(ch).batch_put(req).await }
-                })
-                .await;
-            match result {
-                Ok(_) => {}
-                Err(Error::KeyNotInRange { span, .. }) if span.is_known() && rounds < 1000 => {
-                    rounds += 1;
-                    let (inside, rest): (Vec<_>, Vec<_>) = batch
-                        .into_iter()
-                        .partition(|(k, _)| span.contains(&data_key(k)));
-                    if !rest.is_empty() {
-                        queue.push(rest);
-                    }
-                    if !inside.is_empty() {
-                        queue.push(inside);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Pairs with `start <= key < end` (empty `end`: to the end), at most
-    /// `limit` (0: server default), in key order or reversed.
-    pub async fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: u32,
-        reverse: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.scan_with(start, end, limit, reverse, ReadConsistency::Linearizable)
-            .await
-    }
-
-    pub async fn scan_with(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: u32,
-        reverse: bool,
-        consistency: ReadConsistency,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let want = if limit == 0 {
-            crate::config::DEFAULT_SCAN_LIMIT
-        } else {
-            limit as usize
-        };
-        let (mut start, mut end) = (start.to_vec(), end.to_vec());
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        loop {
-            let remaining = (want - out.len()) as u32;
-            let req = ScanRequest {
-                start: start.clone(),
-                end: end.clone(),
-                limit: remaining,
-                reverse,
-                consistency: consistency as i32,
-            };
-            // Route by the key the scan begins at: the start, or (reverse) the end.
-            let route = if reverse && !end.is_empty() {
-                predecessor(&data_key(&end))
-            } else {
-                data_key(&start)
-            };
-            let (pairs, resume) = self
-                .with_retry(&route, Retry::Idempotent, |ch| {
-                    let req = req.clone();
-                    async move {
-                        let mut stream = KvClient::new(ch).scan(req).await?.into_inner();
-                        let mut pairs = Vec::new();
-                        let mut resume = Vec::new();
-                        while let Some(chunk) = stream.message().await? {
-                            pairs.extend(chunk.pairs.into_iter().map(|kv| (kv.key, kv.value)));
-                            if !chunk.resume_key.is_empty() {
-                                resume = chunk.resume_key;
-                            }
-                        }
-                        Ok((pairs, resume))
-                    }
-                })
-                .await?;
-            out.extend(pairs);
-            if resume.is_empty() || out.len() >= want {
-                out.truncate(want);
-                return Ok(out);
-            }
-            if reverse {
-                end = resume;
-            } else {
-                start = resume;
-            }
-        }
-    }
-
-    /// One membership change of the range starting at `start_key` (internal).
-    pub async fn change_replicas(
-        &self,
-        start_key: &[u8],
-        range_id: u64,
-        change: crate::range::ReplicaChange,
-        expected_conf_ver: u64,
-    ) -> Result<()> {
-        use crate::proto::change_replicas_request::Kind;
-        use crate::range::ReplicaChange;
-        let (kind, node_id) = match change {
-            ReplicaChange::AddLearner(n) => (Kind::AddLearner, n),
-            ReplicaChange::Promote(n) => (Kind::Promote, n),
-            ReplicaChange::Remove(n) => (Kind::Remove, n),
-            ReplicaChange::TransferLeader(n) => (Kind::TransferLeader, n),
-        };
-        let req = ChangeReplicasRequest {
-            range_id,
-            kind: kind as i32,
-            node_id,
-            expected_conf_ver,
-        };
-        self.with_retry(start_key, Retry::Idempotent, |ch| async move {
-            AdminClient::new(ch).change_replicas(req).await
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Starts draining node `node_id` (the placement driver moves its replicas).
-    pub async fn decommission_node(&self, node_id: u64) -> Result<()> {
-        let req = DecommissionNodeRequest { node_id };
-        self.with_retry(
-            &data_key(b"_/cluster/nodes/"),
-            Retry::Idempotent,
-            |ch| async move { AdminClient::new(ch).decommission_node(req).await },
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Asks the cluster for a node id for a new node: (node id, cluster id).
-    pub async fn join_cluster(
-        &self,
-        peer_address: &str,
-        client_address: &str,
-    ) -> Result<(u64, String)> {
-        let req = JoinClusterRequest {
-            peer_address: peer_address.into(),
-            client_address: client_address.into(),
-        };
-        let r = self
-            .with_retry(&data_key(b"_/cluster/nodes/"), Retry::Idempotent, |ch| {
-                let req = req.clone();
-                async move { AdminClient::new(ch).join_cluster(req).await }
-            })
-            .await?
-            .into_inner();
-        Ok((r.node_id, r.cluster_id))
-    }
-
-    /// Records this node's addresses in the registry.
-    pub async fn register_node(
-        &self,
-        node_id: u64,
-        peer_address: &str,
-        client_address: &str,
-    ) -> Result<()> {
-        let req = RegisterNodeRequest {
-            node_id,
-            peer_address: peer_address.into(),
-            client_address: client_address.into(),
-        };
-        self.with_retry(&data_key(b"_/cluster/nodes/"), Retry::Idempotent, |ch| {
-            let req = req.clone();
-            async move { AdminClient::new(ch).register_node(req).await }
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Changes a cluster setting; returns the full key written.
-    pub async fn set_config(&self, key: &str, value: &str) -> Result<String> {
-        let req = SetConfigRequest {
-            key: key.to_string(),
-            value: value.to_string(),
-        };
-        // Setting a key to a value is idempotent: an ambiguous failure (the
-        // leader removed mid-write, seed 2513) is safely retried.
-        let resp = self
-            .with_retry(&data_key(b"_/cluster/config/"), Retry::Idempotent, |ch| {
-                let req = req.clone();
-                async move { AdminClient::new(ch).set_config(req).await }
-            })
-            .await?;
-        Ok(resp.into_inner().key)
-    }
-
-    /// Records a range descriptor in the range directory (idempotent: the
-    /// directory keeps the newest epoch).
-    pub async fn publish_range(&self, desc: RangeDescriptorMsg) -> Result<()> {
-        self.with_retry(&data_key(b"_/partitions/"), Retry::Idempotent, |ch| {
-            let req = desc.clone();
-            async move { AdminClient::new(ch).publish_range(req).await }
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Splits the range holding `key` at `key` (an admin operation). A
-    /// `sticky` split is never merged away by the placement driver.
-    pub async fn split(&self, key: &[u8], sticky: bool) -> Result<()> {
-        let req = SplitRangeRequest {
-            key: key.to_vec(),
-            sticky,
-        };
-        self.with_retry(&data_key(key), Retry::Idempotent, |ch| {
-            let req = req.clone();
-            async move { AdminClient::new(ch).split_range(req).await }
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Freezes range `range_id` (starting at internal key `start_key`) for a
-    /// merge: its final descriptor and data.
-    pub async fn freeze_range(
-        &self,
-        start_key: &[u8],
-        range_id: u64,
-        expected_version: u64,
-    ) -> Result<FreezeRangeResponse> {
-        let req = FreezeRangeRequest {
-            range_id,
-            expected_version,
-        };
-        let resp = self
-            .with_retry(start_key, Retry::Idempotent, |ch| async move {
-                AdminClient::new(ch)
-                    .max_decoding_message_size(MAX_ADMIN_MESSAGE)
-                    .freeze_range(req)
-                    .await
-            })
-            .await?;
-        Ok(resp.into_inner())
-    }
-
-    /// Merges the frozen right neighbour (from `freeze_range`) into range
-    /// `range_id` (starting at internal key `start_key`).
-    pub async fn merge_ranges(
-        &self,
-        start_key: &[u8],
-        range_id: u64,
-        expected_version: u64,
-        frozen: FreezeRangeResponse,
-    ) -> Result<()> {
-        let req = MergeRangesRequest {
-            range_id,
-            expected_version,
-            rhs: frozen.descriptor,
-            pairs: frozen.pairs,
-        };
-        self.with_retry(start_key, Retry::Idempotent, |ch| {
-            let req = req.clone();
-            async move {
-                AdminClient::new(ch)
-                    .max_encoding_message_size(MAX_ADMIN_MESSAGE)
-                    .merge_ranges(req)
-                    .await
-            }
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Tells the node at `addr` that its replica of `range_id` is stale.
-    pub async fn gc_replica(
-        &self,
         addr: &str,
-        range_id: u64,
-        conf_ver: u64,
-        merged: bool,
-    ) -> Result<()> {
-        let ch = self.channel(addr)?;
-        let req = GcReplicaRequest {
-            range_id,
-            conf_ver,
-            merged,
-        };
-        match tokio::time::timeout(self.opts.rpc_timeout, AdminClient::new(ch).gc_replica(req))
-            .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(s)) => Err(from_status(&s)),
-            Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
+        retry: Retry,
+        status: &Status,
+        st: &mut Attempts,
+    ) -> Next {
+        if !is_server_status(status) {
+            self.demote(key, addr);
+            let reason = transport_message(status);
+            if !never_sent(&reason) && retry != Retry::Idempotent {
+                return Next::Fail(Error::Indeterminate(format!(
+                    "connection to {addr} failed during the write: {reason}"
+                )));
+            }
+            st.unreachable_in_a_row += 1;
+            return Next::Retry(Error::Unavailable(format!("cannot reach {addr}: {reason}")));
         }
+        st.unreachable_in_a_row = 0;
+        let e = from_status(status);
+        if !e.is_retryable() || (retry != Retry::Idempotent && e.is_ambiguous()) {
+            return Next::Fail(e);
+        }
+        match &e {
+            Error::NotLeader { leader, span, .. } => {
+                let to = leader.as_ref().and_then(|h| h.client_address.clone());
+                self.learn(span, to.clone());
+                match to {
+                    Some(to) if to != addr && st.hops < MAX_HINT_HOPS => {
+                        st.hops += 1;
+                        return Next::Follow(to);
+                    }
+                    _ => self.demote(key, addr),
+                }
+            }
+            // Frozen for a merge, or changed under the write: back off and
+            // retry (a batch re-splits on the KeyNotInRange the retry gets
+            // if the range shrank).
+            Error::EpochMismatch { current, .. } => self.learn(current, None),
+            Error::KeyNotInRange { span, .. } => {
+                self.learn(span, Some(addr.to_string()));
+                if retry == Retry::Batch {
+                    return Next::Fail(e);
+                }
+            }
+            _ => self.demote(key, addr),
+        }
+        Next::Retry(e)
     }
 
-    /// The status of the node at `addr` (no routing).
-    pub async fn node_status(&self, addr: &str) -> Result<NodeStatusResponse> {
-        let ch = self.channel(addr)?;
-        match tokio::time::timeout(
-            self.opts.rpc_timeout,
-            AdminClient::new(ch)
-                .max_decoding_message_size(MAX_ADMIN_MESSAGE)
-                .node_status(NodeStatusRequest {}),
-        )
-        .await
-        {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) if !is_server_status(&s) => Err(Error::Unavailable(format!(
-                "cannot reach {addr}: {}",
-                transport_message(&s)
-            ))),
-            Ok(Err(s)) => Err(from_status(&s)),
-            Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
+    /// Sleeps before the next attempt, or gives up: every endpoint refused
+    /// connections repeatedly (the cluster is down), or the deadline is near.
+    async fn back_off(
+        &self,
+        start: tokio::time::Instant,
+        st: &mut Attempts,
+        err: Error,
+    ) -> Result<()> {
+        if st.unreachable_in_a_row >= UNREACHABLE_ROUNDS * self.endpoints.len() {
+            return Err(Error::Unavailable(format!(
+                "cannot reach the cluster at {} ({})",
+                self.endpoints.join(","),
+                err.to_string().trim_start_matches("unavailable: ")
+            )));
         }
+        if start.elapsed() + st.backoff >= self.opts.deadline {
+            return Err(match err {
+                Error::Unavailable(m) => {
+                    Error::Unavailable(format!("gave up after {:?}: {m}", self.opts.deadline))
+                }
+                e => e,
+            });
+        }
+        // The runtime's RNG (seeded in simulation).
+        let jitter = madsim::rand::random::<u64>() % (st.backoff.as_millis() as u64 / 2 + 1);
+        tokio::time::sleep(st.backoff + Duration::from_millis(jitter)).await;
+        st.backoff = (st.backoff * 2).min(MAX_BACKOFF);
+        Ok(())
     }
+}
+
+/// Retry state of one call.
+struct Attempts {
+    backoff: Duration,
+    unreachable_in_a_row: usize,
+    hops: usize,
+}
+
+/// What to do after a failed attempt.
+enum Next {
+    Fail(Error),
+    /// Follow a leader hint at once.
+    Follow(String),
+    /// Back off, then try again.
+    Retry(Error),
 }
 
 /// A key just below `key` for routing a reverse scan to the range holding

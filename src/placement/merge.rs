@@ -1,5 +1,7 @@
-//! Merges, as the placement driver runs them: which adjacent ranges to
-//! merge (pure, `plan_merge`) and the steps that do it (`execute`).
+//! Merges, as the placement driver decides them: which adjacent ranges to
+//! merge (`plan_merge`) and which replicas a merge left behind
+//! (`merged_replicas`); the steps run at the server edge
+//! (`server::placement_loop`).
 //!
 //! A merge absorbs a right range R into its left neighbour L:
 //! 1. freeze R (a Raft command of R: from then on R serves nothing and its
@@ -20,7 +22,6 @@
 use std::collections::BTreeMap;
 
 use super::RangeView;
-use crate::client::Client;
 use crate::range::SYSTEM_RANGE_ID;
 
 /// Rounds in a row a pair must qualify before it merges.
@@ -156,28 +157,6 @@ pub fn plan_merge(
     let (lhs, rhs) = start?;
     streaks.remove(&(lhs, rhs));
     Some(MergeStep { lhs, rhs })
-}
-
-/// Runs steps 1 and 2 of a merge (see module docs); `views` holds this
-/// round's leader views. The caller then drops the leftovers (step 3).
-pub async fn execute(
-    c: &Client,
-    step: &MergeStep,
-    views: &BTreeMap<u64, RangeView>,
-) -> crate::Result<()> {
-    let (Some(l), Some(r)) = (views.get(&step.lhs), views.get(&step.rhs)) else {
-        return Ok(());
-    };
-    tracing::info!(
-        lhs = l.range_id,
-        rhs = r.range_id,
-        "merging range {} into range {}",
-        r.range_id,
-        l.range_id
-    );
-    let frozen = c.freeze_range(&r.start_key, r.range_id, r.version).await?;
-    c.merge_ranges(&l.start_key, l.range_id, l.version, frozen)
-        .await
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::storage::{Engine, WriteBatch};
+use crate::storage::{Engine, Pair, WriteBatch};
 
 /// What a replica has applied; persisted atomically with the applied data.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -59,7 +59,7 @@ pub fn chain_hash(prev: u64, index: u64, term: u64, data: &[u8]) -> u64 {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SnapshotData {
     #[prost(message, repeated, tag = "1")]
-    pub pairs: Vec<crate::proto::KeyValue>,
+    pub pairs: Vec<Pair>,
     /// The data span `[start, end)` the snapshot covers.
     #[prost(bytes = "vec", tag = "2")]
     pub start: Vec<u8>,
@@ -96,7 +96,7 @@ impl LogStore {
         span: (Vec<u8>, Vec<u8>),
         extra_keys: Vec<Vec<u8>>,
     ) -> Result<Self> {
-        let hard_state = match engine.get(&keys::hard_state_key(range_id))? {
+        let mut hard_state = match engine.get(&keys::hard_state_key(range_id))? {
             Some(b) => HardState::parse_from_bytes(&b)?,
             None => HardState::default(),
         };
@@ -129,6 +129,17 @@ impl LogStore {
                 "range {range_id}: log ends at {last_index} but truncated at {} and applied at {}",
                 apply.truncated_index, apply.applied_index
             )));
+        }
+        // What is applied is committed, in a term at least as new: a hard
+        // state persisted by an empty replica (commit 0) after the split
+        // that bootstrapped the range in the same batch would otherwise
+        // read as "applied > committed" (seed 98). Raising commit and term
+        // is always safe; the vote of a lower term is kept, as before.
+        if hard_state.commit < apply.applied_index {
+            hard_state.commit = apply.applied_index;
+        }
+        if hard_state.term < apply.applied_term {
+            hard_state.term = apply.applied_term;
         }
         Ok(LogStore {
             engine,
@@ -276,9 +287,11 @@ impl LogStore {
     /// caller puts the entry's effects into the same batch. Returns the new
     /// apply hash.
     pub fn set_applied(&mut self, index: u64, term: u64, data: &[u8], wb: &mut WriteBatch) -> u64 {
-        assert!(
-            index > self.apply.applied_index,
-            "entry {index} applied twice"
+        assert_eq!(
+            index,
+            self.apply.applied_index + 1,
+            "range {}: entries must apply exactly once, in order",
+            self.range_id
         );
         self.apply.applied_index = index;
         self.apply.applied_term = term;
@@ -316,10 +329,8 @@ impl LogStore {
             }
             wb.put(kv.key, kv.value);
         }
-        wb.delete_range(
-            keys::log_key(self.range_id, 0),
-            keys::log_key(self.range_id, u64::MAX),
-        );
+        let (l0, l1) = keys::log_bounds(self.range_id);
+        wb.delete_range(l0, l1);
         self.apply = ApplyState {
             applied_index: meta.index,
             applied_term: meta.term,
@@ -472,14 +483,14 @@ impl raft::Storage for LogStore {
             .scan(&self.span.0, &self.span.1, usize::MAX, false)
             .map_err(raft_err)?
         {
-            pairs.push(crate::proto::KeyValue { key, value });
+            pairs.push(Pair { key, value });
         }
         if crate::chaos::canary(crate::chaos::Canary::SnapshotDropsLastKey) {
             pairs.pop();
         }
         for k in &self.extra_keys {
             if let Some(value) = snap.get(k).map_err(raft_err)? {
-                pairs.push(crate::proto::KeyValue {
+                pairs.push(Pair {
                     key: k.clone(),
                     value,
                 });

@@ -1,7 +1,10 @@
-//! The replicated command: what a Raft entry of a range carries.
+//! The replicated command: what a Raft entry of a range carries, as a typed
+//! sum (a protobuf `oneof`). Each kind is proposed and applied by its own
+//! file (`write.rs`, `split.rs`, `merge.rs`); `state_machine::apply` is the
+//! one dispatcher.
 
-use crate::error::{Error, Result};
-use crate::storage::{Engine, WriteBatch};
+use crate::error::Result;
+use crate::storage::Pair;
 
 use super::RangeDescriptor;
 
@@ -59,6 +62,13 @@ impl Op {
     }
 }
 
+/// A client write: its ops apply atomically, in order.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct WriteCmd {
+    #[prost(message, repeated, tag = "1")]
+    pub ops: Vec<Op>,
+}
+
 /// Splits a range at `split_key`: the range keeps `[start, split_key)` and a
 /// new range `new_range_id` takes `[split_key, end)`, same replicas.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -86,15 +96,6 @@ pub struct FreezeCmd {
     pub expected_version: u64,
 }
 
-/// A key-value pair carried inside a command (internal keys).
-#[derive(Clone, PartialEq, Eq, prost::Message)]
-pub struct Pair {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-}
-
 /// Absorbs the frozen right neighbour `rhs` into this range. The command
 /// carries the right range's final data, so a replica of this range applies
 /// it without depending on its own (possibly lagging or absent) replica of
@@ -112,114 +113,57 @@ pub struct MergeCmd {
     pub pairs: Vec<Pair>,
 }
 
-/// A replicated command: a client write (ops apply atomically, in order),
-/// or one of split, freeze and merge.
+/// What a command does. Transaction commands (prewrite, commit, rollback,
+/// lock resolution, GC) join this oneof as new variants, each proposed and
+/// applied by a file of its own, like `write.rs`.
+#[derive(Clone, PartialEq, Eq, prost::Oneof)]
+pub enum Kind {
+    #[prost(message, tag = "2")]
+    Write(WriteCmd),
+    #[prost(message, tag = "3")]
+    Split(SplitCmd),
+    #[prost(message, tag = "4")]
+    Freeze(FreezeCmd),
+    #[prost(message, tag = "5")]
+    Merge(MergeCmd),
+}
+
+/// A replicated command.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct Command {
     /// Unique per proposal; matches the applied entry to its waiting client.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(message, repeated, tag = "2")]
-    pub ops: Vec<Op>,
-    #[prost(message, optional, tag = "3")]
-    pub split: Option<SplitCmd>,
-    #[prost(message, optional, tag = "4")]
-    pub freeze: Option<FreezeCmd>,
-    #[prost(message, optional, tag = "5")]
-    pub merge: Option<MergeCmd>,
+    #[prost(oneof = "Kind", tags = "2, 3, 4, 5")]
+    pub kind: Option<Kind>,
 }
 
 impl Command {
+    pub fn new(kind: Kind) -> Command {
+        Command {
+            id: 0,
+            kind: Some(kind),
+        }
+    }
+    pub fn write(ops: Vec<Op>) -> Command {
+        Command::new(Kind::Write(WriteCmd { ops }))
+    }
     pub fn encode(&self) -> Vec<u8> {
         prost::Message::encode_to_vec(self)
     }
     pub fn decode(b: &[u8]) -> Result<Command> {
         Ok(<Command as prost::Message>::decode(b)?)
     }
-
-    /// The state machine: stages this command's writes into `wb`.
-    /// Deterministic: every replica makes the same decision.
-    pub fn apply(
-        &self,
-        desc: &RangeDescriptor,
-        engine: &dyn Engine,
-        wb: &mut WriteBatch,
-    ) -> Result<()> {
-        let frozen = desc.frozen && !crate::chaos::canary(crate::chaos::Canary::MergeLosesWrites);
-        if frozen || self.ops.iter().any(|op| !desc.contains(&op.key)) {
-            // The range split, or froze for a merge, after the write was
-            // proposed: nothing is written; the client retries.
-            return Err(desc.epoch_mismatch());
-        }
-        for op in &self.ops {
-            if op.kind == OpKind::PutIfAbsent as i32 {
-                let exists = match wb.last_put(&op.key) {
-                    Some(_) => true,
-                    None => engine.get(&op.key)?.is_some(),
-                };
-                if exists {
-                    return Err(Error::InvalidArgument("key already exists".into()));
-                }
+    /// A short name for traces.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Some(Kind::Write(w)) => format!("write({} ops)", w.ops.len()),
+            Some(Kind::Split(s)) => format!("split(new range {})", s.new_range_id),
+            Some(Kind::Freeze(_)) => "freeze".into(),
+            Some(Kind::Merge(m)) => {
+                format!("merge(range {})", m.rhs.as_ref().map_or(0, |r| r.range_id))
             }
+            None => "unknown".into(),
         }
-        for op in &self.ops {
-            match OpKind::try_from(op.kind) {
-                Ok(OpKind::Put) => wb.put(op.key.clone(), op.value.clone()),
-                Ok(OpKind::Delete) => wb.delete(op.key.clone()),
-                Ok(OpKind::PutIfAbsent) => wb.put(op.key.clone(), op.value.clone()),
-                Ok(OpKind::PutRangeMeta) => {
-                    let new = RangeDescriptor::directory_epoch(&op.value);
-                    let current = match wb.last_put(&op.key) {
-                        Some(v) => Some(v.to_vec()),
-                        None => engine.get(&op.key)?,
-                    };
-                    let old = current
-                        .as_deref()
-                        .and_then(RangeDescriptor::directory_epoch);
-                    if new.is_some() && (old.is_none() || new > old) {
-                        wb.put(op.key.clone(), op.value.clone());
-                    }
-                }
-                Err(_) => return Err(Error::Corruption(format!("unknown op kind {}", op.kind))),
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::keys;
-
-    #[test]
-    fn apply_stages_ops_and_rejects_foreign_keys() {
-        let desc = &RangeDescriptor::initial(vec![1])[1];
-        let cmd = Command {
-            id: 9,
-            ops: vec![
-                Op::put(keys::data_key(b"a"), b"1".to_vec()),
-                Op::delete(keys::data_key(b"b")),
-            ],
-            ..Default::default()
-        };
-        let cmd = Command::decode(&cmd.encode()).unwrap();
-        let mut wb = WriteBatch::new();
-        cmd.apply(desc, &crate::storage::MemEngine::new(), &mut wb)
-            .unwrap();
-        assert_eq!(wb.len(), 2);
-        let bad = Command {
-            id: 1,
-            ops: vec![
-                Op::put(keys::data_key(b"ok"), vec![]),
-                Op::put(keys::data_key(b"_/x"), vec![]),
-            ],
-            ..Default::default()
-        };
-        let mut wb = WriteBatch::new();
-        assert!(bad
-            .apply(desc, &crate::storage::MemEngine::new(), &mut wb)
-            .is_err());
-        assert!(wb.is_empty(), "a rejected command writes nothing");
     }
 }

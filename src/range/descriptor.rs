@@ -1,5 +1,11 @@
 //! Range descriptors: id, key span, epoch and replicas.
+//!
+//! Invariants: `start_key < end_key` for an initialized range (internal
+//! data keys); `version` (splits, merges, freezes) and `conf_ver`
+//! (membership changes) never decrease (asserted by `Replica`).
 
+use crate::api::meta;
+use crate::error::Result;
 use crate::keys;
 
 /// The range holding the `_/` metadata namespace.
@@ -43,16 +49,24 @@ fn hex(b: &[u8]) -> String {
 }
 
 impl RangeDescriptor {
+    pub fn encode(&self) -> Vec<u8> {
+        prost::Message::encode_to_vec(self)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<RangeDescriptor> {
+        Ok(<RangeDescriptor as prost::Message>::decode(b)?)
+    }
+
     /// Where the range directory (in the system range) keeps this range.
     pub fn directory_key(range_id: u64) -> Vec<u8> {
-        keys::data_key(format!("_/partitions/{range_id}").as_bytes())
+        keys::system(&meta::partition_key(range_id))
     }
 
     /// The directory entry: JSON, spans as hex of the internal keys.
     pub fn directory_value(&self) -> Vec<u8> {
         let readable = |k: &[u8]| {
             keys::user_key(k)
-                .map(|u| String::from_utf8_lossy(u).into_owned())
+                .map(|u| String::from_utf8_lossy(&u).into_owned())
                 .unwrap_or_default()
         };
         serde_json::json!({

@@ -1,12 +1,18 @@
 //! Store identity and cluster bootstrap.
 //!
-//! The first write into an empty data directory is the store identity (node
-//! id, peer address, initial peer list, cluster id). Every later start checks
-//! it against the flags and refuses, with one clear message, to run a node on
-//! another node's or another cluster's data; a directory that has data but no
-//! identity is treated as damaged and never touched.
+//! The first write into an empty data directory is the data format version
+//! and the store identity (node id, peer address, initial peer list,
+//! cluster id). Every later start checks both — a directory of another data
+//! format is refused with one line naming its format, one of another node or
+//! cluster with one line saying whose it is — and a directory that has data
+//! but no identity is treated as damaged and never touched.
+//!
+//! A new cluster keeps `replication_factor` at its default (3) even on one
+//! node: its ranges show as under-replicated until nodes join, and then the
+//! placement driver up-replicates them.
 
-use crate::config::{same_address, ServerConfig};
+use crate::api::{meta, NodeEntry};
+use crate::config::{same_address, ServerConfig, DEFAULT_REPLICATION_FACTOR};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::range::{RangeDescriptor, Replica};
@@ -28,6 +34,7 @@ pub struct StoreIdent {
 /// Reads (or, for an empty engine, creates) the store identity.
 pub fn prepare_store(cfg: &ServerConfig, engine: &dyn Engine) -> Result<StoreIdent> {
     let dir = cfg.data_dir.display();
+    check_format(cfg, engine)?;
     if let Some(b) = engine.get(keys::STORE_IDENT_KEY)? {
         let ident = <StoreIdent as prost::Message>::decode(b.as_slice()).map_err(|e| {
             Error::DataDir(format!("data directory {dir} is damaged (store identity unreadable: {e}); refusing to start"))
@@ -83,55 +90,73 @@ pub fn prepare_store(cfg: &ServerConfig, engine: &dyn Engine) -> Result<StoreIde
         peers,
     };
     let mut wb = WriteBatch::new();
-    wb.put(
-        keys::STORE_IDENT_KEY.to_vec(),
-        prost::Message::encode_to_vec(&ident),
-    );
+    stage_ident(&mut wb, &ident);
     if !joining {
-        // The first replication_factor nodes hold the initial ranges; the
-        // placement driver puts replicas on the others as needed.
-        let rf = ident
-            .peers
-            .len()
-            .min(crate::placement::DEFAULT_REPLICATION_FACTOR);
-        let voters: Vec<u64> = (1..=rf as u64).collect();
-        let descs = RangeDescriptor::initial(voters);
-        for d in &descs {
-            Replica::bootstrap(&mut wb, d);
-        }
-        let replication = rf;
-        wb.put(
-            keys::data_key(b"_/cluster/id"),
-            cluster_id.as_bytes().to_vec(),
-        );
-        wb.put(
-            keys::data_key(b"_/cluster/config/replication_factor"),
-            replication.to_string().into_bytes(),
-        );
-        for (i, p) in ident.peers.iter().enumerate() {
-            // The other nodes register their client addresses once they
-            // start; this one's is known now (and must be: if it died
-            // before registering, the placement driver could not probe it).
-            let entry = if i as u64 + 1 == node_id {
-                serde_json::json!({ "peer_address": p, "client_address": cfg.client_address })
-            } else {
-                serde_json::json!({ "peer_address": p })
-            };
-            wb.put(
-                keys::data_key(format!("_/cluster/nodes/{}", i + 1).as_bytes()),
-                entry.to_string().into_bytes(),
-            );
-        }
-        for d in &descs {
-            wb.put(
-                RangeDescriptor::directory_key(d.range_id),
-                d.directory_value(),
-            );
-        }
+        stage_new_cluster(&mut wb, cfg, &ident);
         tracing::info!(%cluster_id, nodes = ident.peers.len(), "initialized a new cluster");
     }
     engine.write(&wb, true)?;
     Ok(ident)
+}
+
+/// Refuses a data directory written in another data format (one line that
+/// names it); nothing is migrated or rewritten.
+fn check_format(cfg: &ServerConfig, engine: &dyn Engine) -> Result<()> {
+    let format = engine.get(keys::FORMAT_KEY)?;
+    let format1 = engine.get(keys::FORMAT_1_IDENT_KEY)?.is_some();
+    keys::check_format(format.as_deref(), format1).map_err(|e| {
+        Error::DataDir(format!(
+            "data directory {} cannot be opened: {}",
+            cfg.data_dir.display(),
+            e
+        ))
+    })
+}
+
+/// The format version and identity records of a new store.
+fn stage_ident(wb: &mut WriteBatch, ident: &StoreIdent) {
+    wb.put(keys::FORMAT_KEY.to_vec(), keys::encode_format());
+    wb.put(
+        keys::STORE_IDENT_KEY.to_vec(),
+        prost::Message::encode_to_vec(ident),
+    );
+}
+
+/// A new cluster: the initial ranges on the first `replication_factor`
+/// nodes (the placement driver puts replicas on the others as needed), the
+/// cluster id, `replication_factor` at its default, the registry and the
+/// range directory.
+fn stage_new_cluster(wb: &mut WriteBatch, cfg: &ServerConfig, ident: &StoreIdent) {
+    let voters = ident.peers.len().min(DEFAULT_REPLICATION_FACTOR) as u64;
+    let descs = RangeDescriptor::initial((1..=voters).collect());
+    for d in &descs {
+        Replica::bootstrap(wb, d);
+    }
+    wb.put(
+        keys::system(meta::CLUSTER_ID),
+        ident.cluster_id.as_bytes().to_vec(),
+    );
+    wb.put(
+        keys::system(&meta::config_key("replication_factor")),
+        DEFAULT_REPLICATION_FACTOR.to_string().into_bytes(),
+    );
+    for (i, p) in ident.peers.iter().enumerate() {
+        // The other nodes register their client addresses once they
+        // start; this one's is known now (and must be: if it died before
+        // registering, the placement driver could not probe it).
+        let id = i as u64 + 1;
+        let client = (id == ident.node_id).then_some(cfg.client_address.as_str());
+        wb.put(
+            keys::system(&meta::node_key(id)),
+            NodeEntry::new(p, client).encode(),
+        );
+    }
+    for d in &descs {
+        wb.put(
+            RangeDescriptor::directory_key(d.range_id),
+            d.directory_value(),
+        );
+    }
 }
 
 fn display_cluster(id: &str) -> &str {
@@ -174,10 +199,7 @@ pub fn prepare_new_node(
         peers: cfg.peers.clone(),
     };
     let mut wb = WriteBatch::new();
-    wb.put(
-        keys::STORE_IDENT_KEY.to_vec(),
-        prost::Message::encode_to_vec(&ident),
-    );
+    stage_ident(&mut wb, &ident);
     engine.write(&wb, true)?;
     Ok(ident)
 }
@@ -229,7 +251,7 @@ mod tests {
         let ident = prepare_store(&cfg("127.0.0.1:8080", &[], true), &e).unwrap();
         assert_eq!(ident.node_id, 1);
         assert!(!ident.cluster_id.is_empty());
-        assert!(e.get(&keys::data_key(b"_/cluster/id")).unwrap().is_some());
+        assert!(e.get(&keys::system(meta::CLUSTER_ID)).unwrap().is_some());
         // Restart without --cluster-init keeps the identity.
         let again = prepare_store(&cfg("127.0.0.1:8080", &[], false), &e).unwrap();
         assert_eq!(again, ident);
@@ -265,6 +287,45 @@ mod tests {
         wb.put(keys::STORE_IDENT_KEY.to_vec(), b"\xff\xff garbage".to_vec());
         e.write(&wb, true).unwrap();
         assert!(prepare_store(&cfg("127.0.0.1:8080", &[], true), &e).is_err());
+    }
+
+    /// Defect (issue 9): a single node started with `--cluster-init` (the
+    /// README's quick start) fixed `replication_factor` at 1, so nodes that
+    /// joined later never received replicas. Failed before the fix with
+    /// `left: Some("1")`.
+    #[test]
+    fn a_single_node_cluster_keeps_replication_factor_3() {
+        let e = MemEngine::new();
+        prepare_store(&cfg("127.0.0.1:8080", &[], true), &e).unwrap();
+        let rf = e
+            .get(&keys::system(&meta::config_key("replication_factor")))
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(rf.as_deref(), Some("3"));
+        let d = e.get(&keys::descriptor_key(1)).unwrap().unwrap();
+        assert_eq!(RangeDescriptor::decode(&d).unwrap().replicas, vec![1]);
+        let entry = e.get(&keys::system(&meta::node_key(1))).unwrap().unwrap();
+        let entry = NodeEntry::decode(b"", &entry).unwrap();
+        assert_eq!(entry.client_address.as_deref(), Some("127.0.0.1:9999"));
+    }
+
+    #[test]
+    fn a_directory_of_another_data_format_is_refused_and_untouched() {
+        // Format 1 kept the identity at 0x02 "ident" and no format record.
+        let e = MemEngine::new();
+        let mut wb = WriteBatch::new();
+        wb.put(keys::FORMAT_1_IDENT_KEY.to_vec(), b"old".to_vec());
+        e.write(&wb, true).unwrap();
+        let before = e.dump();
+        let err = prepare_store(&cfg("127.0.0.1:8080", &[], true), &e).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::DataDir(_)), "{msg}");
+        assert!(
+            msg.contains("data format 1") && msg.contains("reads only format 2"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "one line");
+        assert_eq!(e.dump(), before, "nothing written");
     }
 
     #[test]

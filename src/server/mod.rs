@@ -1,26 +1,42 @@
-//! The server edge: node bootstrap/restart (the store identity check), the
-//! tonic services (Kv, RaftTransport, Admin, grpc.health.v1), Error -> Status.
+//! The server edge: node bootstrap/restart (the data format and store
+//! identity checks), the tonic services (Kv, Admin, RaftTransport,
+//! grpc.health.v1), Error -> Status with spans as route keys (`convert`),
+//! and the node's background tasks: the placement driver loop, directory
+//! publishing, registration, and the metadata refresher that keeps peer
+//! addresses and the cluster settings current on every node.
 //!
 //! `run_node` is the whole server as one future over an `Engine` and a
 //! shutdown signal; production wraps it with RocksDB and OS signals
 //! (`serve`), the simulator with a MemEngine it keeps across restarts.
+//!
+//! The server talks to other nodes through the client SDK (registration,
+//! publishing, placement): the SDK depends only on the API, never back on
+//! the server.
 
+mod admin;
 mod bootstrap;
+pub mod convert;
 mod health;
 mod kv;
+mod placement_loop;
 mod raft_service;
+pub mod registry;
 
 pub use bootstrap::{prepare_store, StoreIdent};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::ServerConfig;
+use crate::api::{meta, MAX_ADMIN_MESSAGE_BYTES};
+use crate::config::{ClusterSettings, ServerConfig};
 use crate::error::{Error, Result};
-use crate::node::{Directory, Store, StoreConfig, Transport};
+use crate::node::{
+    Directory, PeerAddresses, Store, StoreConfig, StoreHandle, StoreTask, Transport,
+};
 use crate::proto::admin_server::AdminServer;
 use crate::proto::kv_server::KvServer;
 use crate::proto::raft_transport_server::RaftTransportServer;
@@ -28,6 +44,18 @@ use crate::storage::Engine;
 
 /// Largest Raft batch a node accepts (snapshots travel inside MsgSnapshot).
 const MAX_RAFT_BATCH_BYTES: usize = 1 << 30;
+/// Leaders publish changed descriptors to the directory this often.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// Peer addresses and cluster settings are re-read this often.
+const METADATA_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+/// Registration and joining retry with backoff from this...
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+/// ...up to this (registration) and this (joining).
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(1);
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Budgets of the SDK calls a node makes to its cluster.
+const NODE_CALL_DEADLINE: Duration = Duration::from_secs(3);
+const JOIN_CALL_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Resolves `host:port` to a socket address to listen on (IPv4 preferred).
 pub async fn resolve_listen(addr: &str) -> Result<SocketAddr> {
@@ -72,32 +100,182 @@ pub async fn run_node(
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     cfg.validate()?;
-    let ident = if cfg.is_new_node() && engine.get(crate::keys::STORE_IDENT_KEY)?.is_none() {
-        let (node_id, cluster_id) = join_cluster(&cfg, shutdown.clone()).await?;
-        bootstrap::prepare_new_node(&cfg, engine.as_ref(), node_id, cluster_id)?
-    } else {
-        prepare_store(&cfg, engine.as_ref())?
-    };
+    let ident = open_identity(&cfg, engine.as_ref(), &shutdown).await?;
     let node_id = ident.node_id;
     let peer_addr = resolve_listen(&cfg.peer_address).await?;
     let client_addr = resolve_listen(&cfg.client_address).await?;
-
+    let (stop_tx, stop_rx) = watch::channel(false);
     // Initial nodes' ids are their positions in the initial peer list; nodes
     // that joined later are learned from the registry and Raft traffic.
-    let addresses = crate::node::PeerAddresses::default();
+    let addresses = PeerAddresses::default();
     for (i, a) in ident.peers.iter().enumerate() {
         addresses.insert(i as u64 + 1, a.clone());
     }
     addresses.insert(node_id, cfg.peer_address.clone());
+    let (settings_tx, settings_rx) = watch::channel(ClusterSettings::default());
+    let (store_task, handle) =
+        open_store(&cfg, node_id, engine, &addresses, settings_rx, &stop_rx)?;
+    let store_task = tokio::spawn(store_task.run(stop_rx.clone()));
+    let info = Arc::new(kv::NodeInfo {
+        node_id,
+        cluster_id: ident.cluster_id.clone(),
+        peer_address: cfg.peer_address.clone(),
+        client_address: cfg.client_address.clone(),
+    });
+    let (peer_task, client_task) = spawn_services(
+        &handle,
+        info,
+        addresses.clone(),
+        peer_addr,
+        client_addr,
+        &stop_rx,
+    );
+    spawn_background(&cfg, &ident, handle, addresses, settings_tx, &stop_rx);
+    tracing::info!(node_id, peer = %cfg.peer_address, client = %cfg.client_address, cluster_id = %ident.cluster_id, "rangedb node started");
+    let mut tasks = NodeTasks {
+        store: store_task,
+        peer: peer_task,
+        client: client_task,
+    };
+    let (ended, result) = tasks.first_to_end(&cfg, shutdown).await;
+    match &result {
+        Ok(()) => tracing::info!("rangedb node shutting down"),
+        Err(e) => tracing::error!(%e, "rangedb node shutting down"),
+    }
+    let _ = stop_tx.send(true);
+    tasks.join_rest(ended).await;
+    result
+}
+
+type ServeTask = tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>;
+
+/// Starts the gRPC services. Kv and Admin are served on the peer address
+/// too, so nodes that only know each other's peer addresses (registration,
+/// placement) can talk.
+fn spawn_services(
+    handle: &StoreHandle,
+    info: Arc<kv::NodeInfo>,
+    addresses: PeerAddresses,
+    peer_addr: SocketAddr,
+    client_addr: SocketAddr,
+    stop: &watch::Receiver<bool>,
+) -> (ServeTask, ServeTask) {
+    let kv_service = kv::KvService::new(handle.clone(), info);
+    let health = health::HealthService::new(handle.clone());
+    let raft_service = raft_service::RaftService::new(handle.clone(), addresses);
+    let admin =
+        |kv: kv::KvService| AdminServer::new(kv).max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES);
+    let peer_server = tonic::transport::Server::builder()
+        .add_service(
+            RaftTransportServer::new(raft_service).max_decoding_message_size(MAX_RAFT_BATCH_BYTES),
+        )
+        .add_service(KvServer::new(kv_service.clone()))
+        .add_service(admin(kv_service.clone()))
+        .add_service(health::pb::health_server::HealthServer::new(health.clone()))
+        .serve_with_shutdown(peer_addr, until_shutdown(stop.clone()));
+    let client_server = tonic::transport::Server::builder()
+        .add_service(KvServer::new(kv_service.clone()))
+        .add_service(admin(kv_service))
+        .add_service(health::pb::health_server::HealthServer::new(health))
+        .serve_with_shutdown(client_addr, until_shutdown(stop.clone()));
+    (tokio::spawn(peer_server), tokio::spawn(client_server))
+}
+
+/// The tasks a node lives by: when one ends, the node stops.
+struct NodeTasks {
+    store: tokio::task::JoinHandle<Result<()>>,
+    peer: ServeTask,
+    client: ServeTask,
+}
+
+/// Which task ended the node (its JoinHandle must not be polled again).
+#[derive(PartialEq)]
+enum Ended {
+    Signal,
+    Peer,
+    Client,
+    Store,
+}
+
+impl NodeTasks {
+    /// Waits for `shutdown` or for a task to end (its error is the node's).
+    async fn first_to_end(
+        &mut self,
+        cfg: &ServerConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Ended, Result<()>) {
+        type Served = std::result::Result<
+            std::result::Result<(), tonic::transport::Error>,
+            tokio::task::JoinError,
+        >;
+        let served = |what: &str, addr: &str, r: Served| {
+            Error::Config(format!(
+                "cannot serve {what} address {addr}: {}",
+                match r {
+                    Ok(Err(e)) => error_chain(&e),
+                    Ok(Ok(())) => "stopped".into(),
+                    Err(e) => e.to_string(),
+                }
+            ))
+        };
+        tokio::select! {
+            _ = until_shutdown(shutdown) => (Ended::Signal, Ok(())),
+            r = &mut self.peer => (Ended::Peer, Err(served("peer", &cfg.peer_address, r))),
+            r = &mut self.client => (Ended::Client, Err(served("client", &cfg.client_address, r))),
+            r = &mut self.store => (Ended::Store, match r {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(Error::Internal("store stopped".into())),
+                Err(e) => Err(Error::Internal(format!("store task: {e}"))),
+            }),
+        }
+    }
+
+    /// Waits for the tasks still running (after the stop signal).
+    async fn join_rest(self, ended: Ended) {
+        if ended != Ended::Store {
+            let _ = self.store.await;
+        }
+        if ended != Ended::Peer {
+            let _ = self.peer.await;
+        }
+        if ended != Ended::Client {
+            let _ = self.client.await;
+        }
+    }
+}
+
+/// This node's store identity: a new node joining a running cluster asks
+/// it for an id first; otherwise the data directory's (created if new).
+async fn open_identity(
+    cfg: &ServerConfig,
+    engine: &dyn Engine,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<StoreIdent> {
+    if cfg.is_new_node() && engine.get(crate::keys::STORE_IDENT_KEY)?.is_none() {
+        let (node_id, cluster_id) = join_cluster(cfg, shutdown.clone()).await?;
+        bootstrap::prepare_new_node(cfg, engine, node_id, cluster_id)
+    } else {
+        prepare_store(cfg, engine)
+    }
+}
+
+/// Opens the Store over `engine` and its task.
+fn open_store(
+    cfg: &ServerConfig,
+    node_id: u64,
+    engine: Arc<dyn Engine>,
+    addresses: &PeerAddresses,
+    settings: watch::Receiver<ClusterSettings>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(StoreTask, StoreHandle)> {
     let directory = Directory::default();
     directory.insert(node_id, cfg.client_address.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
     let transport = Transport::start(
         node_id,
         cfg.client_address.clone(),
         cfg.peer_address.clone(),
         addresses.clone(),
-        stop_rx.clone(),
+        stop.clone(),
     );
     let store_cfg = StoreConfig {
         node_id,
@@ -109,110 +287,41 @@ pub async fn run_node(
         request_timeout: cfg.request_timeout,
         clock: cfg.clock.clone(),
     };
-    let (store, handle) = Store::open(
-        store_cfg,
-        engine.clone(),
-        transport,
-        directory,
-        madsim::rand::random(),
-    )?;
-    let mut store_task = tokio::spawn(store.run(stop_rx.clone()));
+    let store = Store::open(store_cfg, engine, madsim::rand::random())?;
+    Ok(StoreTask::new(store, transport, directory, settings))
+}
 
-    let info = Arc::new(kv::NodeInfo {
-        node_id,
-        cluster_id: ident.cluster_id.clone(),
-        peer_address: cfg.peer_address.clone(),
-        client_address: cfg.client_address.clone(),
-    });
-    let kv_service = kv::KvService::new(handle.clone(), info);
-    let health = health::HealthService::new(handle.clone());
-    let raft_service = raft_service::RaftService::new(handle.clone(), addresses.clone());
-    tokio::spawn(refresh_peer_addresses(
+/// The node's background tasks.
+fn spawn_background(
+    cfg: &ServerConfig,
+    ident: &StoreIdent,
+    handle: StoreHandle,
+    addresses: PeerAddresses,
+    settings: watch::Sender<ClusterSettings>,
+    stop: &watch::Receiver<bool>,
+) {
+    tokio::spawn(refresh_metadata(
         ident.peers.clone(),
         addresses,
-        stop_rx.clone(),
+        settings,
+        stop.clone(),
     ));
-
-    // Kv and Admin are served on the peer address too, so nodes that only know
-    // each other's peer addresses (registration, placement) can talk.
-    let peer_server = tonic::transport::Server::builder()
-        .add_service(
-            RaftTransportServer::new(raft_service).max_decoding_message_size(MAX_RAFT_BATCH_BYTES),
-        )
-        .add_service(KvServer::new(kv_service.clone()))
-        .add_service(
-            AdminServer::new(kv_service.clone())
-                .max_decoding_message_size(crate::config::MAX_ADMIN_MESSAGE),
-        )
-        .add_service(health::pb::health_server::HealthServer::new(health.clone()))
-        .serve_with_shutdown(peer_addr, until_shutdown(stop_rx.clone()));
-    let client_server = tonic::transport::Server::builder()
-        .add_service(KvServer::new(kv_service.clone()))
-        .add_service(
-            AdminServer::new(kv_service)
-                .max_decoding_message_size(crate::config::MAX_ADMIN_MESSAGE),
-        )
-        .add_service(health::pb::health_server::HealthServer::new(health.clone()))
-        .serve_with_shutdown(client_addr, until_shutdown(stop_rx.clone()));
-    tokio::spawn(publish_directory(handle.clone(), stop_rx.clone()));
-    tokio::spawn(crate::placement::run(
-        handle.clone(),
-        node_id,
-        stop_rx.clone(),
-    ));
+    tokio::spawn(publish_directory(handle.clone(), stop.clone()));
+    tokio::spawn(placement_loop::run(handle, ident.node_id, stop.clone()));
     tokio::spawn(register(
-        node_id,
+        ident.node_id,
         ident.peers.clone(),
         cfg.peer_address.clone(),
         cfg.client_address.clone(),
-        stop_rx.clone(),
+        stop.clone(),
     ));
-    let mut peer_task = tokio::spawn(peer_server);
-    let mut client_task = tokio::spawn(client_server);
-    tracing::info!(node_id, peer = %cfg.peer_address, client = %cfg.client_address, cluster_id = %ident.cluster_id, "rangedb node started");
-
-    // Which task ended the node: its JoinHandle must not be polled again.
-    #[derive(PartialEq)]
-    enum Ended {
-        Signal,
-        Peer,
-        Client,
-        Store,
-    }
-    let (ended, result): (Ended, Result<()>) = tokio::select! {
-        _ = until_shutdown(shutdown) => (Ended::Signal, Ok(())),
-        r = &mut peer_task => (Ended::Peer, Err(Error::Config(format!("cannot serve peer address {}: {}", cfg.peer_address,
-            match r { Ok(Err(e)) => error_chain(&e), Ok(Ok(())) => "stopped".into(), Err(e) => e.to_string() })))),
-        r = &mut client_task => (Ended::Client, Err(Error::Config(format!("cannot serve client address {}: {}", cfg.client_address,
-            match r { Ok(Err(e)) => error_chain(&e), Ok(Ok(())) => "stopped".into(), Err(e) => e.to_string() })))),
-        r = &mut store_task => (Ended::Store, match r {
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(())) => Err(Error::Internal("store stopped".into())),
-            Err(e) => Err(Error::Internal(format!("store task: {e}"))),
-        }),
-    };
-    match &result {
-        Ok(()) => tracing::info!("rangedb node shutting down"),
-        Err(e) => tracing::error!(%e, "rangedb node shutting down"),
-    }
-    let _ = stop_tx.send(true);
-    if ended != Ended::Store {
-        let _ = store_task.await;
-    }
-    if ended != Ended::Peer {
-        let _ = peer_task.await;
-    }
-    if ended != Ended::Client {
-        let _ = client_task.await;
-    }
-    result
 }
 
 /// Keeps the range directory (`_/partitions/`) current: every second, this
 /// node publishes the descriptor of each range it leads whose epoch changed
 /// since it last published it. The directory keeps the newest epoch, so a
 /// stale leader cannot roll it back.
-async fn publish_directory(store: crate::node::StoreHandle, stop: watch::Receiver<bool>) {
+async fn publish_directory(store: StoreHandle, stop: watch::Receiver<bool>) {
     use crate::client::{Client, ClientOptions};
     let mut published: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut client: Option<(Vec<String>, Client)> = None;
@@ -220,15 +329,15 @@ async fn publish_directory(store: crate::node::StoreHandle, stop: watch::Receive
         tokio::select! {
             biased;
             _ = until_shutdown(stop.clone()) => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(PUBLISH_INTERVAL) => {}
         }
         let Ok(led) = store.led_descriptors().await else {
             continue;
         };
         let addrs: Vec<String> = store.directory().all().into_values().collect();
-        if client.as_ref().map(|(a, _)| a != &addrs).unwrap_or(true) {
+        if client.as_ref().is_none_or(|(a, _)| a != &addrs) {
             let opts = ClientOptions {
-                deadline: std::time::Duration::from_secs(3),
+                deadline: NODE_CALL_DEADLINE,
                 ..Default::default()
             };
             match Client::new(addrs.clone(), opts) {
@@ -257,11 +366,11 @@ async fn publish_directory(store: crate::node::StoreHandle, stop: watch::Receive
 async fn join_cluster(cfg: &ServerConfig, stop: watch::Receiver<bool>) -> Result<(u64, String)> {
     use crate::client::{Client, ClientOptions};
     let opts = ClientOptions {
-        deadline: std::time::Duration::from_secs(5),
+        deadline: JOIN_CALL_DEADLINE,
         ..Default::default()
     };
     let c = Client::new(cfg.peers.clone(), opts)?;
-    let mut wait = std::time::Duration::from_millis(200);
+    let mut wait = RETRY_FIRST;
     loop {
         match c.join_cluster(&cfg.peer_address, &cfg.client_address).await {
             Ok(r) => {
@@ -280,50 +389,78 @@ async fn join_cluster(cfg: &ServerConfig, stop: watch::Receiver<bool>) -> Result
             _ = until_shutdown(stop.clone()) => return Err(Error::ShuttingDown),
             _ = tokio::time::sleep(wait) => {}
         }
-        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        wait = (wait * 2).min(JOIN_RETRY_MAX);
     }
 }
 
-/// Keeps the peer addresses of nodes that joined later current (from the
-/// registry), so this node can send them Raft messages.
-async fn refresh_peer_addresses(
+/// Keeps what every node must know of the system range current, even on
+/// nodes holding no replica of it: the peer addresses of nodes that joined
+/// later (from the registry, so this node can send them Raft messages) and
+/// the cluster settings (split thresholds take effect live everywhere).
+async fn refresh_metadata(
     peers: Vec<String>,
-    addresses: crate::node::PeerAddresses,
+    addresses: PeerAddresses,
+    settings: watch::Sender<ClusterSettings>,
     stop: watch::Receiver<bool>,
 ) {
     use crate::client::{Client, ClientOptions};
     let opts = ClientOptions {
-        deadline: std::time::Duration::from_secs(3),
+        deadline: NODE_CALL_DEADLINE,
         ..Default::default()
     };
     let Ok(c) = Client::new(peers, opts) else {
         return;
     };
+    let scan = |prefix: &'static str| {
+        let c = &c;
+        async move {
+            let end = meta::prefix_end(prefix.as_bytes());
+            c.scan(
+                prefix.as_bytes(),
+                &end,
+                crate::api::MAX_SCAN_LIMIT as u32,
+                false,
+            )
+            .await
+        }
+    };
     loop {
         tokio::select! {
             biased;
             _ = until_shutdown(stop.clone()) => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(METADATA_REFRESH_INTERVAL) => {}
         }
-        if let Ok(pairs) = c
-            .scan(b"_/cluster/nodes/", b"_/cluster/nodes0", 100_000, false)
-            .await
-        {
-            for (k, v) in pairs {
-                let id = std::str::from_utf8(&k[b"_/cluster/nodes/".len()..])
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok());
-                let entry: serde_json::Value = serde_json::from_slice(&v).unwrap_or_default();
-                if let (Some(id), Some(addr)) = (id, entry["peer_address"].as_str()) {
-                    addresses.insert(id, addr.to_string());
+        if let Ok(pairs) = scan(meta::NODES_PREFIX).await {
+            let r = crate::api::Registry::parse(pairs);
+            for (id, why) in &r.corrupt {
+                tracing::warn!(node = ?id, %why, "registry entry skipped");
+            }
+            for (id, e) in r.entries {
+                addresses.insert(id, e.peer_address);
+            }
+        }
+        if let Ok(pairs) = scan(meta::CONFIG_PREFIX).await {
+            let parsed = ClusterSettings::from_pairs(
+                pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            );
+            match parsed {
+                Ok(s) => {
+                    settings.send_if_modified(|cur| {
+                        let changed = *cur != s;
+                        *cur = s;
+                        changed
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(%e, "cluster settings are unreadable; keeping the last ones")
                 }
             }
         }
     }
 }
 
-/// Records this node's addresses in `_/cluster/nodes/<id>` (retrying until
-/// the cluster accepts it), reaching the cluster through its peer addresses.
+/// Records this node's addresses in its registry entry (retrying until the
+/// cluster accepts it), reaching the cluster through its peer addresses.
 async fn register(
     node_id: u64,
     peers: Vec<String>,
@@ -333,13 +470,13 @@ async fn register(
 ) {
     use crate::client::{Client, ClientOptions};
     let opts = ClientOptions {
-        deadline: std::time::Duration::from_secs(5),
+        deadline: JOIN_CALL_DEADLINE,
         ..Default::default()
     };
     let Ok(c) = Client::new(peers, opts) else {
         return;
     };
-    let mut wait = std::time::Duration::from_millis(200);
+    let mut wait = RETRY_FIRST;
     loop {
         tokio::select! {
             biased;
@@ -349,7 +486,7 @@ async fn register(
         if c.register_node(node_id, &peer, &client).await.is_ok() {
             return;
         }
-        wait = (wait * 2).min(std::time::Duration::from_secs(1));
+        wait = (wait * 2).min(REGISTER_RETRY_MAX);
     }
 }
 

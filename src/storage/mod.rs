@@ -6,16 +6,21 @@
 //! `MemEngine` (tests and simulation) must behave alike; one conformance suite
 //! (`conformance.rs`) runs against both.
 //!
+//! Reads during apply go through `Overlay` (a batch staged over the engine),
+//! which tells a key put, deleted or untouched by the batch.
+//!
 //! Durability model, shared by both: a batch written with `sync = true` is
 //! durable together with every batch written before it; unsynced batches may be
 //! lost in a crash (MemEngine::crash drops exactly those).
 
+mod batch;
 #[cfg(test)]
 mod conformance;
 pub mod memory;
 #[cfg(not(madsim))]
 pub mod rocks;
 
+pub use batch::{BatchOp, Overlay, Staged, WriteBatch};
 pub use memory::MemEngine;
 #[cfg(not(madsim))]
 pub use rocks::RocksEngine;
@@ -25,74 +30,14 @@ use crate::error::Result;
 /// A key and its value.
 pub type KvPair = (Vec<u8>, Vec<u8>);
 
-/// One mutation inside a `WriteBatch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BatchOp {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-    /// Deletes every key in `[start, end)`.
-    DeleteRange(Vec<u8>, Vec<u8>),
-}
-
-/// Mutations applied atomically, in order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WriteBatch {
-    ops: Vec<BatchOp>,
-    bytes: usize,
-}
-
-impl WriteBatch {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        let (k, v) = (key.into(), value.into());
-        self.bytes += k.len() + v.len();
-        self.ops.push(BatchOp::Put(k, v));
-    }
-    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
-        let k = key.into();
-        self.bytes += k.len();
-        self.ops.push(BatchOp::Delete(k));
-    }
-    pub fn delete_range(&mut self, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
-        let (s, e) = (start.into(), end.into());
-        self.bytes += s.len() + e.len();
-        self.ops.push(BatchOp::DeleteRange(s, e));
-    }
-    pub fn ops(&self) -> &[BatchOp] {
-        &self.ops
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-    /// Approximate payload size in bytes.
-    pub fn size_bytes(&self) -> usize {
-        self.bytes
-    }
-    /// The value of the last put of `key` in this batch, if it is put (and
-    /// not deleted afterwards).
-    pub fn last_put(&self, key: &[u8]) -> Option<&[u8]> {
-        for op in self.ops.iter().rev() {
-            match op {
-                BatchOp::Put(k, v) if k == key => return Some(v),
-                BatchOp::Delete(k) if k == key => return None,
-                BatchOp::DeleteRange(s, e) if s.as_slice() <= key && key < e.as_slice() => {
-                    return None
-                }
-                _ => {}
-            }
-        }
-        None
-    }
-
-    pub fn append(&mut self, other: WriteBatch) {
-        self.bytes += other.bytes;
-        self.ops.extend(other.ops);
-    }
+/// A key and its value inside a protobuf message (replicated commands,
+/// snapshots).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Pair {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
 }
 
 /// A consistent, read-only view of the engine at one point in time.

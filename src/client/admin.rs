@@ -1,0 +1,244 @@
+//! Admin calls through the SDK (membership, splits and merges, registry,
+//! settings, node status).
+
+use super::{from_status, is_server_status, transport_message, Client, Retry};
+use crate::api::{meta, route, ReplicaChange, MAX_ADMIN_MESSAGE_BYTES};
+use crate::error::{Error, Result};
+use crate::proto::admin_client::AdminClient;
+use crate::proto::*;
+
+impl Client {
+    /// One membership change of the range starting at `start_key` (a route key).
+    pub async fn change_replicas(
+        &self,
+        start_key: &[u8],
+        range_id: u64,
+        change: ReplicaChange,
+        expected_conf_ver: u64,
+    ) -> Result<()> {
+        use crate::proto::change_replicas_request::Kind;
+        let (kind, node_id) = match change {
+            ReplicaChange::AddLearner(n) => (Kind::AddLearner, n),
+            ReplicaChange::Promote(n) => (Kind::Promote, n),
+            ReplicaChange::Remove(n) => (Kind::Remove, n),
+            ReplicaChange::TransferLeader(n) => (Kind::TransferLeader, n),
+        };
+        let req = ChangeReplicasRequest {
+            range_id,
+            kind: kind as i32,
+            node_id,
+            expected_conf_ver,
+        };
+        self.with_retry(start_key, Retry::Idempotent, |ch| async move {
+            AdminClient::new(ch).change_replicas(req).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Starts draining node `node_id` (the placement driver moves its replicas).
+    pub async fn decommission_node(&self, node_id: u64) -> Result<()> {
+        let req = DecommissionNodeRequest { node_id };
+        self.with_retry(
+            &route::key(meta::NODES_PREFIX.as_bytes()),
+            Retry::Idempotent,
+            |ch| async move { AdminClient::new(ch).decommission_node(req).await },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Asks the cluster for a node id for a new node: (node id, cluster id).
+    pub async fn join_cluster(
+        &self,
+        peer_address: &str,
+        client_address: &str,
+    ) -> Result<(u64, String)> {
+        let req = JoinClusterRequest {
+            peer_address: peer_address.into(),
+            client_address: client_address.into(),
+        };
+        let r = self
+            .with_retry(
+                &route::key(meta::NODES_PREFIX.as_bytes()),
+                Retry::Idempotent,
+                |ch| {
+                    let req = req.clone();
+                    async move { AdminClient::new(ch).join_cluster(req).await }
+                },
+            )
+            .await?
+            .into_inner();
+        Ok((r.node_id, r.cluster_id))
+    }
+
+    /// Records this node's addresses in the registry.
+    pub async fn register_node(
+        &self,
+        node_id: u64,
+        peer_address: &str,
+        client_address: &str,
+    ) -> Result<()> {
+        let req = RegisterNodeRequest {
+            node_id,
+            peer_address: peer_address.into(),
+            client_address: client_address.into(),
+        };
+        self.with_retry(
+            &route::key(meta::NODES_PREFIX.as_bytes()),
+            Retry::Idempotent,
+            |ch| {
+                let req = req.clone();
+                async move { AdminClient::new(ch).register_node(req).await }
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Changes a cluster setting; returns the full key written.
+    pub async fn set_config(&self, key: &str, value: &str) -> Result<String> {
+        let req = SetConfigRequest {
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        // Setting a key to a value is idempotent: an ambiguous failure (the
+        // leader removed mid-write, seed 2513) is safely retried.
+        let resp = self
+            .with_retry(
+                &route::key(meta::CONFIG_PREFIX.as_bytes()),
+                Retry::Idempotent,
+                |ch| {
+                    let req = req.clone();
+                    async move { AdminClient::new(ch).set_config(req).await }
+                },
+            )
+            .await?;
+        Ok(resp.into_inner().key)
+    }
+
+    /// Records a range descriptor in the range directory (idempotent: the
+    /// directory keeps the newest epoch).
+    pub async fn publish_range(&self, desc: RangeDescriptorMsg) -> Result<()> {
+        self.with_retry(
+            &route::key(meta::PARTITIONS_PREFIX.as_bytes()),
+            Retry::Idempotent,
+            |ch| {
+                let req = desc.clone();
+                async move { AdminClient::new(ch).publish_range(req).await }
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Splits the range holding `key` at `key` (an admin operation). A
+    /// `sticky` split is never merged away by the placement driver.
+    pub async fn split(&self, key: &[u8], sticky: bool) -> Result<()> {
+        let req = SplitRangeRequest {
+            key: key.to_vec(),
+            sticky,
+        };
+        self.with_retry(&route::key(key), Retry::Idempotent, |ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).split_range(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Freezes range `range_id` (starting at internal key `start_key`) for a
+    /// merge: its final descriptor and data.
+    pub async fn freeze_range(
+        &self,
+        start_key: &[u8],
+        range_id: u64,
+        expected_version: u64,
+    ) -> Result<FreezeRangeResponse> {
+        let req = FreezeRangeRequest {
+            range_id,
+            expected_version,
+        };
+        let resp = self
+            .with_retry(start_key, Retry::Idempotent, |ch| async move {
+                AdminClient::new(ch)
+                    .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
+                    .freeze_range(req)
+                    .await
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Merges the frozen right neighbour (from `freeze_range`) into range
+    /// `range_id` (starting at internal key `start_key`).
+    pub async fn merge_ranges(
+        &self,
+        start_key: &[u8],
+        range_id: u64,
+        expected_version: u64,
+        frozen: FreezeRangeResponse,
+    ) -> Result<()> {
+        let req = MergeRangesRequest {
+            range_id,
+            expected_version,
+            rhs: frozen.descriptor,
+            pairs: frozen.pairs,
+        };
+        self.with_retry(start_key, Retry::Idempotent, |ch| {
+            let req = req.clone();
+            async move {
+                AdminClient::new(ch)
+                    .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
+                    .merge_ranges(req)
+                    .await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Tells the node at `addr` that its replica of `range_id` is stale.
+    pub async fn gc_replica(
+        &self,
+        addr: &str,
+        range_id: u64,
+        conf_ver: u64,
+        merged: bool,
+    ) -> Result<()> {
+        let ch = self.channel(addr)?;
+        let req = GcReplicaRequest {
+            range_id,
+            conf_ver,
+            merged,
+        };
+        match tokio::time::timeout(self.opts.rpc_timeout, AdminClient::new(ch).gc_replica(req))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err(from_status(&s)),
+            Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
+        }
+    }
+
+    /// The status of the node at `addr` (no routing).
+    pub async fn node_status(&self, addr: &str) -> Result<NodeStatusResponse> {
+        let ch = self.channel(addr)?;
+        match tokio::time::timeout(
+            self.opts.rpc_timeout,
+            AdminClient::new(ch)
+                .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
+                .node_status(NodeStatusRequest {}),
+        )
+        .await
+        {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) if !is_server_status(&s) => Err(Error::Unavailable(format!(
+                "cannot reach {addr}: {}",
+                transport_message(&s)
+            ))),
+            Ok(Err(s)) => Err(from_status(&s)),
+            Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `StoreTask`: the async shell around the synchronous `Store` — the one
+//! async<->sync seam of a node. It owns the Store's mailbox, its clock
+//! ticks, the engine writes of each Ready round (on the blocking pool: an
+//! fsync must never stall the reactor), the peer transport, and the size
+//! checker task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::handle::{StoreHandle, StoreMsg};
+use super::split_check::{run_checker, MeasureRequest, MEASURE_QUEUE};
+use super::store::Store;
+use super::transport::{Directory, Transport};
+use crate::config::ClusterSettings;
+use crate::error::Result;
+use crate::storage::{Engine, WriteBatch};
+
+/// Ready rounds per loop: a round can create more work (reads started
+/// after a commit, a removed replica to destroy).
+const MAX_READY_ROUNDS_PER_LOOP: usize = 3;
+/// Mailbox capacity at least this large.
+const MIN_MAILBOX: usize = 64;
+/// At most this probability, a loop pauses for up to BUGGIFY_PAUSE
+/// (simulation only): schedules the harness would rarely produce.
+const BUGGIFY_PAUSE_PROBABILITY: f64 = 0.005;
+const BUGGIFY_PAUSE: Duration = Duration::from_millis(50);
+
+pub struct StoreTask {
+    store: Store,
+    engine: Arc<dyn Engine>,
+    rx: mpsc::Receiver<StoreMsg>,
+    tx: mpsc::Sender<StoreMsg>,
+    transport: Transport,
+    settings: watch::Receiver<ClusterSettings>,
+    checker: Option<mpsc::Sender<MeasureRequest>>,
+}
+
+impl StoreTask {
+    /// Wraps `store`; `settings` carries the cluster settings in effect.
+    pub fn new(
+        store: Store,
+        transport: Transport,
+        directory: Directory,
+        settings: watch::Receiver<ClusterSettings>,
+    ) -> (StoreTask, StoreHandle) {
+        let (tx, rx) = mpsc::channel(store.cfg.max_msgs_per_loop.max(MIN_MAILBOX));
+        let engine = store.engine.clone();
+        let handle = StoreHandle {
+            tx: tx.clone(),
+            directory,
+            request_timeout: store.cfg.request_timeout,
+            node_id: store.cfg.node_id,
+            next_hint: Default::default(),
+            engine: engine.clone(),
+        };
+        let task = StoreTask {
+            store,
+            engine,
+            rx,
+            tx,
+            transport,
+            settings,
+            checker: None,
+        };
+        (task, handle)
+    }
+
+    /// Runs until `shutdown` flips, every handle is dropped, or the node
+    /// fails (an engine write, or a failure while applying: never skipped).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let (req_tx, req_rx) = mpsc::channel(MEASURE_QUEUE);
+        tokio::spawn(run_checker(self.engine.clone(), req_rx, self.tx.clone()));
+        self.checker = Some(req_tx);
+        self.store.set_settings(self.settings.borrow().clone());
+        let clock = self.store.cfg.clock.clone();
+        let tick = self.store.cfg.tick;
+        let max_msgs = self.store.cfg.max_msgs_per_loop;
+        // Ticks follow this node's clock, so a drifting clock ticks faster or slower.
+        let mut next_tick = tokio::time::Instant::now() + clock.to_true(tick);
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break Ok(()),
+                _ = tokio::time::sleep_until(next_tick) => {
+                    next_tick = tokio::time::Instant::now() + clock.to_true(tick);
+                    if self.settings.has_changed().unwrap_or(false) {
+                        self.store.set_settings(self.settings.borrow_and_update().clone());
+                    }
+                    self.store.tick();
+                }
+                msg = self.rx.recv() => {
+                    let Some(msg) = msg else { break Ok(()) };
+                    self.store.handle(msg);
+                    for _ in 1..max_msgs {
+                        match self.rx.try_recv() {
+                            Ok(m) => self.store.handle(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            let pause = crate::chaos::buggify_delay(BUGGIFY_PAUSE_PROBABILITY, BUGGIFY_PAUSE);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            if let Err(e) = self.rounds().await {
+                tracing::error!(%e, "store stopped: this node failed while persisting or applying");
+                break Err(e);
+            }
+        };
+        self.store.fail_all();
+        result
+    }
+
+    async fn rounds(&mut self) -> Result<()> {
+        for _ in 0..MAX_READY_ROUNDS_PER_LOOP {
+            self.send_outbox();
+            let Some(mut round) = self.store.begin_round()? else {
+                break;
+            };
+            self.send_outbox();
+            let (wb, sync) = round.take_batch();
+            if !wb.is_empty() || sync {
+                self.write(wb, sync).await?;
+            }
+            let wb = self.store.persisted(&mut round)?;
+            if !wb.is_empty() {
+                self.write(wb, false).await?;
+            }
+            self.store.finish_round(round)?;
+            if !self.store.has_work() {
+                break;
+            }
+        }
+        self.send_outbox();
+        self.send_measure_requests();
+        Ok(())
+    }
+
+    fn send_outbox(&mut self) {
+        for (range_id, m) in self.store.take_outbox() {
+            self.transport.send(range_id, m);
+        }
+    }
+
+    fn send_measure_requests(&mut self) {
+        let Some(checker) = &self.checker else {
+            return;
+        };
+        for req in self.store.take_measure_requests() {
+            let id = req.range_id;
+            if checker.try_send(req).is_err() {
+                self.store.measure_skipped(id);
+            }
+        }
+    }
+
+    /// One engine write. In production it runs on the blocking pool (an
+    /// fsync must not stall the reactor); in simulation MemEngine never
+    /// blocks and madsim forbids blocking tasks, so it runs inline.
+    async fn write(&self, wb: WriteBatch, sync: bool) -> Result<()> {
+        #[cfg(madsim)]
+        {
+            self.engine.write(&wb, sync)?;
+            let slow = self.engine.sync_latency();
+            if sync && !slow.is_zero() {
+                tokio::time::sleep(slow).await;
+            }
+            Ok(())
+        }
+        #[cfg(not(madsim))]
+        {
+            let engine = self.engine.clone();
+            match tokio::task::spawn_blocking(move || engine.write(&wb, sync)).await {
+                Ok(r) => r,
+                Err(e) => Err(crate::error::Error::Internal(format!(
+                    "engine write task failed: {e}"
+                ))),
+            }
+        }
+    }
+}

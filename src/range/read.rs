@@ -1,0 +1,188 @@
+//! Reads: linearizable ones through ReadIndex (served once the replica has
+//! applied the index the round returned), and local ones from this
+//! replica's state as applied so far.
+//!
+//! raft-rs silently drops a ReadIndex request on a leader that has not yet
+//! committed an entry of its term: such reads wait in `early_reads` until
+//! it has. A read whose leader lost leadership is answered NotLeader.
+
+use super::replica::{Replica, Responder};
+use crate::chaos::{self, Canary};
+use crate::error::{Error, Result};
+use crate::storage::KvPair;
+
+/// A read, over internal data keys.
+#[derive(Debug, Clone)]
+pub enum ReadOp {
+    Get(Vec<u8>),
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        reverse: bool,
+    },
+}
+
+impl ReadOp {
+    /// The key the read is routed (and load-sampled) by.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            ReadOp::Get(k) => k,
+            ReadOp::Scan { start, .. } => start,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResult {
+    Value(Option<Vec<u8>>),
+    /// Pairs, and where to resume if this range ended before the scan's
+    /// bounds (forward: the range end; reverse: the range start).
+    Pairs(Vec<KvPair>, Option<Vec<u8>>),
+}
+
+/// A read waiting for its ReadIndex round and for the apply to catch up.
+pub(super) struct PendingRead {
+    pub ctx: u64,
+    pub op: ReadOp,
+    pub done: Responder<ReadResult>,
+    /// Set when the ReadIndex round finished: serve once applied >= index.
+    pub index: Option<u64>,
+}
+
+impl Replica {
+    /// A linearizable read through ReadIndex.
+    pub fn read(&mut self, op: ReadOp, done: Responder<ReadResult>) {
+        self.activity();
+        if chaos::canary(Canary::ReadWithoutReadIndex) {
+            let _ = done.send(self.execute(&op));
+            return;
+        }
+        if !self.is_leader() {
+            let _ = done.send(Err(self.not_leader()));
+            return;
+        }
+        if !self.group.raft.commit_to_current_term() {
+            self.early_reads.push((op, done));
+            return;
+        }
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        self.group.read_index(ctx.to_be_bytes().to_vec());
+        self.reads.push(PendingRead {
+            ctx,
+            op,
+            done,
+            index: None,
+        });
+    }
+
+    /// A read of this replica's local state, possibly stale.
+    pub fn read_local(&self, op: &ReadOp) -> Result<ReadResult> {
+        self.execute(op)
+    }
+
+    /// Records the index a ReadIndex round returned for request `ctx`.
+    pub(super) fn read_index_done(&mut self, ctx: &[u8], index: u64) {
+        let ctx = ctx.try_into().map(u64::from_be_bytes).unwrap_or(0);
+        if let Some(r) = self.reads.iter_mut().find(|r| r.ctx == ctx) {
+            r.index = Some(index);
+        }
+    }
+
+    /// Answers, after the loop's writes landed: reads whose index is
+    /// applied; reads of a leader that lost leadership (NotLeader); reads
+    /// that waited for this leader's first commit start now.
+    pub(super) fn serve_reads(&mut self, completions: &mut Vec<super::Completion>) {
+        let leader = self.is_leader();
+        let lost = Error::NotLeader {
+            range_id: self.desc.range_id,
+            leader: None,
+            span: self.span(),
+        };
+        if self.was_leader && !leader {
+            for r in self.reads.drain(..) {
+                completions.push(super::Completion::Read(r.done, Err(lost.clone())));
+            }
+        }
+        self.was_leader = leader;
+        if !leader {
+            for (_, done) in self.early_reads.drain(..) {
+                completions.push(super::Completion::Read(done, Err(lost.clone())));
+            }
+        } else if !self.early_reads.is_empty() && self.group.raft.commit_to_current_term() {
+            for (op, done) in std::mem::take(&mut self.early_reads) {
+                self.read(op, done);
+            }
+        }
+        let applied = self.group.store().applied_index();
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].index.is_some_and(|idx| idx <= applied) {
+                let r = self.reads.swap_remove(i);
+                let result = self.execute(&r.op);
+                completions.push(super::Completion::Read(r.done, result));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn execute(&self, op: &ReadOp) -> Result<ReadResult> {
+        // A frozen range's keys may already be served (and written) by the
+        // range that absorbed it.
+        if self.desc.frozen {
+            return Err(self.desc.epoch_mismatch());
+        }
+        match op {
+            ReadOp::Get(key) => {
+                if !self.desc.contains(key) {
+                    return Err(Error::Internal(format!(
+                        "get outside range {}",
+                        self.desc.range_id
+                    )));
+                }
+                Ok(ReadResult::Value(self.engine.get(key)?))
+            }
+            ReadOp::Scan {
+                start,
+                end,
+                limit,
+                reverse,
+            } => self.scan(start, end, *limit, *reverse),
+        }
+    }
+
+    /// The part of a scan inside this range, and where it resumes.
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<ReadResult> {
+        let d = &self.desc;
+        let s = start.max(d.start_key.as_slice());
+        let e = if end.is_empty() {
+            d.end_key.as_slice()
+        } else {
+            end.min(d.end_key.as_slice())
+        };
+        // The range split while the read waited: the scan's start (or,
+        // reversed, its end) is no longer here. Let the client re-route.
+        let moved = if reverse {
+            !end.is_empty() && end <= d.start_key.as_slice()
+        } else {
+            start >= d.end_key.as_slice()
+        };
+        if moved {
+            return Err(Error::KeyNotInRange {
+                range_id: d.range_id,
+                span: self.span(),
+            });
+        }
+        let pairs = self.engine.scan(s, e, limit, reverse)?;
+        let resume = if pairs.len() >= limit {
+            None
+        } else if reverse {
+            (d.start_key.as_slice() > start).then(|| d.start_key.clone())
+        } else {
+            (end.is_empty() || d.end_key.as_slice() < end).then(|| d.end_key.clone())
+        };
+        Ok(ReadResult::Pairs(pairs, resume))
+    }
+}
