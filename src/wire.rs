@@ -177,7 +177,7 @@ pub fn from_status(s: &Status) -> Error {
         | (Code::Aborted, _)
         | (Code::ResourceExhausted, _) => Error::Unavailable(describe(s)),
         (Code::FailedPrecondition, _) => Error::Config(s.message().to_string()),
-        _ => Error::Internal(describe(s)),
+        _ => Error::Internal(strip(&describe(s), "internal error: ")),
     }
 }
 

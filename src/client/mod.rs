@@ -32,7 +32,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-use crate::error::{Error, Result, Span};
+use crate::error::{overlaps, Error, Result, Span};
 use crate::wire::{from_status, is_server_status};
 
 mod admin;
@@ -170,9 +170,7 @@ impl Client {
         let stale: Vec<Vec<u8>> = st
             .ranges
             .iter()
-            .filter(|(s, (e, _))| {
-                s.as_slice() < span.end.as_slice() && span.start.as_slice() < e.as_slice()
-            })
+            .filter(|(s, (e, _))| overlaps(s, e, &span.start, &span.end))
             .map(|(s, _)| s.clone())
             .collect();
         for s in stale {

@@ -90,7 +90,13 @@ pub fn measure(engine: &dyn Engine, req: &MeasureRequest) -> Result<Measurement>
     let mut from = req.start.clone();
     let mut complete = true;
     loop {
-        let chunk = engine.scan(&from, &req.end, MEASURE_CHUNK_PAIRS, false)?;
+        // A bounded measurement reads one pair past its bound, no more.
+        let want = if req.full {
+            MEASURE_CHUNK_PAIRS
+        } else {
+            MEASURE_CHUNK_PAIRS.min(SIZE_SCAN_PAIRS + 1 - pairs)
+        };
+        let chunk = engine.scan(&from, &req.end, want, false)?;
         for (k, v) in &chunk {
             if pairs > 0 && req.split_above.is_some() && pairs.is_multiple_of(stride) {
                 checkpoints.push((total, k.clone()));
@@ -103,11 +109,11 @@ pub fn measure(engine: &dyn Engine, req: &MeasureRequest) -> Result<Measurement>
             pairs += 1;
         }
         let Some((last, _)) = chunk.last() else { break };
-        if chunk.len() < MEASURE_CHUNK_PAIRS {
-            break;
-        }
         if !req.full && pairs > SIZE_SCAN_PAIRS {
             complete = false;
+            break;
+        }
+        if chunk.len() < want {
             break;
         }
         from = last.clone();

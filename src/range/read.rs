@@ -136,11 +136,13 @@ impl Replica {
         }
         match op {
             ReadOp::Get(key) => {
+                // The range split while the read waited for its ReadIndex
+                // round: the key moved; the client re-routes.
                 if !self.desc.contains(key) {
-                    return Err(Error::Internal(format!(
-                        "get outside range {}",
-                        self.desc.range_id
-                    )));
+                    return Err(Error::KeyNotInRange {
+                        range_id: self.desc.range_id,
+                        span: self.span(),
+                    });
                 }
                 Ok(ReadResult::Value(self.engine.get(key)?))
             }

@@ -133,7 +133,17 @@ impl Replica {
                 self.desc.range_id
             ))
         })?;
-        self.set_descriptor(RangeDescriptor::decode(&kv.value)?);
+        let desc = RangeDescriptor::decode(&kv.value)?;
+        // The snapshot's data span is its descriptor's: the replica's span
+        // lies inside its range, exactly.
+        let data_span = (data.start.clone(), data.end.clone());
+        assert_eq!(
+            (desc.start_key.clone(), desc.end_key.clone()),
+            data_span,
+            "range {}: a snapshot's data span differs from its descriptor",
+            desc.range_id
+        );
+        self.set_descriptor(desc);
         Ok(())
     }
 

@@ -12,7 +12,7 @@
 //! placement driver up-replicates them.
 
 use crate::api::{meta, NodeEntry};
-use crate::config::{same_address, ServerConfig, DEFAULT_REPLICATION_FACTOR};
+use crate::config::{same_address, ServerConfig, Setting, DEFAULT_REPLICATION_FACTOR};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::range::{RangeDescriptor, Replica};
@@ -137,7 +137,7 @@ fn stage_new_cluster(wb: &mut WriteBatch, cfg: &ServerConfig, ident: &StoreIdent
         ident.cluster_id.as_bytes().to_vec(),
     );
     wb.put(
-        keys::system(&meta::config_key("replication_factor")),
+        keys::system(&meta::config_key(Setting::ReplicationFactor.name())),
         DEFAULT_REPLICATION_FACTOR.to_string().into_bytes(),
     );
     for (i, p) in ident.peers.iter().enumerate() {

@@ -9,10 +9,13 @@
 //! those three answers; `Overlay` falls through to the engine only for
 //! untouched keys.
 //!
-//! The batch keeps an index (key -> position of its last point write, plus
-//! the range deletions), so a lookup costs O(log n), not a scan of the batch.
+//! The batch builds an index (key -> position of its last point write, plus
+//! the range deletions) on its first lookup and keeps it current after
+//! that, so a lookup costs O(log n), not a scan of the batch — and a batch
+//! nobody reads through (the common case: plain puts) pays nothing for it.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use super::Engine;
 use crate::error::Result;
@@ -38,14 +41,40 @@ pub enum Staged<'a> {
 }
 
 /// Mutations applied atomically, in order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     ops: Vec<BatchOp>,
     bytes: usize,
+    /// Built on the first lookup (see the module docs).
+    index: OnceLock<Index>,
+}
+
+impl PartialEq for WriteBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.ops == other.ops
+    }
+}
+
+impl Eq for WriteBatch {}
+
+/// Where a batch last touches each key.
+#[derive(Debug, Clone, Default)]
+struct Index {
     /// key -> index in `ops` of its last Put/Delete.
     last_point: BTreeMap<Vec<u8>, usize>,
     /// (index in `ops`, start, end) of every DeleteRange.
     ranges: Vec<(usize, Vec<u8>, Vec<u8>)>,
+}
+
+impl Index {
+    fn add(&mut self, i: usize, op: &BatchOp) {
+        match op {
+            BatchOp::Put(k, _) | BatchOp::Delete(k) => {
+                self.last_point.insert(k.clone(), i);
+            }
+            BatchOp::DeleteRange(s, e) => self.ranges.push((i, s.clone(), e.clone())),
+        }
+    }
 }
 
 impl WriteBatch {
@@ -54,22 +83,25 @@ impl WriteBatch {
     }
 
     fn push(&mut self, op: BatchOp) {
-        let i = self.ops.len();
-        match &op {
-            BatchOp::Put(k, v) => {
-                self.bytes += k.len() + v.len();
-                self.last_point.insert(k.clone(), i);
-            }
-            BatchOp::Delete(k) => {
-                self.bytes += k.len();
-                self.last_point.insert(k.clone(), i);
-            }
-            BatchOp::DeleteRange(s, e) => {
-                self.bytes += s.len() + e.len();
-                self.ranges.push((i, s.clone(), e.clone()));
-            }
+        self.bytes += match &op {
+            BatchOp::Put(k, v) => k.len() + v.len(),
+            BatchOp::Delete(k) => k.len(),
+            BatchOp::DeleteRange(s, e) => s.len() + e.len(),
+        };
+        if let Some(index) = self.index.get_mut() {
+            index.add(self.ops.len(), &op);
         }
         self.ops.push(op);
+    }
+
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| {
+            let mut ix = Index::default();
+            for (i, op) in self.ops.iter().enumerate() {
+                ix.add(i, op);
+            }
+            ix
+        })
     }
 
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
@@ -97,9 +129,10 @@ impl WriteBatch {
 
     /// What this batch does to `key`: put, deleted, or untouched.
     pub fn staged(&self, key: &[u8]) -> Staged<'_> {
-        let point = self.last_point.get(key).copied();
+        let ix = self.index();
+        let point = ix.last_point.get(key).copied();
         let after = point.map_or(0, |p| p + 1);
-        let range_deleted = self
+        let range_deleted = ix
             .ranges
             .iter()
             .any(|(i, s, e)| *i >= after && s.as_slice() <= key && key < e.as_slice());

@@ -174,8 +174,10 @@ pub(super) fn describe(e: &Envelope) -> String {
         }
         MessageType::MsgHeartbeat => {
             let _ = write!(s, " commit={}", m.commit);
-            if !m.context.is_empty() {
+            if m.context.iter().all(|b| b.is_ascii_graphic()) && !m.context.is_empty() {
                 let _ = write!(s, " ({})", String::from_utf8_lossy(&m.context));
+            } else if !m.context.is_empty() {
+                s.push_str(" (read index)");
             }
         }
         MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
