@@ -30,10 +30,14 @@ pub enum Canary {
     /// Repair removes a dead voter as soon as its replacement learner is
     /// added, before the learner caught up and was promoted.
     RepairRemovesEarly,
+    /// An engine error while applying an entry is taken as the command's
+    /// answer and the entry counts as applied (issue 9's first defect):
+    /// the replica with the failing disk diverges.
+    ApplyErrorSkipsEntry,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 8] = [
+    pub const ALL: [Canary; 9] = [
         Canary::AckBeforeFsync,
         Canary::ReadWithoutReadIndex,
         Canary::ForgetVote,
@@ -42,6 +46,7 @@ impl Canary {
         Canary::SplitDropsRightHalf,
         Canary::MergeLosesWrites,
         Canary::RepairRemovesEarly,
+        Canary::ApplyErrorSkipsEntry,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +59,7 @@ impl Canary {
             Canary::SplitDropsRightHalf => "split-drops-right-half",
             Canary::MergeLosesWrites => "merge-loses-writes",
             Canary::RepairRemovesEarly => "repair-removes-early",
+            Canary::ApplyErrorSkipsEntry => "apply-error-skips-entry",
         }
     }
 

@@ -11,6 +11,7 @@ use rangedb::clock::NodeClock;
 use rangedb::config::ServerConfig;
 use rangedb::keys;
 use rangedb::proto::NodeStatusResponse;
+use rangedb::storage::memory::INJECTED_READ_ERROR;
 use rangedb::storage::MemEngine;
 use tokio::sync::watch;
 
@@ -124,8 +125,15 @@ impl Cluster {
                             tokio::time::sleep(Duration::from_secs(5)).await;
                         }
                         let (_keep_running, rx) = watch::channel(false);
-                        if let Err(e) = rangedb::server::run_node(cfg, Arc::new(disk), rx).await {
-                            panic!("node stopped with an error: {e}");
+                        match rangedb::server::run_node(cfg, Arc::new(disk), rx).await {
+                            Ok(()) => {}
+                            // The node stopped on an injected disk error (as
+                            // it must, rather than skip an entry): it exits,
+                            // and the nemesis restarts it as a supervisor would.
+                            Err(e) if e.to_string().contains(INJECTED_READ_ERROR) => {
+                                let _ = (i, e);
+                            }
+                            Err(e) => panic!("node stopped with an error: {e}"),
                         }
                     }
                 })
@@ -178,6 +186,20 @@ impl Cluster {
 
     pub fn restart(&self, id: u64) {
         Handle::current().restart(self.node(id).handle.id());
+    }
+
+    /// Restarts a node whose server stopped by itself (an injected disk
+    /// error); returns whether it had stopped. Killing it first releases its
+    /// sockets.
+    pub fn restart_if_stopped(&self, id: u64) -> bool {
+        let h = Handle::current();
+        let node = self.node(id).handle.id();
+        if !h.is_exit(node) {
+            return false;
+        }
+        h.kill(node);
+        h.restart(node);
+        true
     }
 
     /// Stops scheduling the node's tasks (a GC or VM pause); timers and

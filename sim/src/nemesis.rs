@@ -37,10 +37,14 @@ pub enum Fault {
     ClockSkew,
     /// Make one node's fsyncs slow.
     SlowDisk,
+    /// One node's disk fails point reads of data: a node that hits one
+    /// while applying an entry stops (and is restarted, as a supervisor
+    /// would), never skipping the entry.
+    DiskReadErrors,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::PartitionHalves,
         Fault::IsolateLeader,
         Fault::MajorityRing,
@@ -52,6 +56,7 @@ impl Fault {
         Fault::Pause,
         Fault::ClockSkew,
         Fault::SlowDisk,
+        Fault::DiskReadErrors,
     ];
 }
 
@@ -250,6 +255,16 @@ impl Nemesis {
                 tokio::time::sleep(hold).await;
                 c.node(x).clock.reset();
             }
+            Fault::DiskReadErrors => {
+                let x = self.pick();
+                self.note(format!("disk of node {x} fails data reads for {hold:?}"));
+                c.node(x).engine.fail_reads(Some(data_reads()));
+                tokio::time::sleep(hold).await;
+                c.node(x).engine.fail_reads(None);
+                if c.restart_if_stopped(x) {
+                    self.note(format!("node {x} had stopped on a read error: restarted"));
+                }
+            }
             Fault::SlowDisk => {
                 let x = self.pick();
                 let ms = self.rng.gen_range(5..150);
@@ -270,6 +285,15 @@ impl Nemesis {
         for n in &self.cluster.nodes {
             n.clock.reset();
             n.engine.set_sync_latency(Duration::ZERO);
+            n.engine.fail_reads(None);
+        }
+        for id in self.ids() {
+            self.cluster.restart_if_stopped(id);
         }
     }
+}
+
+/// Point reads of system and user data (not Raft state) fail.
+fn data_reads() -> rangedb::storage::memory::ReadFault {
+    Arc::new(|k: &[u8]| k.first().is_some_and(|b| *b >= rangedb::keys::SYSTEM_DATA))
 }

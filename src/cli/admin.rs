@@ -12,7 +12,7 @@ use super::data::{print_ok, print_pairs, print_value};
 use super::{AdminCommand, ClusterCommand, ConfigCommand, MetaCommand, NodeCommand};
 use crate::api::{meta, Registry, MAX_SCAN_LIMIT};
 use crate::client::{Client, ReadConsistency};
-use crate::config::{Setting, DEFAULT_REPLICATION_FACTOR};
+use crate::config::ClusterSettings;
 use crate::error::{Error, Result};
 use crate::proto::NodeStatusResponse;
 
@@ -191,10 +191,10 @@ async fn scan_prefix(client: &Client, prefix: &str) -> Result<Vec<(Vec<u8>, Vec<
 async fn cluster_status(client: &Client) -> Result<Value> {
     let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
     let cluster_id = text(client.get(meta::CLUSTER_ID.as_bytes()).await?).unwrap_or_default();
-    let rf_key = meta::config_key(Setting::ReplicationFactor.name());
-    let rf = text(client.get(rf_key.as_bytes()).await?)
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(DEFAULT_REPLICATION_FACTOR);
+    let settings = scan_prefix(client, meta::CONFIG_PREFIX).await?;
+    let rf =
+        ClusterSettings::from_pairs(settings.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?
+            .replication_factor;
     let parts = scan_prefix(client, meta::PARTITIONS_PREFIX).await?;
     let registry = Registry::parse(scan_prefix(client, meta::NODES_PREFIX).await?);
     let (nodes, hosting) = node_reports(client, &registry).await;

@@ -32,6 +32,19 @@ type Identity = (u64, String, String);
 type SnapshotQueue = mpsc::Sender<(u64, Vec<u8>)>;
 /// Most envelopes in one batch.
 const MAX_BATCH: usize = 1024;
+/// A broken peer stream reconnects after this, doubling up to RECONNECT_MAX.
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// A snapshot stream that broke reconnects after this.
+const SNAPSHOT_RECONNECT: Duration = Duration::from_millis(200);
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Batches queued on a peer's Raft stream (and snapshot chunks on its
+/// snapshot stream) while gRPC sends the previous ones.
+const STREAM_QUEUE_BATCHES: usize = 16;
+const SNAPSHOT_STREAM_CHUNKS: usize = 2;
+/// In simulation, a batch is delayed up to BUGGIFY_DELAY this often.
+const BUGGIFY_PROBABILITY: f64 = 0.01;
+const BUGGIFY_DELAY: Duration = Duration::from_millis(100);
 
 /// node id -> client address, learned from Raft traffic.
 #[derive(Clone, Default)]
@@ -197,17 +210,17 @@ async fn peer_loop(
     mut rx: mpsc::Receiver<RaftEnvelope>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = RECONNECT_FIRST;
     loop {
         let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(1)),
+            Ok(e) => e.connect_timeout(PEER_CONNECT_TIMEOUT),
             Err(e) => {
                 tracing::error!(%addr, %e, "bad peer address; raft traffic to it is dropped");
                 return;
             }
         };
         let mut client = RaftTransportClient::new(endpoint.connect_lazy());
-        let (btx, brx) = mpsc::channel::<RaftBatch>(16);
+        let (btx, brx) = mpsc::channel::<RaftBatch>(STREAM_QUEUE_BATCHES);
         let stream =
             futures::stream::unfold(brx, |mut r| async move { r.recv().await.map(|b| (b, r)) });
         let mut call = Box::pin(client.stream(stream));
@@ -230,7 +243,7 @@ async fn peer_loop(
                             Err(_) => break,
                         }
                     }
-                    let delay = crate::chaos::buggify_delay(0.01, Duration::from_millis(100));
+                    let delay = crate::chaos::buggify_delay(BUGGIFY_PROBABILITY, BUGGIFY_DELAY);
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
@@ -243,12 +256,12 @@ async fn peer_loop(
                     if btx.send(batch).await.is_err() {
                         break;
                     }
-                    backoff = Duration::from_millis(50);
+                    backoff = RECONNECT_FIRST;
                 }
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        backoff = (backoff * 2).min(RECONNECT_MAX);
     }
 }
 
@@ -263,11 +276,11 @@ async fn snapshot_loop(
     let mut next_id = 0u64;
     'connect: loop {
         let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(1)),
+            Ok(e) => e.connect_timeout(PEER_CONNECT_TIMEOUT),
             Err(_) => return,
         };
         let mut client = RaftTransportClient::new(endpoint.connect_lazy());
-        let (btx, brx) = mpsc::channel::<RaftBatch>(2);
+        let (btx, brx) = mpsc::channel::<RaftBatch>(SNAPSHOT_STREAM_CHUNKS);
         let stream =
             futures::stream::unfold(brx, |mut r| async move { r.recv().await.map(|b| (b, r)) });
         let mut call = Box::pin(client.stream(stream));
@@ -305,7 +318,7 @@ async fn snapshot_loop(
                     _ = shutdown.changed() => return,
                     _ = &mut call => {
                         tracing::debug!(%addr, range_id, "snapshot stream broke; the leader will resend");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(SNAPSHOT_RECONNECT).await;
                         continue 'connect;
                     }
                     sent = btx.send(batch) => if sent.is_err() { continue 'connect; },
@@ -313,7 +326,7 @@ async fn snapshot_loop(
                 tokio::time::sleep(pace).await;
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(SNAPSHOT_RECONNECT).await;
     }
 }
 

@@ -26,6 +26,10 @@ use crate::range::SYSTEM_RANGE_ID;
 
 /// Rounds in a row a pair must qualify before it merges.
 pub const MERGE_ROUNDS: u32 = 5;
+/// Live ranges starting at or before a key that are looked at to see
+/// whether one covers it (one round's views may overlap while a leader has
+/// not applied a change yet).
+const NEAREST_COVERING: usize = 16;
 
 /// Thresholds for starting a merge.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +88,7 @@ pub fn merged_replicas(held: &[Held], ranges: &[RangeView], guard: bool) -> Vec<
         live[..i]
             .iter()
             .rev()
-            .take(16)
+            .take(NEAREST_COVERING)
             .any(|v| key < v.end_key.as_slice() && v.range_id != id && v.version > version)
     };
     held.iter()

@@ -14,6 +14,7 @@
 
 use super::command::{Command, Kind};
 use super::{merge, split, write, RangeDescriptor};
+use crate::chaos::Canary;
 use crate::error::{Error, Result};
 use crate::storage::{Overlay, Staged, WriteBatch};
 
@@ -99,10 +100,12 @@ pub fn apply(cmd: &Command, ctx: &ApplyCtx) -> Result<Applied> {
             response: Ok(()),
             effects,
         }),
-        Err(e) if e.is_deterministic() => Ok(Applied {
-            response: Err(e),
-            effects: Effects::default(),
-        }),
+        Err(e) if e.is_deterministic() || crate::chaos::canary(Canary::ApplyErrorSkipsEntry) => {
+            Ok(Applied {
+                response: Err(e),
+                effects: Effects::default(),
+            })
+        }
         Err(e) => Err(e),
     }
 }

@@ -6,6 +6,10 @@
 //! synced. Clones share the same state, so a simulation harness can hold a
 //! node's "disk" across kill and restart.
 //!
+//! A harness can make reads fail (`fail_reads`): a disk that returns read
+//! errors for some keys, the fault the state machine must answer by
+//! stopping the node rather than skipping an entry.
+//!
 //! CAVEATS: snapshots copy the visible map (O(n)); fine for tests and simulation.
 
 use std::collections::BTreeMap;
@@ -26,7 +30,15 @@ struct Inner {
     writes: u64,
     syncs: u64,
     sync_latency: std::time::Duration,
+    /// Point reads of keys this matches fail (see `fail_reads`).
+    failing_reads: Option<ReadFault>,
 }
+
+/// Which point reads fail.
+pub type ReadFault = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
+/// The message of an injected read error (harnesses match on it).
+pub const INJECTED_READ_ERROR: &str = "injected read error";
 
 /// A shared, in-memory engine (cheap to clone; clones share state).
 #[derive(Clone, Default)]
@@ -72,6 +84,11 @@ impl MemEngine {
     /// Makes every synced write take `d` longer (a slow disk).
     pub fn set_sync_latency(&self, d: std::time::Duration) {
         self.lock().sync_latency = d;
+    }
+
+    /// Makes point reads of the keys `which` matches fail (`None`: heal).
+    pub fn fail_reads(&self, which: Option<ReadFault>) {
+        self.lock().failing_reads = which;
     }
 
     /// Every visible pair, for state comparisons in tests.
@@ -129,7 +146,11 @@ fn scan_map(map: &Map, start: &[u8], end: &[u8], limit: usize, reverse: bool) ->
 
 impl Engine for MemEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.lock().visible.get(key).cloned())
+        let inner = self.lock();
+        if inner.failing_reads.as_ref().is_some_and(|f| f(key)) {
+            return Err(crate::error::Error::Storage(INJECTED_READ_ERROR.into()));
+        }
+        Ok(inner.visible.get(key).cloned())
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
