@@ -63,6 +63,12 @@ impl Store {
                 let _ = done.send(self.status());
             }
             StoreMsg::Measured(m) => self.on_measured(m),
+            StoreMsg::SnapshotBuilt { range_id, snapshot } => {
+                if let Some(r) = self.replicas.get_mut(&range_id) {
+                    r.snapshot_built(snapshot);
+                    self.note(range_id);
+                }
+            }
         }
     }
 

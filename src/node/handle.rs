@@ -93,6 +93,11 @@ pub enum StoreMsg {
     },
     /// A range's size, measured off the Store task (`split_check`).
     Measured(Measurement),
+    /// A Raft snapshot built off the Store task (`None`: the build failed).
+    SnapshotBuilt {
+        range_id: u64,
+        snapshot: Option<raft::eraftpb::Snapshot>,
+    },
 }
 
 /// What a node reports about itself.

@@ -20,6 +20,7 @@ use super::split_check::{MeasureRequest, RangeLoad};
 use crate::config::ClusterSettings;
 use crate::error::{Error, Result};
 use crate::keys::{self, RangeMeta, Tombstone};
+use crate::raft::{SnapshotJob, SnapshotJobs};
 use crate::range::{Replica, ReplicaConfig, Responder, SYSTEM_RANGE_ID, USER_RANGE_ID};
 use crate::storage::{Engine, WriteBatch};
 
@@ -92,6 +93,8 @@ pub struct Store {
     pub(super) unmeasured: BTreeSet<u64>,
     /// The range the round-robin size measurement looked at last.
     pub(super) size_cursor: u64,
+    /// Snapshots raft-rs asked for, to build off the Store task.
+    pub(super) snapshot_jobs: SnapshotJobs,
 }
 
 impl Store {
@@ -127,6 +130,7 @@ impl Store {
             measuring: BTreeSet::new(),
             unmeasured: BTreeSet::new(),
             size_cursor: 0,
+            snapshot_jobs: SnapshotJobs::default(),
         };
         store.load_ranges()?;
         Ok(store)
@@ -188,7 +192,13 @@ impl Store {
             election_ticks: self.cfg.election_ticks,
             log_compact_entries: self.cfg.log_compact_entries,
         };
-        Replica::open(cfg, range_id, self.engine.clone(), self.rng.gen())
+        Replica::open(
+            cfg,
+            range_id,
+            self.engine.clone(),
+            self.snapshot_jobs.clone(),
+            self.rng.gen(),
+        )
     }
 
     /// Adds a replica (indexed for routing once initialized).
@@ -273,6 +283,12 @@ impl Store {
     /// Size measurements for the caller to run off the Store task.
     pub fn take_measure_requests(&mut self) -> Vec<MeasureRequest> {
         std::mem::take(&mut self.measure_out)
+    }
+
+    /// Raft snapshots for the caller to build off the Store task
+    /// (`raft::snapshot::build`), answered with `StoreMsg::SnapshotBuilt`.
+    pub fn take_snapshot_jobs(&self) -> Vec<SnapshotJob> {
+        self.snapshot_jobs.take()
     }
 
     /// The cluster settings in effect (split thresholds).

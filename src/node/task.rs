@@ -15,7 +15,43 @@ use super::store::Store;
 use super::transport::{Directory, Transport};
 use crate::config::ClusterSettings;
 use crate::error::Result;
+use crate::raft::SnapshotJob;
 use crate::storage::{Engine, WriteBatch};
+
+/// Snapshot builds queued before new requests are turned down (retried).
+const SNAPSHOT_QUEUE: usize = 16;
+
+/// Builds Raft snapshots for a Store until either side hangs up: each on
+/// the blocking pool (inline in simulation, where MemEngine never blocks).
+async fn build_snapshots(mut jobs: mpsc::Receiver<SnapshotJob>, store: mpsc::Sender<StoreMsg>) {
+    while let Some(job) = jobs.recv().await {
+        let range_id = job.range_id;
+        #[cfg(madsim)]
+        let built = crate::raft::snapshot::build(&job);
+        #[cfg(not(madsim))]
+        let built =
+            match tokio::task::spawn_blocking(move || crate::raft::snapshot::build(&job)).await {
+                Ok(r) => r,
+                Err(e) => Err(crate::error::Error::Internal(format!(
+                    "snapshot task failed: {e}"
+                ))),
+            };
+        let snapshot = match built {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(range_id, %e, "cannot build a snapshot; raft will ask again");
+                None
+            }
+        };
+        if store
+            .send(StoreMsg::SnapshotBuilt { range_id, snapshot })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
 
 /// Ready rounds per loop: a round can create more work (reads started
 /// after a commit, a removed replica to destroy).
@@ -35,6 +71,7 @@ pub struct StoreTask {
     transport: Transport,
     settings: watch::Receiver<ClusterSettings>,
     checker: Option<mpsc::Sender<MeasureRequest>>,
+    snapshotter: Option<mpsc::Sender<SnapshotJob>>,
 }
 
 impl StoreTask {
@@ -63,6 +100,7 @@ impl StoreTask {
             transport,
             settings,
             checker: None,
+            snapshotter: None,
         };
         (task, handle)
     }
@@ -73,6 +111,9 @@ impl StoreTask {
         let (req_tx, req_rx) = mpsc::channel(MEASURE_QUEUE);
         tokio::spawn(run_checker(self.engine.clone(), req_rx, self.tx.clone()));
         self.checker = Some(req_tx);
+        let (snap_tx, snap_rx) = mpsc::channel(SNAPSHOT_QUEUE);
+        tokio::spawn(build_snapshots(snap_rx, self.tx.clone()));
+        self.snapshotter = Some(snap_tx);
         self.store.set_settings(self.settings.borrow().clone());
         let clock = self.store.cfg.clock.clone();
         let tick = self.store.cfg.tick;
@@ -136,7 +177,24 @@ impl StoreTask {
         }
         self.send_outbox();
         self.send_measure_requests();
+        self.send_snapshot_jobs();
         Ok(())
+    }
+
+    fn send_snapshot_jobs(&mut self) {
+        let Some(builder) = &self.snapshotter else {
+            return;
+        };
+        for job in self.store.take_snapshot_jobs() {
+            let range_id = job.range_id;
+            if builder.try_send(job).is_err() {
+                // Full: the range asks again at the next opportunity.
+                self.store.handle(StoreMsg::SnapshotBuilt {
+                    range_id,
+                    snapshot: None,
+                });
+            }
+        }
     }
 
     fn send_outbox(&mut self) {

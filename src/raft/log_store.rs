@@ -9,15 +9,16 @@
 //!   state; raft-rs reads entries through `Storage` only after that batch is
 //!   written (the caller calls `advance` after the write).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
+use super::snapshot::{SnapshotData, SnapshotJob, SnapshotJobs};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::storage::{Engine, Pair, WriteBatch};
+use crate::storage::{Engine, WriteBatch};
 
 /// What a replica has applied; persisted atomically with the applied data.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -55,23 +56,11 @@ pub fn chain_hash(prev: u64, index: u64, term: u64, data: &[u8]) -> u64 {
     h
 }
 
-/// A snapshot's payload: every pair of the span plus the extra local keys.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct SnapshotData {
-    #[prost(message, repeated, tag = "1")]
-    pub pairs: Vec<Pair>,
-    /// The data span `[start, end)` the snapshot covers.
-    #[prost(bytes = "vec", tag = "2")]
-    pub start: Vec<u8>,
-    #[prost(bytes = "vec", tag = "3")]
-    pub end: Vec<u8>,
-    /// The apply hash chain at the snapshot's index.
-    #[prost(uint64, tag = "4")]
-    pub apply_hash: u64,
-}
-
 pub struct LogStore {
     engine: Arc<dyn Engine>,
+    /// Snapshots asked for by raft-rs are built off the Store task.
+    snapshots: Mutex<SnapshotState>,
+    jobs: SnapshotJobs,
     range_id: u64,
     /// Data span `[start, end)` this group replicates.
     span: (Vec<u8>, Vec<u8>),
@@ -81,6 +70,14 @@ pub struct LogStore {
     apply: ApplyState,
     conf_state: ConfState,
     last_index: u64,
+}
+
+/// A snapshot being built for this range, or built and not yet taken.
+#[derive(Default)]
+struct SnapshotState {
+    /// A job is queued or being built.
+    building: bool,
+    built: Option<Snapshot>,
 }
 
 fn raft_err(e: Error) -> raft::Error {
@@ -95,6 +92,7 @@ impl LogStore {
         range_id: u64,
         span: (Vec<u8>, Vec<u8>),
         extra_keys: Vec<Vec<u8>>,
+        jobs: SnapshotJobs,
     ) -> Result<Self> {
         let mut hard_state = match engine.get(&keys::hard_state_key(range_id))? {
             Some(b) => HardState::parse_from_bytes(&b)?,
@@ -143,6 +141,8 @@ impl LogStore {
         }
         Ok(LogStore {
             engine,
+            snapshots: Mutex::default(),
+            jobs,
             range_id,
             span,
             extra_keys,
@@ -462,55 +462,40 @@ impl raft::Storage for LogStore {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The engine snapshot gives the apply state and the data it covers
-        // atomically (they are written in one batch).
-        let snap = self.engine.snapshot().map_err(raft_err)?;
-        let apply = match snap
-            .get(&keys::apply_state_key(self.range_id))
-            .map_err(raft_err)?
-        {
-            Some(b) => <ApplyState as prost::Message>::decode(b.as_slice())
-                .map_err(|e| raft_err(e.into()))?,
-            None => {
-                return Err(raft::Error::Store(
-                    StorageError::SnapshotTemporarilyUnavailable,
-                ))
-            }
-        };
-        let mut pairs = Vec::new();
-        for (key, value) in snap
-            .scan(&self.span.0, &self.span.1, usize::MAX, false)
-            .map_err(raft_err)?
-        {
-            pairs.push(Pair { key, value });
-        }
-        if crate::chaos::canary(crate::chaos::Canary::SnapshotDropsLastKey) {
-            pairs.pop();
-        }
-        for k in &self.extra_keys {
-            if let Some(value) = snap.get(k).map_err(raft_err)? {
-                pairs.push(Pair {
-                    key: k.clone(),
-                    value,
-                });
+    /// A built snapshot at or past `request_index`, or `SnapshotTemporarily-
+    /// Unavailable` after queueing a job to build one (see `snapshot.rs`).
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let mut st = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = st.built.take() {
+            let index = s.get_metadata().index;
+            // One use each, and never one the log has moved far past.
+            if index >= request_index && index >= self.apply.truncated_index {
+                return Ok(s);
             }
         }
-        let mut s = Snapshot::default();
-        let data = SnapshotData {
-            pairs,
-            start: self.span.0.clone(),
-            end: self.span.1.clone(),
-            apply_hash: apply.apply_hash,
-        };
-        s.data = prost::Message::encode_to_vec(&data).into();
-        let meta = s.mut_metadata();
-        meta.index = apply.applied_index;
-        meta.term = apply.applied_term;
-        meta.set_conf_state(
-            ConfState::parse_from_bytes(&apply.conf_state).map_err(|e| raft_err(e.into()))?,
-        );
-        Ok(s)
+        if !st.building {
+            let engine = self.engine.snapshot().map_err(raft_err)?;
+            self.jobs.push(SnapshotJob {
+                range_id: self.range_id,
+                engine,
+                span: self.span.clone(),
+                extra_keys: self.extra_keys.clone(),
+            });
+            st.building = true;
+        }
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+impl LogStore {
+    /// The snapshot a job of this range built (or `None`: it failed and may
+    /// be asked for again).
+    pub fn snapshot_built(&mut self, snap: Option<Snapshot>) {
+        let st = self.snapshots.get_mut().unwrap_or_else(|e| e.into_inner());
+        st.building = false;
+        st.built = snap;
     }
 }
 
@@ -535,8 +520,28 @@ mod tests {
             1,
             (vec![0x11], vec![0x12]),
             vec![],
+            SnapshotJobs::default(),
         )
         .unwrap()
+    }
+
+    /// Asks for a snapshot, builds the queued job, asks again.
+    fn snapshot_of(s: &mut LogStore) -> Snapshot {
+        assert!(matches!(
+            s.snapshot(0, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        let jobs = s.jobs.take();
+        assert_eq!(jobs.len(), 1, "one job per request");
+        assert!(
+            s.snapshot(0, 2).is_err() && s.jobs.take().is_empty(),
+            "built once"
+        );
+        let built = super::super::snapshot::build(&jobs[0]).unwrap();
+        s.snapshot_built(Some(built));
+        s.snapshot(0, 2).unwrap()
     }
 
     #[test]
@@ -599,7 +604,7 @@ mod tests {
         wb.put(vec![0x11, b'a'], "1");
         wb.put(vec![0x10, b'x'], "outside span");
         leader.write(&wb, true).unwrap();
-        let snap = open(&leader).snapshot(0, 2).unwrap();
+        let snap = snapshot_of(&mut open(&leader));
         assert_eq!(snap.get_metadata().index, 5);
 
         let follower = MemEngine::new();

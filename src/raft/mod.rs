@@ -9,9 +9,11 @@
 
 mod log_store;
 mod logger;
+pub mod snapshot;
 
-pub use log_store::{chain_hash, ApplyState, LogStore, SnapshotData};
+pub use log_store::{chain_hash, ApplyState, LogStore};
 pub use logger::raft_logger;
+pub use snapshot::{SnapshotData, SnapshotJob, SnapshotJobs};
 
 pub use raft::eraftpb;
 pub use raft::{RawNode, StateRole};

@@ -19,7 +19,7 @@ use super::state_machine::Absorbed;
 use super::{Command, Op, RangeDescriptor, ReplicaChange};
 use crate::error::{Error, LeaderHint, Result, Span};
 use crate::keys;
-use crate::raft::{group_config, raft_logger, LogStore};
+use crate::raft::{group_config, raft_logger, LogStore, SnapshotJobs};
 use crate::storage::{Engine, KvPair, WriteBatch};
 
 /// Where a request's answer goes.
@@ -179,6 +179,7 @@ impl Replica {
         cfg: ReplicaConfig,
         range_id: u64,
         engine: Arc<dyn Engine>,
+        snapshot_jobs: SnapshotJobs,
         seed: u64,
     ) -> Result<Replica> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -195,6 +196,7 @@ impl Replica {
             range_id,
             span,
             vec![keys::descriptor_key(range_id)],
+            snapshot_jobs,
         )?;
         let raft_cfg = group_config(
             cfg.node_id,
@@ -425,6 +427,13 @@ impl Replica {
         &self.group.store().conf_state().voters
     }
     pub fn touch(&mut self) {
+        self.touched = true;
+    }
+
+    /// A snapshot built off the Store task for this range (`None`: the
+    /// build failed); raft-rs takes it when it next asks.
+    pub fn snapshot_built(&mut self, snap: Option<raft::eraftpb::Snapshot>) {
+        self.group.mut_store().snapshot_built(snap);
         self.touched = true;
     }
     /// Whether the replica was touched since the last call.

@@ -55,7 +55,8 @@ impl Harness {
         match cmd.name.as_str() {
             "cluster" => {
                 let n = key::<u64>(a, "nodes")?.unwrap_or(3);
-                out.push_str(&self.cluster(n)?);
+                let compact = key::<u64>(a, "compact")?.unwrap_or(1000);
+                out.push_str(&self.cluster(n, compact)?);
             }
             "campaign" => self.campaign(a)?,
             "tick" => self.tick(a, out)?,
@@ -299,12 +300,13 @@ impl Harness {
 
     fn restart(&mut self, a: &mut ArgumentConsumer, out: &mut String) -> Outcome {
         let node = node_arg(a, "restart <node>")?;
+        let compact = self.compact;
         let n = self.nodes.get_mut(&node).ok_or("no such node")?;
         if n.store.is_some() {
             return Err(format!("node {node} is running").into());
         }
         n.store = Some(Store::open(
-            store_config(node),
+            store_config(node, compact),
             n.engine.clone(),
             node * 101,
         )?);

@@ -12,7 +12,8 @@
 //!
 //! Commands (nodes are numbers, `r<id>`-less range ids are numbers too):
 //! ```text
-//! cluster [nodes=3]                    a new cluster: ranges 1 (system) and 2 (user) on all nodes
+//! cluster [nodes=3] [compact=1000]     a new cluster: ranges 1 (system) and 2 (user) on all nodes;
+//!                                      logs compact after `compact` applied entries
 //! campaign <node> [range=2]            the replica starts an election
 //! tick [<node>...] [times=1]           tick nodes (all by default)
 //! deliver [from=] [to=] [type=] [range=] [verbose=true]   deliver matching messages in flight
@@ -121,15 +122,17 @@ pub struct Harness {
     cut: BTreeSet<(u64, u64)>,
     pending: Vec<(String, Pending)>,
     last: BTreeMap<(u64, u64), Brief>,
+    /// Log compaction threshold of every node (`cluster compact=N`).
+    pub(super) compact: u64,
 }
 
-pub(super) fn store_config(node_id: u64) -> StoreConfig {
+pub(super) fn store_config(node_id: u64, log_compact_entries: u64) -> StoreConfig {
     StoreConfig {
         node_id,
         tick: std::time::Duration::from_millis(100),
         heartbeat_ticks: 2,
         election_ticks: 10,
-        log_compact_entries: 1000,
+        log_compact_entries,
         max_msgs_per_loop: 4096,
         request_timeout: std::time::Duration::from_secs(5),
         clock: Default::default(),
@@ -250,7 +253,8 @@ impl Harness {
         }
     }
 
-    fn cluster(&mut self, n: u64) -> std::result::Result<String, BoxError> {
+    fn cluster(&mut self, n: u64, compact: u64) -> std::result::Result<String, BoxError> {
+        self.compact = compact;
         let voters: Vec<u64> = (1..=n).collect();
         for id in 1..=n {
             let engine = Arc::new(FaultEngine {
@@ -262,7 +266,7 @@ impl Harness {
                 Replica::bootstrap(&mut wb, &d);
             }
             engine.write(&wb, true)?;
-            let store = Store::open(store_config(id), engine.clone(), id)?;
+            let store = Store::open(store_config(id, compact), engine.clone(), id)?;
             self.nodes.insert(
                 id,
                 Node {
@@ -312,6 +316,14 @@ impl Harness {
             if !store.has_work() {
                 break;
             }
+        }
+        // Snapshots are built at once (the task builds them off the Store task).
+        for job in store.take_snapshot_jobs() {
+            let snapshot = crate::raft::snapshot::build(&job).ok();
+            store.handle(StoreMsg::SnapshotBuilt {
+                range_id: job.range_id,
+                snapshot,
+            });
         }
         let sent = store.take_outbox();
         store.take_measure_requests();
