@@ -68,6 +68,26 @@ struct Survey {
     held_spans: Vec<Held>,
 }
 
+impl Survey {
+    /// Notes an initialized replica (`end` non-empty) that `node` holds.
+    fn hold(
+        &mut self,
+        node: u64,
+        range_id: u64,
+        start: &[u8],
+        end: &[u8],
+        version: u64,
+        conf_ver: u64,
+    ) {
+        if end.is_empty() {
+            return;
+        }
+        self.held.push((node, range_id, conf_ver));
+        self.held_spans
+            .push((node, range_id, start.to_vec(), end.to_vec(), version));
+    }
+}
+
 struct PlacementDriver {
     store: StoreHandle,
     node_id: u64,
@@ -203,20 +223,16 @@ impl PlacementDriver {
         for (&id, entry) in &registry.entries {
             self.last_seen.entry(id).or_insert(now);
             let views = if id == self.node_id {
-                for r in me
-                    .ranges
-                    .iter()
-                    .filter(|r| !r.descriptor.end_key.is_empty())
-                {
+                for r in &me.ranges {
                     let d = &r.descriptor;
-                    s.held.push((id, r.range_id, d.conf_ver));
-                    s.held_spans.push((
+                    s.hold(
                         id,
                         r.range_id,
-                        d.start_key.clone(),
-                        d.end_key.clone(),
+                        &d.start_key,
+                        &d.end_key,
                         d.version,
-                    ));
+                        d.conf_ver,
+                    );
                 }
                 Some(
                     me.ranges
@@ -226,15 +242,15 @@ impl PlacementDriver {
                 )
             } else if let Some(addr) = &entry.client_address {
                 c.node_status(addr).await.ok().map(|st| {
-                    for r in st.ranges.iter().filter(|r| !r.end_key.is_empty()) {
-                        s.held.push((id, r.range_id, r.conf_ver));
-                        s.held_spans.push((
+                    for r in &st.ranges {
+                        s.hold(
                             id,
                             r.range_id,
-                            r.start_key.clone(),
-                            r.end_key.clone(),
+                            &r.start_key,
+                            &r.end_key,
                             r.version,
-                        ));
+                            r.conf_ver,
+                        );
                     }
                     st.ranges.iter().filter_map(view_from_proto).collect()
                 })
