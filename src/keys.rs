@@ -204,6 +204,65 @@ pub fn route_key(data_key: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Suffix bytes of a key's MVCC records (see `lock_key`, `version_key`).
+const LOCK_SUFFIX: u8 = 0x00;
+const VERSION_SUFFIX: u8 = 0x01;
+
+/// The lock record of the user key whose data key is `data_key`: at most
+/// one per key, sorting before the key's versions.
+pub fn lock_key(data_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(data_key.len() + 1);
+    k.extend_from_slice(data_key);
+    k.push(LOCK_SUFFIX);
+    k
+}
+
+/// The write record of `data_key` committed at `ts`. Timestamps are stored
+/// bitwise inverted (big-endian), so a key's versions sort newest first.
+pub fn version_key(data_key: &[u8], ts: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(data_key.len() + 9);
+    k.extend_from_slice(data_key);
+    k.push(VERSION_SUFFIX);
+    k.extend_from_slice(&(!ts).to_be_bytes());
+    k
+}
+
+/// Bounds of every version record of `data_key` (newest first).
+pub fn versions_bounds(data_key: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut start = data_key.to_vec();
+    start.push(VERSION_SUFFIX);
+    let mut end = data_key.to_vec();
+    end.push(VERSION_SUFFIX + 1);
+    (start, end)
+}
+
+/// What an MVCC record key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MvccRecord {
+    Lock,
+    /// A write record committed at this timestamp.
+    Version(u64),
+}
+
+/// Splits an MVCC record key into the data key it belongs to and what it
+/// is; `None` for anything else (a bare data key, a malformed key).
+pub fn split_mvcc(key: &[u8]) -> Option<(&[u8], MvccRecord)> {
+    match key.first() {
+        Some(&SYSTEM_DATA) | Some(&USER_DATA) => {}
+        _ => return None,
+    }
+    let (_, rest) = unescape(&key[1..])?;
+    let data_key = &key[..key.len() - rest.len()];
+    match rest {
+        [LOCK_SUFFIX] => Some((data_key, MvccRecord::Lock)),
+        [VERSION_SUFFIX, ts @ ..] if ts.len() == 8 => {
+            let inverted = u64::from_be_bytes(ts.try_into().ok()?);
+            Some((data_key, MvccRecord::Version(!inverted)))
+        }
+        _ => None,
+    }
+}
+
 /// Bounds `[start, end)` of the user data keyspace.
 pub fn user_data_bounds() -> (Vec<u8>, Vec<u8>) {
     (vec![USER_DATA], vec![DATA_END])
@@ -491,6 +550,42 @@ mod tests {
         assert!(e.contains("data format 1") && e.contains("format 2"), "{e}");
         let e = check_format(Some(&7u32.to_be_bytes()), false).unwrap_err();
         assert!(e.to_string().contains("format 7"), "{e}");
+    }
+
+    #[test]
+    fn mvcc_records_group_by_key_lock_first_then_newest_version() {
+        let a = data_key(b"a");
+        let a0 = data_key(b"a\x00");
+        let b = data_key(b"b");
+        let records = [
+            a.clone(),
+            lock_key(&a),
+            version_key(&a, 20),
+            version_key(&a, 10),
+            version_key(&a, 0),
+            a0.clone(),
+            lock_key(&a0),
+            version_key(&a0, 5),
+            b.clone(),
+        ];
+        for w in records.windows(2) {
+            assert!(w[0] < w[1], "{:02x?} < {:02x?}", w[0], w[1]);
+        }
+        assert_eq!(
+            split_mvcc(&lock_key(&a)),
+            Some((a.as_slice(), MvccRecord::Lock))
+        );
+        assert_eq!(
+            split_mvcc(&version_key(&a0, 77)),
+            Some((a0.as_slice(), MvccRecord::Version(77)))
+        );
+        assert_eq!(split_mvcc(&a), None, "a bare data key is no record");
+        let (v0, v1) = versions_bounds(&a);
+        assert!(v0 <= version_key(&a, u64::MAX) && version_key(&a, 0) < v1);
+        assert!(
+            lock_key(&a) < v0 && v1 <= a0,
+            "a's records sit before the next key"
+        );
     }
 
     #[test]

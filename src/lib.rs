@@ -10,6 +10,7 @@
 //! - `storage`: the `Engine` trait, RocksDB (production) and MemEngine
 //!   (tests and simulation, with an explicit durability model);
 //! - `raft`: raft-rs over the engine (log, hard state, apply state, snapshots);
+//!   `mvcc` beside it: versions and locks by timestamp, transaction actions;
 //! - `range`: descriptors, replicated commands, the state machine, `Replica`;
 //! - `node`: the multi-Raft `Store` (batched Ready loop, group commit) and the
 //!   peer transport;
@@ -36,6 +37,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod mvcc;
 pub mod node;
 pub mod placement;
 pub mod raft;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! error, api, clock, chaos (shared plain types and instruments)
-//!   <- config <- keys <- storage <- raft <- range <- placement <- node <- server
+//!   <- config <- keys <- storage <- raft, mvcc <- range <- placement <- node <- server
 //! wire (Error <-> Status) <- client (the SDK: the API only) <- cli
 //! ```
 //! Each module of `src/` may name (as `crate::<module>`) only the modules
@@ -23,13 +23,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("keys", &["error", "api"]),
     ("storage", &["error"]),
     ("raft", &["error", "keys", "storage", "chaos"]),
+    ("mvcc", &["error", "keys", "storage", "chaos"]),
     (
         "range",
-        &["error", "api", "keys", "storage", "raft", "chaos"],
+        &["error", "api", "keys", "storage", "raft", "mvcc", "chaos"],
     ),
     (
         "placement",
-        &["error", "api", "config", "keys", "range", "chaos"],
+        &["error", "api", "config", "keys", "range", "mvcc", "chaos"],
     ),
     (
         "node",
@@ -42,6 +43,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "keys",
             "storage",
             "raft",
+            "mvcc",
             "range",
             "placement",
             "proto",
@@ -60,6 +62,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "keys",
             "storage",
             "raft",
+            "mvcc",
             "range",
             "placement",
             "node",

@@ -1,0 +1,215 @@
+//! Reads over MVCC records: the newest committed version at or below a
+//! timestamp, the lock that may hide one, and the facts the transaction
+//! actions decide on (the newest write, a transaction's own commit). Reads
+//! go through a `Source` — an engine, an engine snapshot, or, while a
+//! command applies, the loop's batch staged over the engine.
+//!
+//! A lock hides a key from a read at `ts` only when the lock's transaction
+//! started at or below `ts` (it may still commit below `ts`); a lock that
+//! started above `ts` commits above it and is invisible to the read.
+
+use super::records::{Lock, Write, WriteKind};
+use super::Timestamp;
+use crate::error::{Error, Result};
+use crate::keys::{self, MvccRecord};
+use crate::storage::{Engine, KvPair, Overlay, Snapshot};
+
+/// Where MVCC reads come from.
+pub trait Source {
+    fn fetch(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Same contract as `Engine::scan`.
+    fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>>;
+}
+
+impl Source for Overlay<'_> {
+    fn fetch(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get(key)
+    }
+    fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
+        self.scan(start, end, limit, reverse)
+    }
+}
+
+impl Source for dyn Snapshot + '_ {
+    fn fetch(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get(key)
+    }
+    fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
+        self.scan(start, end, limit, reverse)
+    }
+}
+
+impl<T: Engine> Source for T {
+    fn fetch(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get(key)
+    }
+    fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
+        self.scan(start, end, limit, reverse)
+    }
+}
+
+/// Records read per engine call while walking versions.
+const VERSION_CHUNK: usize = 64;
+
+/// A read's answer: the value (or absence) at the timestamp, or the lock
+/// that must be resolved first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visible {
+    Value(Option<Vec<u8>>),
+    Locked(Lock),
+}
+
+pub struct Reader<'a> {
+    src: &'a dyn Source,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(src: &'a dyn Source) -> Reader<'a> {
+        Reader { src }
+    }
+
+    /// The key's lock, if any.
+    pub fn lock(&self, data_key: &[u8]) -> Result<Option<Lock>> {
+        self.src
+            .fetch(&keys::lock_key(data_key))?
+            .map(|b| Lock::decode(&b))
+            .transpose()
+    }
+
+    /// Every write record of the key committed at or below `at`, newest
+    /// first, until `f` says stop (returns `Some`).
+    fn walk<T>(
+        &self,
+        data_key: &[u8],
+        at: Timestamp,
+        mut f: impl FnMut(Timestamp, Write) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        let (_, end) = keys::versions_bounds(data_key);
+        let mut from = keys::version_key(data_key, at.0);
+        loop {
+            let chunk = self.src.range(&from, &end, VERSION_CHUNK, false)?;
+            for (k, v) in &chunk {
+                let Some((_, MvccRecord::Version(ts))) = keys::split_mvcc(k) else {
+                    return Err(Error::Corruption(format!("not a version record: {k:02x?}")));
+                };
+                if let Some(t) = f(Timestamp(ts), Write::decode(v)?)? {
+                    return Ok(Some(t));
+                }
+            }
+            match chunk.last() {
+                Some((k, _)) if chunk.len() == VERSION_CHUNK => {
+                    from = k.clone();
+                    from.push(0);
+                }
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// The newest committed value at or below `ts` (rollbacks skipped).
+    pub fn value_at(&self, data_key: &[u8], ts: Timestamp) -> Result<Option<Vec<u8>>> {
+        let found = self.walk(data_key, ts, |_, w| match w.write_kind()? {
+            WriteKind::Rollback => Ok(None),
+            WriteKind::Put => Ok(Some(Some(w.value))),
+            WriteKind::Delete => Ok(Some(None)),
+        })?;
+        Ok(found.flatten())
+    }
+
+    /// What a read at `ts` sees of the key.
+    pub fn get(&self, data_key: &[u8], ts: Timestamp) -> Result<Visible> {
+        if let Some(lock) = self.lock(data_key)? {
+            if lock.start() <= ts {
+                return Ok(Visible::Locked(lock));
+            }
+        }
+        Ok(Visible::Value(self.value_at(data_key, ts)?))
+    }
+
+    /// The newest write record of the key (any kind) at or below `at`.
+    pub fn newest_at_or_below(
+        &self,
+        data_key: &[u8],
+        at: Timestamp,
+    ) -> Result<Option<(Timestamp, Write)>> {
+        self.walk(data_key, at, |ts, w| Ok(Some((ts, w))))
+    }
+
+    /// The newest Put or Delete committed above `after` (a conflict for a
+    /// transaction that read the key at `after`).
+    pub fn committed_after(&self, data_key: &[u8], after: Timestamp) -> Result<Option<Timestamp>> {
+        self.walk(data_key, Timestamp::MAX, |ts, w| {
+            if ts <= after {
+                return Ok(Some(None));
+            }
+            match w.write_kind()? {
+                WriteKind::Rollback => Ok(None),
+                _ => Ok(Some(Some(ts))),
+            }
+        })
+        .map(Option::flatten)
+    }
+
+    /// The record the transaction started at `start_ts` left on the key:
+    /// its commit (Put/Delete at the commit timestamp) or its rollback.
+    pub fn by_txn(
+        &self,
+        data_key: &[u8],
+        start_ts: Timestamp,
+    ) -> Result<Option<(Timestamp, Write)>> {
+        // Its records are at or above its start (a rollback sits exactly
+        // at the start timestamp).
+        self.walk(data_key, Timestamp::MAX, |ts, w| {
+            if ts < start_ts {
+                return Ok(Some(None));
+            }
+            if w.start_ts == start_ts.0 {
+                return Ok(Some(Some((ts, w))));
+            }
+            Ok(None)
+        })
+        .map(Option::flatten)
+    }
+
+    /// The user keys in `[start, end)` (data keys) visible at `ts`, with
+    /// their values, at most `limit`, in order or reversed; or the first
+    /// lock in the way.
+    pub fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        ts: Timestamp,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Result<Vec<KvPair>, Lock>> {
+        let mut out = Vec::new();
+        for data_key in self.keys_in(start, end, reverse)? {
+            if out.len() >= limit {
+                break;
+            }
+            match self.get(&data_key, ts)? {
+                Visible::Locked(lock) => return Ok(Err(lock)),
+                Visible::Value(Some(v)) => out.push((data_key, v)),
+                Visible::Value(None) => {}
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// Every data key with records in `[start, end)`, in order or reversed.
+    pub fn keys_in(&self, start: &[u8], end: &[u8], reverse: bool) -> Result<Vec<Vec<u8>>> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for (k, _) in self.src.range(start, end, usize::MAX, false)? {
+            let Some((data_key, _)) = keys::split_mvcc(&k) else {
+                return Err(Error::Corruption(format!("not an MVCC record: {k:02x?}")));
+            };
+            if keys.last().map(Vec::as_slice) != Some(data_key) {
+                keys.push(data_key.to_vec());
+            }
+        }
+        if reverse {
+            keys.reverse();
+        }
+        Ok(keys)
+    }
+}

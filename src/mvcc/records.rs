@@ -1,0 +1,85 @@
+//! The MVCC records stored under a user key (layout: `keys::lock_key`,
+//! `keys::version_key`): at most one lock, and write records by commit
+//! timestamp. Plain data; encoding is protobuf.
+
+use super::Timestamp;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum WriteKind {
+    /// The key took this value at the commit timestamp.
+    Put = 0,
+    /// The key was deleted at the commit timestamp.
+    Delete = 1,
+    /// The transaction that started at `start_ts` was rolled back; stored at
+    /// its start timestamp so a late prewrite or commit of it fails.
+    Rollback = 2,
+}
+
+/// A transaction's lock on a key between prewrite and commit.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Lock {
+    /// The transaction's start timestamp (its identity).
+    #[prost(uint64, tag = "1")]
+    pub start_ts: u64,
+    /// The data key of the transaction's primary lock (its commit point).
+    #[prost(bytes = "vec", tag = "2")]
+    pub primary: Vec<u8>,
+    /// Milliseconds after the start timestamp's physical time the lock
+    /// lives, unless renewed.
+    #[prost(uint64, tag = "3")]
+    pub ttl_ms: u64,
+    /// What commit writes: `Put` with `value`, or `Delete`.
+    #[prost(enumeration = "WriteKind", tag = "4")]
+    pub kind: i32,
+    #[prost(bytes = "vec", tag = "5")]
+    pub value: Vec<u8>,
+}
+
+/// What a transaction did to a key at a commit timestamp.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Write {
+    #[prost(enumeration = "WriteKind", tag = "1")]
+    pub kind: i32,
+    /// The start timestamp of the transaction that wrote it.
+    #[prost(uint64, tag = "2")]
+    pub start_ts: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub value: Vec<u8>,
+}
+
+impl Lock {
+    pub fn start(&self) -> Timestamp {
+        Timestamp(self.start_ts)
+    }
+
+    /// Whether the lock's owner may be presumed gone at `now`.
+    pub fn expired(&self, now: Timestamp) -> bool {
+        now.physical_ms() >= self.start().physical_ms().saturating_add(self.ttl_ms)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        prost::Message::encode_to_vec(self)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Lock> {
+        <Lock as prost::Message>::decode(b).map_err(|e| Error::Corruption(format!("lock: {e}")))
+    }
+}
+
+impl Write {
+    pub fn write_kind(&self) -> Result<WriteKind> {
+        WriteKind::try_from(self.kind)
+            .map_err(|_| Error::Corruption(format!("write record of kind {}", self.kind)))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        prost::Message::encode_to_vec(self)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Write> {
+        <Write as prost::Message>::decode(b)
+            .map_err(|e| Error::Corruption(format!("write record: {e}")))
+    }
+}
