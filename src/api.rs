@@ -4,7 +4,8 @@
 //!   (`meta`), including the node registry entry (`NodeEntry`);
 //! - request limits (key, value, batch and scan sizes);
 //! - route keys: the order in which the SDK caches range spans;
-//! - `ReplicaChange`, the admin API's membership change.
+//! - `ReplicaChange`, the admin API's membership change;
+//! - `Timestamp`, a point in the order of transactions (`timestamp`).
 //!
 //! Everything here is part of what a client can observe; the physical
 //! layout of the engine is `keys.rs`'s business and never leaks here.
@@ -14,6 +15,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+pub mod timestamp;
+pub use timestamp::{Timestamp, LOGICAL_BITS};
 
 /// Largest key accepted by the Kv API, in bytes.
 pub const MAX_KEY_BYTES: usize = 4 * 1024;
@@ -46,6 +50,9 @@ pub mod meta {
     pub const NODES_PREFIX: &str = "_/cluster/nodes/";
     /// The placement driver's report (jobs, blocked repairs, dead nodes).
     pub const PLACEMENT: &str = "_/cluster/placement";
+    /// The timestamp oracle's persisted high-water mark (u64 BE): no
+    /// timestamp at or above it has been handed out.
+    pub const TSO: &str = "_/cluster/tso";
     /// Prefix of the range directory (`_/partitions/<range id>`).
     pub const PARTITIONS_PREFIX: &str = "_/partitions/";
 

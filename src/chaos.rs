@@ -34,10 +34,14 @@ pub enum Canary {
     /// answer and the entry counts as applied (issue 9's first defect):
     /// the replica with the failing disk diverges.
     ApplyErrorSkipsEntry,
+    /// The timestamp oracle hands out timestamps above its mark without
+    /// persisting the new mark: after a failover, the new oracle repeats
+    /// (or goes below) timestamps already handed out.
+    OracleMarkNotPersisted,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 9] = [
+    pub const ALL: [Canary; 10] = [
         Canary::AckBeforeFsync,
         Canary::ReadWithoutReadIndex,
         Canary::ForgetVote,
@@ -47,6 +51,7 @@ impl Canary {
         Canary::MergeLosesWrites,
         Canary::RepairRemovesEarly,
         Canary::ApplyErrorSkipsEntry,
+        Canary::OracleMarkNotPersisted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +65,7 @@ impl Canary {
             Canary::MergeLosesWrites => "merge-loses-writes",
             Canary::RepairRemovesEarly => "repair-removes-early",
             Canary::ApplyErrorSkipsEntry => "apply-error-skips-entry",
+            Canary::OracleMarkNotPersisted => "oracle-mark-not-persisted",
         }
     }
 

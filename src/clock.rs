@@ -1,7 +1,8 @@
 //! The node-local clock: every time decision a node makes goes through it, so
 //! the simulator can skew and drift each node separately (madsim has one
-//! global clock). Today the Raft tick is the only consumer: a node whose
-//! clock runs fast ticks — and so times out elections — sooner.
+//! global clock). The Raft tick follows its drift (a node whose clock runs
+//! fast times out elections sooner), and the timestamp oracle reads its
+//! wall time (`now_ms`, with the node's offset).
 //!
 //! Production uses `NodeClock::default()` (no offset, no drift).
 
@@ -55,6 +56,17 @@ impl NodeClock {
     pub fn reset(&self) {
         self.set_offset_ms(0);
         self.set_drift_ppm(0);
+    }
+
+    /// Milliseconds since the Unix epoch on this node's clock. This is the one
+    /// place server code reads the wall clock; under madsim the system time
+    /// is the simulator's, and the harness adds each node's offset.
+    pub fn now_ms(&self) -> u64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        (wall + self.offset_ms()).max(0) as u64
     }
 
     /// How long a `local` duration on this node's clock takes in true time.

@@ -114,6 +114,26 @@ pub enum Error {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// A timestamped write reached a range leader that needs a newer
+    /// timestamp: it served a read at or above it, or it began its term
+    /// (`term`) after the timestamp was taken. Nothing was written; the
+    /// server retries with a fresh timestamp.
+    #[error("range {range_id} needs a newer timestamp (leader term {term}); retry")]
+    StaleTimestamp { range_id: u64, term: u64 },
+    /// A write conflicts with one committed at `committed` (at or above the
+    /// writer's timestamp); nothing was written.
+    #[error("write conflict on {}: written at {committed}", String::from_utf8_lossy(.key))]
+    WriteConflict { key: Vec<u8>, committed: u64 },
+    /// Another transaction (started at `start_ts`, primary key `primary`)
+    /// holds a lock on the key; it must be resolved first.
+    #[error("{} is locked by the transaction started at {start_ts}", String::from_utf8_lossy(.key))]
+    KeyLocked {
+        /// Internal data keys.
+        key: Vec<u8>,
+        primary: Vec<u8>,
+        start_ts: u64,
+        ttl_ms: u64,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -131,6 +151,7 @@ impl Error {
                 | Error::Indeterminate(_)
                 | Error::Unavailable(_)
                 | Error::ShuttingDown
+                | Error::StaleTimestamp { .. }
         )
     }
 }
@@ -145,7 +166,11 @@ impl Error {
     pub fn is_deterministic(&self) -> bool {
         matches!(
             self,
-            Error::InvalidArgument(_) | Error::KeyNotInRange { .. } | Error::EpochMismatch { .. }
+            Error::InvalidArgument(_)
+                | Error::KeyNotInRange { .. }
+                | Error::EpochMismatch { .. }
+                | Error::WriteConflict { .. }
+                | Error::KeyLocked { .. }
         )
     }
 

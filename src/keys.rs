@@ -11,7 +11,8 @@
 //! 0x02 | range_id:u64be | 0x04                 tombstone (a removed or merged-away replica)
 //! 0x03 | range_id:u64be | index:u64be          Raft log entry
 //! 0x10 | keycode(key)                          system data: user-visible keys under `_/`
-//! 0x11 | keycode(key)                          user data: every other key
+//! 0x11 | keycode(key) | 0x00                   user data (every other key): its lock
+//! 0x11 | keycode(key) | 0x01 | !ts:u64be       a version committed at ts (newest first)
 //! 0x12                                         (end of data; never a key)
 //! ```
 //! Range metadata (0x02) lives apart from Raft logs (0x03), so a node opens
@@ -31,8 +32,9 @@
 //! A data directory written by an older layout is refused with one line that
 //! names its format (`check_format`); nothing is migrated or rewritten.
 //!
-//! CAVEATS: values are stored unversioned; MVCC suffixes arrive with
-//! transactions.
+//! System data is stored unversioned (plain values under its data key);
+//! user data only as MVCC records (`mvcc`). Format 3 introduced them;
+//! format 2 held user values unversioned.
 
 use crate::api::{self, route};
 use crate::error::{Error, Result};
@@ -51,7 +53,7 @@ pub const USER_DATA: u8 = 0x11;
 pub const DATA_END: u8 = 0x12;
 
 /// The data format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Key of the data format version.
 pub const FORMAT_KEY: &[u8] = b"\x01format";
 /// Key of the store identity record.
@@ -92,8 +94,13 @@ pub fn check_format(format: Option<&[u8]>, format1_ident: bool) -> Result<()> {
     if found == FORMAT_VERSION {
         return Ok(());
     }
+    let what = match found {
+        1 => " (from before the keycode layout)",
+        2 => " (from before MVCC: unversioned user values)",
+        _ => "",
+    };
     Err(Error::DataDir(format!(
-        "it holds data format {found}, and this build of RangeDB reads only format {FORMAT_VERSION} \
+        "it holds data format {found}{what}, and this build of RangeDB reads only format {FORMAT_VERSION} \
          (there is no migration: start with an empty --data-dir, or use the RangeDB version that wrote it)"
     )))
 }
@@ -547,7 +554,11 @@ mod tests {
         assert!(check_format(Some(&encode_format()), false).is_ok());
         assert!(check_format(None, false).is_ok(), "a new directory");
         let e = check_format(None, true).unwrap_err().to_string();
-        assert!(e.contains("data format 1") && e.contains("format 2"), "{e}");
+        assert!(e.contains("data format 1") && e.contains("format 3"), "{e}");
+        let e = check_format(Some(&2u32.to_be_bytes()), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data format 2 (from before MVCC"), "{e}");
         let e = check_format(Some(&7u32.to_be_bytes()), false).unwrap_err();
         assert!(e.to_string().contains("format 7"), "{e}");
     }

@@ -68,6 +68,9 @@ pub fn to_status(e: Error) -> Status {
         Error::Indeterminate(_) => "indeterminate",
         Error::Unavailable(_) => "unavailable",
         Error::ShuttingDown => "shutting-down",
+        Error::StaleTimestamp { .. } => "stale-timestamp",
+        Error::WriteConflict { .. } => "write-conflict",
+        Error::KeyLocked { .. } => "locked",
         Error::DataDir(_) | Error::Config(_) => "precondition",
         _ => "internal",
     };
@@ -125,7 +128,10 @@ fn to_status_inner(e: Error) -> Status {
         }
         Error::Timeout(_) => Status::deadline_exceeded(msg),
         Error::Indeterminate(_) => Status::unknown(msg),
-        Error::Unavailable(_) | Error::ShuttingDown => Status::unavailable(msg),
+        Error::Unavailable(_) | Error::ShuttingDown | Error::StaleTimestamp { .. } => {
+            Status::unavailable(msg)
+        }
+        Error::WriteConflict { .. } | Error::KeyLocked { .. } => Status::aborted(msg),
         Error::DataDir(_) | Error::Config(_) => Status::failed_precondition(msg),
         Error::Storage(_) | Error::Corruption(_) | Error::Raft(_) | Error::Internal(_) => {
             Status::internal(msg)

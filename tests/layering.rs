@@ -23,7 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("keys", &["error", "api"]),
     ("storage", &["error"]),
     ("raft", &["error", "keys", "storage", "chaos"]),
-    ("mvcc", &["error", "keys", "storage", "chaos"]),
+    ("mvcc", &["error", "api", "keys", "storage", "chaos"]),
     (
         "range",
         &["error", "api", "keys", "storage", "raft", "mvcc", "chaos"],

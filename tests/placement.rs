@@ -323,6 +323,9 @@ fn ranges_split_by_size_then_merge_when_emptied() {
     put_when_ready(&eps, "/m/000", "v");
     let out = cli(&eps, &["admin", "config", "set", "range_max_bytes", "4096"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Deletes leave MVCC tombstones until GC collects them, gc_ttl later.
+    let out = cli(&eps, &["admin", "config", "set", "gc_ttl", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let big = "x".repeat(300);
     for i in 0..60 {
         let out = cli(&eps, &["put", &format!("/m/{i:03}"), &big]);

@@ -30,7 +30,7 @@ pub fn check_registers(entries: &[Entry]) -> RegisterReport {
     for e in entries {
         let key = match &e.op {
             Op::Write { key, .. } | Op::Read { key } => key,
-            Op::Scan { .. } | Op::Split { .. } => continue,
+            Op::Scan { .. } | Op::Split { .. } | Op::Timestamps { .. } => continue,
         };
         if key.starts_with(REGISTER_PREFIX) {
             by_key.entry(key).or_default().push(e);
@@ -240,5 +240,103 @@ impl RaftSafety {
 
     pub fn events(&self) -> u64 {
         self.inner.lock().unwrap().events
+    }
+}
+
+/// The timestamp oracle: no timestamp is handed out twice, and timestamps
+/// follow real time — an allocation that completed before another began
+/// gave only smaller timestamps (what strict serializability rests on).
+/// Returns (violations, timestamps checked).
+pub fn check_timestamps(entries: &[Entry]) -> (Vec<String>, u64) {
+    // (invoke, complete, first, last, client)
+    let mut got: Vec<(u64, u64, u64, u64, usize)> = entries
+        .iter()
+        .filter_map(|e| match e.outcome {
+            Outcome::Timestamps { first, count } if count > 0 => Some((
+                e.invoke_us,
+                e.complete_us,
+                first,
+                first.saturating_add(count - 1),
+                e.client,
+            )),
+            _ => None,
+        })
+        .collect();
+    let total = got.iter().map(|g| g.3 - g.2 + 1).sum();
+    let mut out = Vec::new();
+    // Uniqueness: sorted by first timestamp, no batch overlaps the previous.
+    let mut by_ts = got.clone();
+    by_ts.sort_by_key(|g| (g.2, g.3));
+    for w in by_ts.windows(2) {
+        if w[1].2 <= w[0].3 {
+            out.push(format!(
+                "oracle: timestamp {} handed out twice: to c{} at [{}..{}]us (batch {}..={}) and to c{} at [{}..{}]us (batch {}..={})",
+                w[1].2, w[0].4, w[0].0, w[0].1, w[0].2, w[0].3, w[1].4, w[1].0, w[1].1, w[1].2, w[1].3
+            ));
+            break;
+        }
+    }
+    // Real time: sweep by invoke time, keeping the largest timestamp of
+    // every allocation that completed before it.
+    got.sort_by_key(|g| g.0);
+    let mut completed: Vec<(u64, u64, usize, u64)> =
+        got.iter().map(|g| (g.1, g.3, g.4, g.0)).collect();
+    completed.sort_by_key(|c| c.0);
+    let mut best: Option<(u64, u64, usize, u64)> = None;
+    let mut i = 0;
+    for g in &got {
+        while i < completed.len() && completed[i].0 < g.0 {
+            if best.is_none_or(|b| completed[i].1 > b.1) {
+                best = Some(completed[i]);
+            }
+            i += 1;
+        }
+        if let Some((done, last, client, began)) = best {
+            if g.2 <= last {
+                out.push(format!(
+                    "oracle: went back in real time: c{client} got up to {last} at [{began}..{done}]us, \
+                     then c{} asked at {}us and got {} (batch {}..={})",
+                    g.4, g.0, g.2, g.2, g.3
+                ));
+                break;
+            }
+        }
+    }
+    (out, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(client: usize, invoke_us: u64, complete_us: u64, first: u64, count: u64) -> Entry {
+        Entry {
+            client,
+            op: Op::Timestamps { count },
+            invoke_us,
+            complete_us,
+            outcome: Outcome::Timestamps { first, count },
+        }
+    }
+
+    #[test]
+    fn the_timestamp_checker_passes_increasing_and_concurrent_batches() {
+        // Concurrent requests may be served in either order.
+        let h = [
+            ts(0, 0, 10, 100, 2),
+            ts(1, 5, 20, 50, 1),
+            ts(0, 30, 40, 200, 7),
+        ];
+        assert_eq!(check_timestamps(&h), (vec![], 10));
+    }
+
+    #[test]
+    fn the_timestamp_checker_catches_reuse_and_going_back() {
+        let dup = [ts(0, 0, 10, 100, 5), ts(1, 3, 8, 104, 1)];
+        let (v, _) = check_timestamps(&dup);
+        assert!(v[0].contains("handed out twice"), "{v:?}");
+        let back = [ts(0, 0, 10, 100, 1), ts(1, 11, 12, 90, 1)];
+        let (v, _) = check_timestamps(&back);
+        assert!(v[0].contains("went back in real time"), "{v:?}");
     }
 }

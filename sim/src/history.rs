@@ -22,6 +22,10 @@ pub enum Op {
     Split {
         key: String,
     },
+    /// `count` timestamps from the oracle.
+    Timestamps {
+        count: u64,
+    },
 }
 
 /// How it ended.
@@ -33,6 +37,8 @@ pub enum Outcome {
     Read(Option<String>),
     /// A scan returned these keys.
     Scanned(Vec<String>),
+    /// The oracle handed out timestamps `first..first + count`.
+    Timestamps { first: u64, count: u64 },
     /// Definitely did not take effect.
     Failed(String),
     /// May or may not have taken effect.

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rangedb::chaos::{self, Canary};
 
-use crate::checks::{check_registers, check_scans, check_set, RaftSafety};
+use crate::checks::{check_registers, check_scans, check_set, check_timestamps, RaftSafety};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::history::{History, Op, Outcome};
 use crate::nemesis::{Fault, Nemesis};
@@ -153,6 +153,18 @@ pub async fn run(opts: RunOptions) -> RunReport {
                 stop_us,
             )));
         }
+        // One oracle client, on its own RNG.
+        {
+            let client = cluster.client(Duration::from_secs(10));
+            let trng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7500_7500);
+            clients.push(cluster.client_host.spawn(workload::tso_loop(
+                opts.clients,
+                client,
+                history.clone(),
+                trng,
+                stop_us,
+            )));
+        }
         let nemesis = Nemesis::new(
             cluster.clone(),
             ChaCha8Rng::seed_from_u64(rng.gen()),
@@ -238,6 +250,8 @@ pub async fn run(opts: RunOptions) -> RunReport {
         violations.extend(check_set(&entries, keys));
     }
     violations.extend(check_scans(&entries));
+    let (tso_violations, timestamps) = check_timestamps(&entries);
+    violations.extend(tso_violations);
 
     let mut dumps = Vec::new();
     if violations.is_empty() {
@@ -274,7 +288,7 @@ pub async fn run(opts: RunOptions) -> RunReport {
         .count();
     let summary = format!(
         "{} ops ({acked} acknowledged writes, {unknown} unknown outcomes); {} register keys / {} ops checked \
-         for linearizability ({} hit the search bound: unverified); {} raft events checked; {} faults; \
+         for linearizability ({} hit the search bound: unverified); {timestamps} oracle timestamps checked; {} raft events checked; {} faults; \
          {ranges} ranges at the end",
         entries.len(),
         regs.keys,

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rangedb::client::Client;
@@ -97,6 +98,32 @@ pub async fn client_loop(
     }
 }
 
+/// A client of the timestamp oracle: small batches with think time, its own
+/// RNG (so adding it left the other workloads' draws unchanged).
+pub async fn tso_loop(
+    id: usize,
+    client: Client,
+    history: History,
+    mut rng: ChaCha8Rng,
+    stop_us: u64,
+) {
+    while history.now_us() < stop_us {
+        let op = Op::Timestamps {
+            count: *[1u64, 1, 2, 7, 100].choose(&mut rng).unwrap_or(&1),
+        };
+        let invoke_us = history.now_us();
+        let outcome = execute(&client, &op).await;
+        history.record(Entry {
+            client: id,
+            op,
+            invoke_us,
+            complete_us: history.now_us(),
+            outcome,
+        });
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(5..80))).await;
+    }
+}
+
 /// Runs one operation and classifies its outcome.
 pub async fn execute(client: &Client, op: &Op) -> Outcome {
     match op {
@@ -112,6 +139,13 @@ pub async fn execute(client: &Client, op: &Op) -> Outcome {
         Op::Split { key } => match client.split(key.as_bytes(), false).await {
             Ok(()) => Outcome::Written,
             Err(e) if !e.is_retryable() => Outcome::Failed(e.to_string()),
+            Err(e) => Outcome::Unknown(e.to_string()),
+        },
+        Op::Timestamps { count } => match client.timestamps(*count).await {
+            Ok(first) => Outcome::Timestamps {
+                first: first.0,
+                count: *count,
+            },
             Err(e) => Outcome::Unknown(e.to_string()),
         },
         Op::Scan { prefix } => {

@@ -1,5 +1,10 @@
 //! `rangedb bench`: N concurrent clients against a running cluster for a fixed
 //! time; prints ops/s and p50/p99/p999 latency, then one JSON line.
+//!
+//! `--workload tso` measures the timestamp oracle: every client asks for
+//! one timestamp at a time through one shared batcher (as a node's
+//! transactions do), so ops/s is timestamps/s; each client checks that its
+//! timestamps strictly increase.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +13,7 @@ use clap::{Args, ValueEnum};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::client::{Client, ClientOptions};
+use crate::client::{Client, ClientOptions, TsoBatcher};
 use crate::error::{Error, Result};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +21,8 @@ pub enum Workload {
     Put,
     Get,
     Scan,
+    /// Timestamps from the oracle (one per op, through one shared batcher).
+    Tso,
 }
 
 #[derive(Args, Debug)]
@@ -78,7 +85,7 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
     if args.ranges > 1 {
         presplit(&Client::new(endpoints.to_vec(), opts.clone())?, &args).await?;
     }
-    if args.workload != Workload::Put {
+    if matches!(args.workload, Workload::Get | Workload::Scan) {
         load(&Client::new(endpoints.to_vec(), opts.clone())?, &args).await?;
     }
     let args = Arc::new(args);
@@ -132,11 +139,13 @@ async fn drive(endpoints: &[String], opts: &ClientOptions, args: Arc<BenchArgs>)
     let duration = Duration::from_secs_f64(args.duration);
     let start = Instant::now();
     let mut tasks = Vec::new();
+    let tso = TsoBatcher::new(Arc::new(Client::new(endpoints.to_vec(), opts.clone())?));
     for c in 0..args.clients {
         let client = Client::new(endpoints.to_vec(), opts.clone())?;
         let args = args.clone();
+        let tso = tso.clone();
         tasks.push(tokio::spawn(async move {
-            client_loop(client, args, c as u64, start, duration).await
+            client_loop(client, tso, args, c as u64, start, duration).await
         }));
     }
     let mut stats = Stats {
@@ -163,6 +172,7 @@ async fn drive(endpoints: &[String], opts: &ClientOptions, args: Arc<BenchArgs>)
 /// One client: ops until the time is up; (latencies, errors, first error).
 async fn client_loop(
     client: Client,
+    tso: TsoBatcher,
     args: Arc<BenchArgs>,
     c: u64,
     start: Instant,
@@ -173,6 +183,7 @@ async fn client_loop(
     let mut lat = Vec::new();
     let mut errors = 0u64;
     let mut first_error = None;
+    let mut last_ts = crate::api::Timestamp::ZERO;
     while start.elapsed() < duration {
         let k = key(&args.prefix, rng.gen_range(0..args.keys));
         let t = Instant::now();
@@ -183,6 +194,16 @@ async fn client_loop(
                 .scan(&k, b"", args.scan_limit, false)
                 .await
                 .map(|_| ()),
+            Workload::Tso => match tso.timestamp().await {
+                Ok(ts) if ts <= last_ts => Err(Error::Internal(format!(
+                    "timestamp {ts} after {last_ts}: not increasing"
+                ))),
+                Ok(ts) => {
+                    last_ts = ts;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
         };
         match r {
             Ok(()) => lat.push(t.elapsed().as_micros() as u64),

@@ -37,6 +37,9 @@ use crate::wire::{from_status, is_server_status};
 
 mod admin;
 mod kv;
+pub mod tso;
+
+pub use tso::{TimestampSource, TsoBatcher};
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {

@@ -29,6 +29,10 @@ pub const DEFAULT_MERGE_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// replicas are replaced (CockroachDB waits 5 minutes, TiKV 30 minutes).
 pub const DEFAULT_DEAD_NODE_TIMEOUT_SECS: u64 = 10;
 
+/// Default `gc_ttl`: seconds MVCC keeps versions a newer one replaced (and
+/// deletes) readable before garbage collection drops them.
+pub const DEFAULT_GC_TTL_SECS: u64 = 600;
+
 /// Every cluster setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setting {
@@ -37,15 +41,17 @@ pub enum Setting {
     SplitQps,
     MergeMaxBytes,
     DeadNodeTimeout,
+    GcTtl,
 }
 
 impl Setting {
-    pub const ALL: [Setting; 5] = [
+    pub const ALL: [Setting; 6] = [
         Setting::ReplicationFactor,
         Setting::RangeMaxBytes,
         Setting::SplitQps,
         Setting::MergeMaxBytes,
         Setting::DeadNodeTimeout,
+        Setting::GcTtl,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +61,7 @@ impl Setting {
             Setting::SplitQps => "split_qps",
             Setting::MergeMaxBytes => "merge_max_bytes",
             Setting::DeadNodeTimeout => "dead_node_timeout",
+            Setting::GcTtl => "gc_ttl",
         }
     }
 
@@ -82,6 +89,10 @@ impl Setting {
             Setting::DeadNodeTimeout => (
                 n.filter(|n| (1..=86_400).contains(n)),
                 "a whole number of seconds from 1 to 86400".into(),
+            ),
+            Setting::GcTtl => (
+                n.filter(|n| (1..=30 * 86_400).contains(n)),
+                "a whole number of seconds from 1 to 2592000 (30 days)".into(),
             ),
         };
         ok.ok_or_else(|| {
@@ -115,6 +126,8 @@ pub struct ClusterSettings {
     /// 0 disables merges.
     pub merge_max_bytes: u64,
     pub dead_node_timeout: Duration,
+    /// How long replaced versions stay readable (MVCC garbage collection).
+    pub gc_ttl: Duration,
 }
 
 impl Default for ClusterSettings {
@@ -125,6 +138,7 @@ impl Default for ClusterSettings {
             split_qps: DEFAULT_SPLIT_QPS,
             merge_max_bytes: DEFAULT_MERGE_MAX_BYTES,
             dead_node_timeout: Duration::from_secs(DEFAULT_DEAD_NODE_TIMEOUT_SECS),
+            gc_ttl: Duration::from_secs(DEFAULT_GC_TTL_SECS),
         }
     }
 }
@@ -159,6 +173,7 @@ impl ClusterSettings {
                 Setting::SplitQps => out.split_qps = n,
                 Setting::MergeMaxBytes => out.merge_max_bytes = n,
                 Setting::DeadNodeTimeout => out.dead_node_timeout = Duration::from_secs(n),
+                Setting::GcTtl => out.gc_ttl = Duration::from_secs(n),
             }
         }
         Ok(out)

@@ -32,21 +32,23 @@
 //!
 //! CAVEATS: a scan reads every version record of its span (GC keeps them
 //! few); values live inline in locks and write records (at most 1 MiB).
-//! Not yet wired into the write path: ranges still store plain values (the
-//! data format changes when it is).
+//! Garbage collection (`gc.rs`) is a replicated command over keys a
+//! leader's off-task scan found (`GarbageFinder`); every replica re-checks
+//! each key at the horizon, so replicas stay identical.
 
+mod gc;
 mod reader;
 mod records;
-mod timestamp;
 mod txn;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::api::{Timestamp, LOGICAL_BITS};
+pub use gc::{gc, gc_key, GarbageFinder};
 pub use reader::{Reader, Source, Visible};
 pub use records::{Lock, Write, WriteKind};
-pub use timestamp::{Timestamp, LOGICAL_BITS};
 pub use txn::{
-    check_status, commit, gc, heartbeat, one_pc, prewrite, resolve, rollback, validate, Mutation,
+    check_status, commit, heartbeat, one_pc, prewrite, resolve, rollback, validate, Mutation,
     Outcome, TxnError, TxnStatus,
 };

@@ -39,6 +39,15 @@ impl Source for dyn Snapshot + '_ {
     }
 }
 
+impl Source for &dyn Engine {
+    fn fetch(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get(key)
+    }
+    fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
+        self.scan(start, end, limit, reverse)
+    }
+}
+
 impl<T: Engine> Source for T {
     fn fetch(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.get(key)
@@ -50,6 +59,44 @@ impl<T: Engine> Source for T {
 
 /// Records read per engine call while walking versions.
 const VERSION_CHUNK: usize = 64;
+
+/// A lock a scan met, and the data key it locks.
+pub type LockedKey = (Vec<u8>, Lock);
+
+/// One key's raw records in a scan chunk.
+type Records<'a> = Vec<(MvccRecord, &'a [u8])>;
+
+/// Raw records read per engine call while scanning.
+const SCAN_CHUNK: usize = 256;
+
+/// What a read at `ts` sees of one key, from all of its records (any order).
+fn visible_in(mut recs: Records, ts: Timestamp) -> Result<Visible> {
+    // The lock first, then versions newest first.
+    recs.sort_by_key(|(r, _)| match r {
+        MvccRecord::Lock => (0, 0),
+        MvccRecord::Version(t) => (1, !*t),
+    });
+    for (rec, v) in recs {
+        match rec {
+            MvccRecord::Lock => {
+                let lock = Lock::decode(v)?;
+                if lock.start() <= ts {
+                    return Ok(Visible::Locked(lock));
+                }
+            }
+            MvccRecord::Version(t) if Timestamp(t) <= ts => {
+                let w = Write::decode(v)?;
+                match w.write_kind()? {
+                    WriteKind::Rollback => {}
+                    WriteKind::Put => return Ok(Visible::Value(Some(w.value))),
+                    WriteKind::Delete => return Ok(Visible::Value(None)),
+                }
+            }
+            MvccRecord::Version(_) => {}
+        }
+    }
+    Ok(Visible::Value(None))
+}
 
 /// A read's answer: the value (or absence) at the timestamp, or the lock
 /// that must be resolved first.
@@ -173,7 +220,9 @@ impl<'a> Reader<'a> {
 
     /// The user keys in `[start, end)` (data keys) visible at `ts`, with
     /// their values, at most `limit`, in order or reversed; or the first
-    /// lock in the way.
+    /// lock in the way (and its key). Reads the records in chunks and stops at `limit`,
+    /// so its cost follows what it returns (and the versions GC left), not
+    /// the size of the span.
     pub fn scan(
         &self,
         start: &[u8],
@@ -181,16 +230,48 @@ impl<'a> Reader<'a> {
         ts: Timestamp,
         limit: usize,
         reverse: bool,
-    ) -> Result<Result<Vec<KvPair>, Lock>> {
+    ) -> Result<Result<Vec<KvPair>, LockedKey>> {
         let mut out = Vec::new();
-        for data_key in self.keys_in(start, end, reverse)? {
-            if out.len() >= limit {
-                break;
+        // Forward: records from `lo`; reversed: records below `hi`.
+        let (mut lo, mut hi) = (start.to_vec(), end.to_vec());
+        while out.len() < limit {
+            let chunk = self.src.range(&lo, &hi, SCAN_CHUNK, reverse)?;
+            let full = chunk.len() == SCAN_CHUNK;
+            let mut groups: Vec<(Vec<u8>, Records)> = Vec::new();
+            for (k, v) in &chunk {
+                let Some((data_key, rec)) = keys::split_mvcc(k) else {
+                    return Err(Error::Corruption(format!("not an MVCC record: {k:02x?}")));
+                };
+                match groups.last_mut() {
+                    Some((dk, recs)) if dk.as_slice() == data_key => recs.push((rec, v)),
+                    _ => groups.push((data_key.to_vec(), vec![(rec, v.as_slice())])),
+                }
             }
-            match self.get(&data_key, ts)? {
-                Visible::Locked(lock) => return Ok(Err(lock)),
-                Visible::Value(Some(v)) => out.push((data_key, v)),
-                Visible::Value(None) => {}
+            let n = groups.len();
+            for (i, (data_key, recs)) in groups.into_iter().enumerate() {
+                if out.len() >= limit {
+                    break;
+                }
+                // The chunk may have cut the last key's records short: read
+                // that one key on its own.
+                let seen = if full && i + 1 == n {
+                    self.get(&data_key, ts)?
+                } else {
+                    visible_in(recs, ts)?
+                };
+                match seen {
+                    Visible::Locked(lock) => return Ok(Err((data_key, lock))),
+                    Visible::Value(Some(v)) => out.push((data_key.clone(), v)),
+                    Visible::Value(None) => {}
+                }
+                if reverse {
+                    hi = data_key;
+                } else {
+                    lo = keys::versions_bounds(&data_key).1;
+                }
+            }
+            if !full {
+                break;
             }
         }
         Ok(Ok(out))

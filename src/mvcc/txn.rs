@@ -363,36 +363,3 @@ pub fn one_pc(
     }
     Ok(Ok(wb))
 }
-
-/// Drops what no read at or above `horizon` can see in `[start, end)`:
-/// every version older than the newest one at or below the horizon, that
-/// one too if it is a delete, and rollback records at or below it.
-pub fn gc(r: &Reader, start: &[u8], end: &[u8], horizon: Timestamp) -> Result<WriteBatch> {
-    let mut wb = WriteBatch::new();
-    for key in r.keys_in(start, end, false)? {
-        let mut kept_visible = false;
-        let mut cursor = horizon;
-        while let Some((ts, w)) = r.newest_at_or_below(&key, cursor)? {
-            let drop = match w.write_kind()? {
-                WriteKind::Rollback => true,
-                WriteKind::Delete => true,
-                WriteKind::Put if !kept_visible => {
-                    kept_visible = true;
-                    false
-                }
-                WriteKind::Put => true,
-            };
-            if matches!(w.write_kind()?, WriteKind::Delete) {
-                kept_visible = true; // nothing older is visible either
-            }
-            if drop {
-                wb.delete(keys::version_key(&key, ts.0));
-            }
-            if ts == Timestamp::ZERO {
-                break;
-            }
-            cursor = Timestamp(ts.0 - 1);
-        }
-    }
-    Ok(wb)
-}

@@ -4,8 +4,11 @@
 
 use super::handle::{Consistency, StoreMsg};
 use super::store::{PendingSplit, Store};
+use crate::api::Timestamp;
 use crate::error::{Error, Result};
-use crate::range::{Op, RangeDescriptor, ReadOp, ReadResult, Request, Responder, SYSTEM_RANGE_ID};
+use crate::range::{
+    OnePcCmd, Op, RangeDescriptor, ReadOp, ReadResult, Request, Responder, SYSTEM_RANGE_ID,
+};
 use crate::storage::KvPair;
 
 impl Store {
@@ -16,8 +19,14 @@ impl Store {
             StoreMsg::Read {
                 op,
                 consistency,
+                ts,
                 done,
-            } => self.on_read(op, consistency, done),
+            } => self.on_read(op, consistency, ts, done),
+            StoreMsg::OnePc {
+                cmd,
+                seed_term,
+                done,
+            } => self.on_one_pc(cmd, seed_term, done),
             StoreMsg::Split { key, sticky, done } => self.propose_split(key, sticky, done),
             StoreMsg::Freeze {
                 range_id,
@@ -90,7 +99,31 @@ impl Store {
         }
     }
 
-    fn on_read(&mut self, op: ReadOp, consistency: Consistency, done: Responder<ReadResult>) {
+    fn on_one_pc(&mut self, cmd: OnePcCmd, seed_term: Option<u64>, done: Responder<()>) {
+        let Some(first) = cmd.ops.first() else {
+            let _ = done.send(Ok(()));
+            return;
+        };
+        match self.route(&first.key) {
+            Ok(id) => {
+                let key = first.key.clone();
+                self.record_load(id, &key);
+                if let Some(r) = self.replicas.get_mut(&id) {
+                    r.propose(Request::OnePc { cmd, seed_term }, done);
+                }
+                self.note(id);
+            }
+            Err(e) => drop(done.send(Err(e))),
+        }
+    }
+
+    fn on_read(
+        &mut self,
+        op: ReadOp,
+        consistency: Consistency,
+        ts: Option<Timestamp>,
+        done: Responder<ReadResult>,
+    ) {
         let route = match &op {
             ReadOp::Get(k) => self.route(k),
             ReadOp::Scan {
@@ -108,8 +141,8 @@ impl Store {
         self.record_load(id, &key);
         if let Some(r) = self.replicas.get_mut(&id) {
             match consistency {
-                Consistency::Linearizable => r.read(op, done),
-                Consistency::Local => drop(done.send(r.read_local(&op))),
+                Consistency::Linearizable => r.read(op, ts, done),
+                Consistency::Local => drop(done.send(r.read_local(&op, ts))),
             }
         }
         self.note(id);

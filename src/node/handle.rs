@@ -15,9 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::split_check::Measurement;
 use super::transport::Directory;
+use crate::api::Timestamp;
 use crate::error::{Error, LeaderHint, Result};
 use crate::range::{
-    Op, RangeDescriptor, ReadOp, ReadResult, ReplicaChange, ReplicaStatus, Responder,
+    OnePcCmd, Op, RangeDescriptor, ReadOp, ReadResult, ReplicaChange, ReplicaStatus, Responder,
 };
 use crate::storage::{Engine, KvPair};
 
@@ -43,7 +44,15 @@ pub enum StoreMsg {
     Read {
         op: ReadOp,
         consistency: Consistency,
+        /// User data at this MVCC timestamp (`None`: the newest).
+        ts: Option<Timestamp>,
         done: Responder<ReadResult>,
+    },
+    /// A timestamped write of user data (`range::OnePcCmd`).
+    OnePc {
+        cmd: OnePcCmd,
+        seed_term: Option<u64>,
+        done: Responder<()>,
     },
     Status {
         done: oneshot::Sender<NodeStatus>,
@@ -216,6 +225,34 @@ impl StoreHandle {
         self.call(|done| StoreMsg::Read {
             op,
             consistency,
+            ts: None,
+            done,
+        })
+        .await
+    }
+
+    /// A read of user data at MVCC timestamp `ts`.
+    pub async fn read_at(
+        &self,
+        op: ReadOp,
+        consistency: Consistency,
+        ts: Timestamp,
+    ) -> Result<ReadResult> {
+        self.call(|done| StoreMsg::Read {
+            op,
+            consistency,
+            ts: Some(ts),
+            done,
+        })
+        .await
+    }
+
+    /// A timestamped write of user data, all keys in one range (see
+    /// `range::timestamped` for `seed_term`).
+    pub async fn write_at(&self, cmd: OnePcCmd, seed_term: Option<u64>) -> Result<()> {
+        self.call(|done| StoreMsg::OnePc {
+            cmd,
+            seed_term,
             done,
         })
         .await

@@ -28,6 +28,7 @@ impl Store {
         }
         self.ticks += 1;
         self.tick_split_checks();
+        self.tick_gc();
     }
 
     /// Ticks every awake replica; queues the messages of ranges going to

@@ -38,6 +38,7 @@
 
 mod cover;
 mod dispatch;
+mod gc;
 mod handle;
 #[cfg(test)]
 mod harness;

@@ -16,9 +16,13 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::gc::GC_KEYS_PER_COMMAND;
 use super::handle::StoreMsg;
 use super::store::Store;
+use crate::api::Timestamp;
 use crate::error::Result;
+use crate::keys;
+use crate::mvcc::GarbageFinder;
 use crate::range::SYSTEM_RANGE_ID;
 use crate::storage::Engine;
 
@@ -65,6 +69,8 @@ pub struct MeasureRequest {
     pub full: bool,
     /// Find a split key if the range holds more than this many bytes.
     pub split_above: Option<u64>,
+    /// Name the keys holding MVCC garbage at this horizon (`node/gc.rs`).
+    pub gc_horizon: Option<Timestamp>,
 }
 
 /// What a measurement found.
@@ -76,6 +82,9 @@ pub struct Measurement {
     pub bytes: Option<u64>,
     /// A key near the middle (by bytes), strictly after the first key.
     pub split_key: Option<Vec<u8>>,
+    /// Keys holding garbage at the request's `gc_horizon`, and that horizon.
+    pub garbage: Vec<Vec<u8>>,
+    pub gc_horizon: Option<Timestamp>,
 }
 
 /// Measures one range: chunked scans, keeping one checkpoint per chunk
@@ -89,6 +98,10 @@ pub fn measure(engine: &dyn Engine, req: &MeasureRequest) -> Result<Measurement>
     let mut stride = 1usize;
     let mut from = req.start.clone();
     let mut complete = true;
+    let mut prev_key: Option<Vec<u8>> = None;
+    let mut finder = req
+        .gc_horizon
+        .map(|h| GarbageFinder::new(h, GC_KEYS_PER_COMMAND));
     loop {
         // A bounded measurement reads one pair past its bound, no more.
         let want = if req.full {
@@ -98,8 +111,18 @@ pub fn measure(engine: &dyn Engine, req: &MeasureRequest) -> Result<Measurement>
         };
         let chunk = engine.scan(&from, &req.end, want, false)?;
         for (k, v) in &chunk {
-            if pairs > 0 && req.split_above.is_some() && pairs.is_multiple_of(stride) {
-                checkpoints.push((total, k.clone()));
+            if let Some(f) = finder.as_mut() {
+                f.record(k, v);
+            }
+            // A split key is a user key: never between two MVCC records of
+            // one key (a key's lock and versions stay in one range).
+            let key = keys::split_mvcc(k).map_or(k.as_slice(), |(dk, _)| dk);
+            let boundary = prev_key.as_deref() != Some(key);
+            if boundary {
+                prev_key = Some(key.to_vec());
+            }
+            if pairs > 0 && boundary && req.split_above.is_some() && pairs.is_multiple_of(stride) {
+                checkpoints.push((total, key.to_vec()));
                 if checkpoints.len() > MAX_CHECKPOINTS {
                     checkpoints = checkpoints.into_iter().step_by(2).collect();
                     stride *= 2;
@@ -132,6 +155,8 @@ pub fn measure(engine: &dyn Engine, req: &MeasureRequest) -> Result<Measurement>
         version: req.version,
         bytes: complete.then_some(total),
         split_key,
+        garbage: finder.map(GarbageFinder::finish).unwrap_or_default(),
+        gc_horizon: req.gc_horizon,
     })
 }
 
@@ -152,6 +177,8 @@ pub async fn run_checker(
                     version: req.version,
                     bytes: None,
                     split_key: None,
+                    garbage: Vec::new(),
+                    gc_horizon: None,
                 }
             }
         };
@@ -203,6 +230,16 @@ impl Store {
     }
 
     fn request_measure(&mut self, range_id: u64, full: bool, split_above: Option<u64>) {
+        self.request_measure_gc(range_id, full, split_above, None);
+    }
+
+    pub(super) fn request_measure_gc(
+        &mut self,
+        range_id: u64,
+        full: bool,
+        split_above: Option<u64>,
+        gc_horizon: Option<Timestamp>,
+    ) {
         let Some(r) = self.replicas.get(&range_id) else {
             return;
         };
@@ -217,6 +254,7 @@ impl Store {
             end: d.end_key.clone(),
             full,
             split_above,
+            gc_horizon,
         });
     }
 
@@ -270,6 +308,9 @@ impl Store {
     /// A measurement came back: take the size, split if still too large.
     pub(super) fn on_measured(&mut self, m: super::split_check::Measurement) {
         self.measuring.remove(&m.range_id);
+        if let Some(horizon) = m.gc_horizon {
+            self.propose_gc(m.range_id, m.version, horizon, m.garbage.clone());
+        }
         let max = self.settings.range_max_bytes;
         let Some(r) = self.replicas.get_mut(&m.range_id) else {
             return;
@@ -364,6 +405,7 @@ mod tests {
             end: b"l".to_vec(),
             full: true,
             split_above: Some(1000),
+            gc_horizon: None,
         };
         let m = measure(&e, &req).unwrap();
         assert_eq!(m.bytes, Some(10_000 * 16));

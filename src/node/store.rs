@@ -93,6 +93,8 @@ pub struct Store {
     pub(super) unmeasured: BTreeSet<u64>,
     /// The range the round-robin size measurement looked at last.
     pub(super) size_cursor: u64,
+    /// The last range GC looked at (`gc.rs`).
+    pub(super) gc_cursor: u64,
     /// Snapshots raft-rs asked for, to build off the Store task.
     pub(super) snapshot_jobs: SnapshotJobs,
 }
@@ -130,6 +132,7 @@ impl Store {
             measuring: BTreeSet::new(),
             unmeasured: BTreeSet::new(),
             size_cursor: 0,
+            gc_cursor: 0,
             snapshot_jobs: SnapshotJobs::default(),
         };
         store.load_ranges()?;

@@ -97,6 +97,15 @@ impl PeerAddresses {
             .get(&node_id)
             .cloned()
     }
+    /// Every known peer address, by node id.
+    pub fn all(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
 }
 
 pub struct Transport {

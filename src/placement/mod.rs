@@ -17,12 +17,14 @@
 //! up-replicated as soon as nodes join.
 //!
 //! When nothing needs repair it balances replicas and leaders (`balance`)
-//! and merges small cold neighbours (`merge`).
+//! and merges small cold neighbours (`merge`). It also runs the timestamp
+//! oracle (`tso`: the allocation rule; the server persists its mark).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 pub mod balance;
 pub mod merge;
+pub mod tso;
 
 pub use balance::{balance, balance_many};
 

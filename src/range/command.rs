@@ -113,6 +113,46 @@ pub struct MergeCmd {
     pub pairs: Vec<Pair>,
 }
 
+/// A span `[start, end)` of data keys a transaction scanned.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct KeySpan {
+    #[prost(bytes = "vec", tag = "1")]
+    pub start: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub end: Vec<u8>,
+}
+
+/// A timestamped write of user data in one step (`mvcc::one_pc`): a plain
+/// put, delete or single-range batch (`start_ts == commit_ts`, nothing
+/// read), or a transaction confined to this range (its reads validated in
+/// `(start_ts, commit_ts]`). Proposed and applied by `timestamped.rs`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct OnePcCmd {
+    /// `Put` or `Delete` ops on user data keys.
+    #[prost(message, repeated, tag = "1")]
+    pub ops: Vec<Op>,
+    #[prost(uint64, tag = "2")]
+    pub start_ts: u64,
+    #[prost(uint64, tag = "3")]
+    pub commit_ts: u64,
+    /// Keys the transaction read (data keys).
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub reads: Vec<Vec<u8>>,
+    #[prost(message, repeated, tag = "5")]
+    pub spans: Vec<KeySpan>,
+}
+
+/// Collects MVCC garbage at `horizon` on the named keys (`range/gc.rs`):
+/// every replica re-checks each key, so the list may be stale.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct GcCmd {
+    #[prost(uint64, tag = "1")]
+    pub horizon: u64,
+    /// Data keys.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub keys: Vec<Vec<u8>>,
+}
+
 /// What a command does. Transaction commands (prewrite, commit, rollback,
 /// lock resolution, GC) join this oneof as new variants, each proposed and
 /// applied by a file of its own, like `write.rs`.
@@ -126,6 +166,10 @@ pub enum Kind {
     Freeze(FreezeCmd),
     #[prost(message, tag = "5")]
     Merge(MergeCmd),
+    #[prost(message, tag = "6")]
+    OnePc(OnePcCmd),
+    #[prost(message, tag = "7")]
+    Gc(GcCmd),
 }
 
 /// A replicated command.
@@ -134,7 +178,7 @@ pub struct Command {
     /// Unique per proposal; matches the applied entry to its waiting client.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "Kind", tags = "2, 3, 4, 5")]
+    #[prost(oneof = "Kind", tags = "2, 3, 4, 5, 6, 7")]
     pub kind: Option<Kind>,
 }
 
@@ -158,6 +202,8 @@ impl Command {
     pub fn describe(&self) -> String {
         match &self.kind {
             Some(Kind::Write(w)) => format!("write({} ops)", w.ops.len()),
+            Some(Kind::OnePc(w)) => format!("1pc({} ops at {})", w.ops.len(), w.commit_ts),
+            Some(Kind::Gc(g)) => format!("gc({} keys at {})", g.keys.len(), g.horizon),
             Some(Kind::Split(s)) => format!("split(new range {})", s.new_range_id),
             Some(Kind::Freeze(_)) => "freeze".into(),
             Some(Kind::Merge(m)) => {

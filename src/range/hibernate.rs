@@ -59,7 +59,7 @@ impl Replica {
         // Drop waiters whose clients gave up.
         self.proposals.retain(|_, p| !p.done.is_closed());
         self.reads.retain(|r| !r.done.is_closed());
-        self.early_reads.retain(|(_, d)| !d.is_closed());
+        self.early_reads.retain(|(_, _, d)| !d.is_closed());
         self.maybe_quiesce()
     }
 

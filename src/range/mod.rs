@@ -11,7 +11,8 @@
 //!   `apply` (command + overlay of batch over engine -> answer + effects);
 //! - `write.rs`, `split.rs`, `merge.rs` (freeze and merge),
 //!   `membership.rs` (ConfChangeV2 and leader transfer): one operation each;
-//!   transaction commands will be files of their own beside them;
+//!   `timestamped.rs` (MVCC writes of user data and the leader's read
+//!   floor); transaction commands will be files of their own beside them;
 //! - `read.rs` (ReadIndex and local reads), `ready.rs` (the two Ready
 //!   phases, applying entries), `hibernate.rs` (ticks and idle sleep).
 //!
@@ -34,6 +35,7 @@
 
 mod command;
 mod descriptor;
+mod gc;
 mod hibernate;
 mod membership;
 mod merge;
@@ -42,10 +44,14 @@ mod ready;
 mod replica;
 mod split;
 pub mod state_machine;
+mod timestamped;
 mod write;
 
 pub use crate::api::ReplicaChange;
-pub use command::{Command, FreezeCmd, Kind, MergeCmd, Op, OpKind, SplitCmd, WriteCmd};
+pub use command::{
+    Command, FreezeCmd, GcCmd, KeySpan, Kind, MergeCmd, OnePcCmd, Op, OpKind, SplitCmd, WriteCmd,
+};
 pub use descriptor::{RangeDescriptor, SYSTEM_RANGE_ID, USER_RANGE_ID};
 pub use read::{ReadOp, ReadResult};
 pub use replica::{Completion, Replica, ReplicaConfig, ReplicaStatus, Request, Responder};
+pub use timestamped::{txn_error, ReadFloor};

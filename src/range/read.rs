@@ -7,8 +7,12 @@
 //! it has. A read whose leader lost leadership is answered NotLeader.
 
 use super::replica::{Replica, Responder};
+use super::timestamped::txn_error;
+use crate::api::Timestamp;
 use crate::chaos::{self, Canary};
 use crate::error::{Error, Result};
+use crate::keys;
+use crate::mvcc::{Reader, TxnError, Visible};
 use crate::storage::KvPair;
 
 /// A read, over internal data keys.
@@ -45,41 +49,57 @@ pub enum ReadResult {
 pub(super) struct PendingRead {
     pub ctx: u64,
     pub op: ReadOp,
+    /// The MVCC timestamp of a user-data read (`None`: the newest).
+    pub ts: Option<Timestamp>,
     pub done: Responder<ReadResult>,
     /// Set when the ReadIndex round finished: serve once applied >= index.
     pub index: Option<u64>,
+    /// A read at a timestamp also waits for every entry proposed before it
+    /// registered on the read floor (`timestamped.rs`).
+    pub wait: u64,
 }
 
 impl Replica {
-    /// A linearizable read through ReadIndex.
-    pub fn read(&mut self, op: ReadOp, done: Responder<ReadResult>) {
+    /// A linearizable read through ReadIndex; user data at `ts` (`None`:
+    /// the newest versions).
+    pub fn read(&mut self, op: ReadOp, ts: Option<Timestamp>, done: Responder<ReadResult>) {
         self.activity();
         if chaos::canary(Canary::ReadWithoutReadIndex) {
-            let _ = done.send(self.execute(&op));
+            let _ = done.send(self.execute(&op, ts));
             return;
         }
         if !self.is_leader() {
             let _ = done.send(Err(self.not_leader()));
             return;
         }
+        if let Some(ts) = ts {
+            self.register_read(ts);
+        }
         if !self.group.raft.commit_to_current_term() {
-            self.early_reads.push((op, done));
+            self.early_reads.push((op, ts, done));
             return;
         }
         let ctx = self.next_ctx;
         self.next_ctx += 1;
         self.group.read_index(ctx.to_be_bytes().to_vec());
+        let wait = if ts.is_some() {
+            self.group.raft.raft_log.last_index()
+        } else {
+            0
+        };
         self.reads.push(PendingRead {
             ctx,
             op,
+            ts,
             done,
             index: None,
+            wait,
         });
     }
 
     /// A read of this replica's local state, possibly stale.
-    pub fn read_local(&self, op: &ReadOp) -> Result<ReadResult> {
-        self.execute(op)
+    pub fn read_local(&self, op: &ReadOp, ts: Option<Timestamp>) -> Result<ReadResult> {
+        self.execute(op, ts)
     }
 
     /// Records the index a ReadIndex round returned for request `ctx`.
@@ -107,20 +127,21 @@ impl Replica {
         }
         self.was_leader = leader;
         if !leader {
-            for (_, done) in self.early_reads.drain(..) {
+            for (_, _, done) in self.early_reads.drain(..) {
                 completions.push(super::Completion::Read(done, Err(lost.clone())));
             }
         } else if !self.early_reads.is_empty() && self.group.raft.commit_to_current_term() {
-            for (op, done) in std::mem::take(&mut self.early_reads) {
-                self.read(op, done);
+            for (op, ts, done) in std::mem::take(&mut self.early_reads) {
+                self.read(op, ts, done);
             }
         }
         let applied = self.group.store().applied_index();
         let mut i = 0;
         while i < self.reads.len() {
-            if self.reads[i].index.is_some_and(|idx| idx <= applied) {
+            let r = &self.reads[i];
+            if r.index.is_some_and(|idx| idx <= applied) && r.wait <= applied {
                 let r = self.reads.swap_remove(i);
-                let result = self.execute(&r.op);
+                let result = self.execute(&r.op, r.ts);
                 completions.push(super::Completion::Read(r.done, result));
             } else {
                 i += 1;
@@ -128,7 +149,7 @@ impl Replica {
         }
     }
 
-    fn execute(&self, op: &ReadOp) -> Result<ReadResult> {
+    fn execute(&self, op: &ReadOp, ts: Option<Timestamp>) -> Result<ReadResult> {
         // A frozen range's keys may already be served (and written) by the
         // range that absorbed it.
         if self.desc.frozen {
@@ -144,6 +165,16 @@ impl Replica {
                         span: self.span(),
                     });
                 }
+                if is_user_data(key) {
+                    let at = ts.unwrap_or(Timestamp::MAX);
+                    return match Reader::new(&self.engine.as_ref()).get(key, at)? {
+                        Visible::Value(v) => Ok(ReadResult::Value(v)),
+                        Visible::Locked(lock) => Err(txn_error(TxnError::Locked {
+                            key: key.clone(),
+                            lock,
+                        })),
+                    };
+                }
                 Ok(ReadResult::Value(self.engine.get(key)?))
             }
             ReadOp::Scan {
@@ -151,12 +182,19 @@ impl Replica {
                 end,
                 limit,
                 reverse,
-            } => self.scan(start, end, *limit, *reverse),
+            } => self.scan(start, end, *limit, *reverse, ts),
         }
     }
 
     /// The part of a scan inside this range, and where it resumes.
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<ReadResult> {
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+        ts: Option<Timestamp>,
+    ) -> Result<ReadResult> {
         let d = &self.desc;
         let s = start.max(d.start_key.as_slice());
         let e = if end.is_empty() {
@@ -177,7 +215,15 @@ impl Replica {
                 span: self.span(),
             });
         }
-        let pairs = self.engine.scan(s, e, limit, reverse)?;
+        let pairs = if is_user_data(s) {
+            let at = ts.unwrap_or(Timestamp::MAX);
+            match Reader::new(&self.engine.as_ref()).scan(s, e, at, limit, reverse)? {
+                Ok(pairs) => pairs,
+                Err((key, lock)) => return Err(txn_error(TxnError::Locked { key, lock })),
+            }
+        } else {
+            self.engine.scan(s, e, limit, reverse)?
+        };
         let resume = if pairs.len() >= limit {
             None
         } else if reverse {
@@ -187,4 +233,9 @@ impl Replica {
         };
         Ok(ReadResult::Pairs(pairs, resume))
     }
+}
+
+/// Whether a data key (or scan bound) is in the versioned user keyspace.
+fn is_user_data(key: &[u8]) -> bool {
+    key.first() == Some(&keys::USER_DATA)
 }

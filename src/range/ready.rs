@@ -119,7 +119,7 @@ impl Replica {
         for r in self.reads.drain(..) {
             completions.push(Completion::Read(r.done, Err(Error::ShuttingDown)));
         }
-        for (_, done) in self.early_reads.drain(..) {
+        for (_, _, done) in self.early_reads.drain(..) {
             completions.push(Completion::Read(done, Err(Error::ShuttingDown)));
         }
     }
@@ -212,6 +212,7 @@ impl Replica {
             self.new_ranges.push((right, parent_leader));
         }
         if let Some(a) = fx.absorbed {
+            self.unseed();
             self.merged_away.push(a);
         }
         match fx.size {

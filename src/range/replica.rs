@@ -46,6 +46,13 @@ impl Completion {
 pub enum Request {
     /// A client write (all keys in this range), applied atomically.
     Write(Vec<Op>),
+    /// Collect MVCC garbage (`gc.rs`).
+    Gc(super::command::GcCmd),
+    /// A timestamped write of user data (`timestamped.rs`).
+    OnePc {
+        cmd: super::command::OnePcCmd,
+        seed_term: Option<u64>,
+    },
     Split {
         key: Vec<u8>,
         new_range_id: u64,
@@ -132,7 +139,7 @@ pub struct Replica {
     pub(super) proposals: BTreeMap<u64, Proposal>,
     pub(super) reads: Vec<PendingRead>,
     /// Reads that arrived before this leader committed an entry of its term.
-    pub(super) early_reads: Vec<(ReadOp, Responder<ReadResult>)>,
+    pub(super) early_reads: Vec<(ReadOp, Option<crate::api::Timestamp>, Responder<ReadResult>)>,
     pub(super) next_ctx: u64,
     next_cmd_id: u64,
     pub(super) was_leader: bool,
@@ -169,6 +176,8 @@ pub struct Replica {
     /// Something happened to this replica since the Store last handled its
     /// Ready (a step, tick, proposal or read): it may have a new one.
     pub(super) touched: bool,
+    /// The leader's read floor (`timestamped.rs`).
+    pub(super) floor: super::timestamped::ReadFloor,
 }
 
 impl Replica {
@@ -231,6 +240,7 @@ impl Replica {
             quiesced: false,
             idle_ticks: 0,
             touched: true,
+            floor: Default::default(),
         };
         replica.reseed_election_timeout();
         let hs = replica.group.store().hard_state().clone();
@@ -254,6 +264,8 @@ impl Replica {
         self.activity();
         let prepared = match req {
             Request::Write(ops) => self.prepare_write(ops).map(Some),
+            Request::OnePc { cmd, seed_term } => self.prepare_one_pc(cmd, seed_term).map(Some),
+            Request::Gc(cmd) => self.prepare_gc(cmd).map(Some),
             Request::Split {
                 key,
                 new_range_id,

@@ -13,7 +13,7 @@
 //!   counts the entry as applied, so no replica diverges.
 
 use super::command::{Command, Kind};
-use super::{merge, split, write, RangeDescriptor};
+use super::{gc, merge, split, timestamped, write, RangeDescriptor};
 use crate::chaos::Canary;
 use crate::error::{Error, Result};
 use crate::storage::{Overlay, Staged, WriteBatch};
@@ -89,6 +89,8 @@ pub fn apply(cmd: &Command, ctx: &ApplyCtx) -> Result<Applied> {
         Some(Kind::Split(s)) => split::apply(s, ctx),
         Some(Kind::Freeze(f)) => merge::apply_freeze(f, ctx),
         Some(Kind::Merge(m)) => merge::apply_merge(m, ctx),
+        Some(Kind::OnePc(w)) => timestamped::apply(w, ctx),
+        Some(Kind::Gc(g)) => gc::apply(g, ctx),
         None => Err(Error::Internal(
             "a committed entry holds a command of a kind this build does not know \
              (a newer node proposed it); stopping rather than skipping it"

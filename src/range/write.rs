@@ -9,6 +9,7 @@ use super::state_machine::{ApplyCtx, Effects, SizeChange};
 use super::{Op, RangeDescriptor};
 use crate::chaos::{self, Canary};
 use crate::error::{Error, Result};
+use crate::keys;
 
 impl Replica {
     /// The command for a client write, if this leader may propose it.
@@ -23,6 +24,14 @@ impl Replica {
                 range_id: self.desc.range_id,
                 span: self.span(),
             });
+        }
+        if ops
+            .iter()
+            .any(|op| op.key.first() == Some(&keys::USER_DATA))
+        {
+            return Err(Error::Internal(
+                "user data is versioned: it is written by timestamped writes".into(),
+            ));
         }
         Ok(Command::write(ops))
     }

@@ -318,6 +318,18 @@ impl Admin for KvService {
         Ok(Response::new(MergeRangesResponse {}))
     }
 
+    async fn get_timestamps(
+        &self,
+        request: Request<GetTimestampsRequest>,
+    ) -> Result<Response<GetTimestampsResponse>, Status> {
+        let count = request.into_inner().count;
+        let first = self.tso.allocate(count).await.map_err(status)?;
+        Ok(Response::new(GetTimestampsResponse {
+            first: first.0,
+            count,
+        }))
+    }
+
     async fn node_status(
         &self,
         _: Request<NodeStatusRequest>,

@@ -321,7 +321,7 @@ mod tests {
         let msg = err.to_string();
         assert!(matches!(err, Error::DataDir(_)), "{msg}");
         assert!(
-            msg.contains("data format 1") && msg.contains("reads only format 2"),
+            msg.contains("data format 1") && msg.contains("reads only format 3"),
             "{msg}"
         );
         assert!(!msg.contains('\n'), "one line");

@@ -9,6 +9,8 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::status;
+use super::tso::TsoService;
+use super::versioned::Versioned;
 use crate::api::{
     self, DEFAULT_SCAN_LIMIT, MAX_BATCH_BYTES, MAX_BATCH_PAIRS, MAX_KEY_BYTES, MAX_SCAN_LIMIT,
     MAX_VALUE_BYTES,
@@ -32,11 +34,26 @@ pub struct NodeInfo {
 pub struct KvService {
     pub(super) store: StoreHandle,
     pub(super) info: Arc<NodeInfo>,
+    /// The timestamp oracle (it answers only while this node leads the
+    /// system range).
+    pub(super) tso: Arc<TsoService>,
+    /// User data through MVCC.
+    pub(super) versioned: Versioned,
 }
 
 impl KvService {
-    pub fn new(store: StoreHandle, info: Arc<NodeInfo>) -> Self {
-        KvService { store, info }
+    pub fn new(
+        store: StoreHandle,
+        info: Arc<NodeInfo>,
+        tso: Arc<TsoService>,
+        versioned: Versioned,
+    ) -> Self {
+        KvService {
+            store,
+            info,
+            tso,
+            versioned,
+        }
     }
 }
 
@@ -176,7 +193,7 @@ impl Kv for KvService {
         check_writable_key(&req.key)
             .and_then(|_| check_value(&req.value))
             .map_err(status)?;
-        self.store
+        self.versioned
             .write(vec![Op::put(keys::data_key(&req.key), req.value)])
             .await
             .map_err(status)?;
@@ -189,7 +206,7 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteResponse>, Status> {
         let req = request.into_inner();
         check_writable_key(&req.key).map_err(status)?;
-        self.store
+        self.versioned
             .write(vec![Op::delete(keys::data_key(&req.key))])
             .await
             .map_err(status)?;
@@ -269,7 +286,7 @@ impl Kv for KvService {
         request: Request<BatchPutRequest>,
     ) -> Result<Response<BatchPutResponse>, Status> {
         let ops = batch_ops(request.into_inner().pairs).map_err(status)?;
-        self.store.write(ops).await.map_err(status)?;
+        self.versioned.write(ops).await.map_err(status)?;
         Ok(Response::new(BatchPutResponse {}))
     }
 }

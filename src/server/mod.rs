@@ -21,6 +21,8 @@ mod kv;
 mod placement_loop;
 mod raft_service;
 pub mod registry;
+mod tso;
+mod versioned;
 
 pub use bootstrap::{prepare_store, StoreIdent};
 
@@ -122,9 +124,11 @@ pub async fn run_node(
         peer_address: cfg.peer_address.clone(),
         client_address: cfg.client_address.clone(),
     });
+    let tso = Arc::new(tso::TsoService::new(handle.clone(), cfg.clock.clone()));
     let (peer_task, client_task) = spawn_services(
         &handle,
         info,
+        tso,
         addresses.clone(),
         peer_addr,
         client_addr,
@@ -155,12 +159,14 @@ type ServeTask = tokio::task::JoinHandle<std::result::Result<(), tonic::transpor
 fn spawn_services(
     handle: &StoreHandle,
     info: Arc<kv::NodeInfo>,
+    tso: Arc<tso::TsoService>,
     addresses: PeerAddresses,
     peer_addr: SocketAddr,
     client_addr: SocketAddr,
     stop: &watch::Receiver<bool>,
 ) -> (ServeTask, ServeTask) {
-    let kv_service = kv::KvService::new(handle.clone(), info);
+    let versioned = versioned::Versioned::new(handle.clone(), tso.clone(), addresses.clone());
+    let kv_service = kv::KvService::new(handle.clone(), info, tso, versioned);
     let health = health::HealthService::new(handle.clone());
     let raft_service = raft_service::RaftService::new(handle.clone(), addresses);
     let admin =

@@ -73,7 +73,7 @@ impl Harness {
                 self.net.append(&mut self.held);
             }
             "stabilize" => self.stabilize(verbose, out)?,
-            "put" | "put-if-absent" | "delete" | "get" => self.kv(&cmd.name, a)?,
+            "put" | "delete" | "get" => self.kv(&cmd.name, a)?,
             "split" => self.split(a)?,
             "change" => self.change(a)?,
             "freeze" => self.freeze(a)?,
@@ -178,6 +178,7 @@ impl Harness {
                 let m = StoreMsg::Read {
                     op,
                     consistency: Consistency::Linearizable,
+                    ts: None,
                     done: tx,
                 };
                 (m, Pending::Read(rx))
@@ -185,11 +186,7 @@ impl Harness {
             "delete" => self.write(node, format!("n{node}: delete {key}"), vec![Op::delete(k)]),
             _ => {
                 let value = a.next_pos().ok_or("<node> <key> <value>")?.to_string();
-                let op = if name == "put" {
-                    Op::put(k, value.clone().into_bytes())
-                } else {
-                    Op::put_if_absent(k, value.clone().into_bytes())
-                };
+                let op = Op::put(k, value.clone().into_bytes());
                 self.write(node, format!("n{node}: {name} {key}={value}"), vec![op])
             }
         }
@@ -353,10 +350,11 @@ impl Harness {
             if only.is_some_and(|o| o != id) {
                 continue;
             }
-            let pairs: Vec<String> = n
-                .engine
-                .mem
-                .scan(&lo, &hi, usize::MAX, false)?
+            // What a read of the newest versions sees on this replica.
+            let visible = crate::mvcc::Reader::new(&n.engine.mem)
+                .scan(&lo, &hi, crate::api::Timestamp::MAX, usize::MAX, false)?
+                .map_err(|(k, _)| format!("{} is locked", keys::display(&k)))?;
+            let pairs: Vec<String> = visible
                 .into_iter()
                 .map(|(k, v)| format!("{}={}", keys::display(&k), String::from_utf8_lossy(&v)))
                 .collect();

@@ -21,7 +21,7 @@
 //! release                              held messages go back in flight (late delivery)
 //! stabilize [verbose=true]             tick-free delivery until nothing moves
 //! run [<node>...] [ticks=1]            time passes: tick, then stabilize, `ticks` times
-//! put|put-if-absent <node> <key> <value>, delete <node> <key>, get <node> <key>
+//! put <node> <key> <value> (a timestamped write), delete <node> <key>, get <node> <key>
 //! split <node> <key>                   split the range holding key (node must lead it)
 //! freeze <node> <range>                freeze a range (led by node) for a merge
 //! merge <node> <left> <right>          absorb the frozen right range (node leads both)
@@ -64,7 +64,8 @@ pub(super) struct FaultEngine {
 
 impl Engine for FaultEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if self.fail.load(Ordering::Relaxed) && keys::user_key(key).is_some() {
+        if self.fail.load(Ordering::Relaxed) && key.first().is_some_and(|b| *b >= keys::SYSTEM_DATA)
+        {
             return Err(Error::Storage("injected read error".into()));
         }
         self.mem.get(key)
@@ -124,6 +125,8 @@ pub struct Harness {
     last: BTreeMap<(u64, u64), Brief>,
     /// Log compaction threshold of every node (`cluster compact=N`).
     pub(super) compact: u64,
+    /// The harness is the oracle: the timestamp of the last write.
+    ts: u64,
 }
 
 pub(super) fn store_config(node_id: u64, log_compact_entries: u64) -> StoreConfig {
@@ -406,10 +409,39 @@ impl Harness {
         label: String,
         ops: Vec<Op>,
     ) -> std::result::Result<(), BoxError> {
-        self.request(node, label, |_| {
-            let (tx, rx) = oneshot::channel();
-            (StoreMsg::Write { ops, done: tx }, Pending::Write(rx))
-        })
+        // User data is written at a timestamp, as the server does: a
+        // leader that asks for a fresh one (a new term) gets it at once.
+        let mut seed_term = None;
+        loop {
+            self.ts += 1;
+            let cmd = crate::range::OnePcCmd {
+                ops: ops.clone(),
+                start_ts: self.ts,
+                commit_ts: self.ts,
+                ..Default::default()
+            };
+            let (tx, mut rx) = oneshot::channel();
+            self.store(node)?.handle(StoreMsg::OnePc {
+                cmd,
+                seed_term,
+                done: tx,
+            });
+            match rx.try_recv() {
+                Ok(Err(Error::StaleTimestamp { term, .. })) if seed_term.is_none() => {
+                    seed_term = Some(term);
+                }
+                Ok(r) => {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = tx.send(r);
+                    self.pending.push((label, Pending::Write(rx)));
+                    return Ok(());
+                }
+                Err(_) => {
+                    self.pending.push((label, Pending::Write(rx)));
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Prints answers that arrived.

@@ -1,0 +1,185 @@
+//! Timestamped (MVCC) writes of user data, and the leader's read floor that
+//! keeps reads at a timestamp stable.
+//!
+//! User data is versioned (`mvcc`): a write lands as versions at a commit
+//! timestamp from the oracle, in one command (`OnePcCmd`, `mvcc::one_pc`).
+//! System data (`_/…`) stays plain (`write.rs`).
+//!
+//! **The read floor.** A read at `T` must see every write that will ever
+//! commit at or below `T`. The leader keeps `max_read_ts`, the highest
+//! timestamp it served a read (or a validation) at, and
+//! - refuses a write proposed at or below it (`StaleTimestamp`: nothing is
+//!   written; the server retries with a fresh timestamp, which is above
+//!   every read already registered — the oracle is monotonic in real time);
+//! - makes a read at `T` wait until everything proposed before the read
+//!   registered is applied (`wait_index`), so an in-flight write below `T`
+//!   is seen.
+//!
+//! **Seeding.** A new leader does not know which reads its predecessor
+//! served, so it refuses timestamped writes until one arrives whose
+//! timestamp was taken after it refused one *in its current term*
+//! (`seed_term`). Such a timestamp is above every read of the predecessor:
+//! each of those was confirmed by a quorum (ReadIndex) before any of that
+//! quorum voted for this term, and its timestamp was taken before that. A
+//! merge unseeds the leader the same way (the absorbed range's reads); a
+//! range created by a split starts unseeded.
+//!
+//! Apply is deterministic: `one_pc` refuses (every replica alike) a write
+//! that meets a lock (`KeyLocked`) or a version at or above its timestamp
+//! (`WriteConflict`).
+
+use super::command::{Command, Kind, OnePcCmd, OpKind};
+use super::replica::{Admit, Replica};
+use super::state_machine::{ApplyCtx, Effects, SizeChange};
+use crate::api::Timestamp;
+use crate::chaos::{self, Canary};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::mvcc::{self, Mutation, Reader, TxnError};
+
+/// The leader's read floor (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct ReadFloor {
+    /// The highest timestamp a read or validation registered at.
+    pub max_read_ts: Timestamp,
+    /// The term in which the floor was seeded (`None`: not yet, or a merge
+    /// unseeded it).
+    pub seeded_term: Option<u64>,
+}
+
+impl Replica {
+    /// A read at `ts` registers on the floor (leader only).
+    pub(super) fn register_read(&mut self, ts: Timestamp) {
+        if ts > self.floor.max_read_ts {
+            self.floor.max_read_ts = ts;
+        }
+    }
+
+    /// The command for a timestamped write, if this leader may propose it
+    /// at `cmd.commit_ts`. `seed_term`: the timestamp was taken after this
+    /// leader refused a write in that term.
+    pub(super) fn prepare_one_pc(
+        &mut self,
+        cmd: OnePcCmd,
+        seed_term: Option<u64>,
+    ) -> Result<Command> {
+        // The canary lets writes into a range frozen for a merge (lost).
+        let frozen_ok = chaos::canary(Canary::MergeLosesWrites);
+        self.admit(Admit {
+            frozen_ok,
+            ..Admit::LEADER
+        })?;
+        for op in &cmd.ops {
+            if !self.desc.contains(&op.key) {
+                return Err(Error::KeyNotInRange {
+                    range_id: self.desc.range_id,
+                    span: self.span(),
+                });
+            }
+            if op.key.first() != Some(&keys::USER_DATA) {
+                return Err(Error::Internal(
+                    "a timestamped write of a key outside the user keyspace".into(),
+                ));
+            }
+        }
+        let term = self.group.raft.term;
+        if self.floor.seeded_term != Some(term) {
+            if seed_term != Some(term) {
+                return Err(self.stale_timestamp());
+            }
+            self.floor.seeded_term = Some(term);
+        }
+        if Timestamp(cmd.commit_ts) <= self.floor.max_read_ts {
+            return Err(self.stale_timestamp());
+        }
+        Ok(Command::new(Kind::OnePc(cmd)))
+    }
+
+    fn stale_timestamp(&self) -> Error {
+        Error::StaleTimestamp {
+            range_id: self.desc.range_id,
+            term: self.group.raft.term,
+        }
+    }
+
+    /// A merge applied: the absorbed range's leader served reads this
+    /// floor does not know of.
+    pub(super) fn unseed(&mut self) {
+        self.floor.seeded_term = None;
+    }
+}
+
+/// The error a transaction action's refusal becomes (deterministic).
+pub fn txn_error(e: TxnError) -> Error {
+    match e {
+        TxnError::Locked { key, lock } => Error::KeyLocked {
+            key,
+            primary: lock.primary,
+            start_ts: lock.start_ts,
+            ttl_ms: lock.ttl_ms,
+        },
+        TxnError::Conflict { key, committed } => Error::WriteConflict {
+            key,
+            committed: committed.0,
+        },
+        TxnError::Aborted { key } | TxnError::LockLost { key } => {
+            Error::WriteConflict { key, committed: 0 }
+        }
+        TxnError::Committed { key, commit_ts } => Error::WriteConflict {
+            key,
+            committed: commit_ts.0,
+        },
+    }
+}
+
+/// Applies a timestamped write.
+pub(super) fn apply(cmd: &OnePcCmd, ctx: &ApplyCtx) -> Result<Effects> {
+    let desc = ctx.desc;
+    let outside = |k: &[u8]| !desc.contains(k);
+    if (desc.frozen && !chaos::canary(Canary::MergeLosesWrites))
+        || cmd.ops.iter().any(|op| outside(&op.key))
+        || cmd.reads.iter().any(|k| outside(k))
+    {
+        return Err(desc.epoch_mismatch());
+    }
+    let mut muts = Vec::with_capacity(cmd.ops.len());
+    let mut bytes = 0u64;
+    for op in &cmd.ops {
+        bytes += (op.key.len() + op.value.len()) as u64;
+        muts.push(match OpKind::try_from(op.kind) {
+            Ok(OpKind::Put) => Mutation::Put {
+                key: op.key.clone(),
+                value: op.value.clone(),
+            },
+            Ok(OpKind::Delete) => Mutation::Delete {
+                key: op.key.clone(),
+            },
+            _ => {
+                return Err(Error::Internal(format!(
+                    "a committed timestamped write holds op kind {}",
+                    op.kind
+                )))
+            }
+        });
+    }
+    let spans: Vec<(Vec<u8>, Vec<u8>)> = cmd
+        .spans
+        .iter()
+        .map(|s| {
+            (
+                s.start.as_slice().max(desc.start_key.as_slice()).to_vec(),
+                s.end.as_slice().min(desc.end_key.as_slice()).to_vec(),
+            )
+        })
+        .collect();
+    let reader = Reader::new(&ctx.reader);
+    let (start, commit) = (Timestamp(cmd.start_ts), Timestamp(cmd.commit_ts));
+    match mvcc::one_pc(&reader, &muts, &cmd.reads, &spans, start, commit)? {
+        Ok(writes) => Ok(Effects {
+            writes,
+            size: SizeChange::Grew(bytes),
+            ..Effects::default()
+        }),
+        Err(e) => Err(txn_error(e)),
+    }
+}

@@ -1,0 +1,95 @@
+//! The timestamp oracle's server side: the allocation rule is pure
+//! (`placement::tso::Oracle`); this runs it on the leader of the system
+//! range and persists its high-water mark (`_/cluster/tso`) through Raft.
+//!
+//! Per request, under one lock:
+//! 1. a linearizable read of the mark — it fails unless this node leads the
+//!    system range (so a deposed leader hands out nothing), and it tells a
+//!    node that leads again whether another oracle ran meanwhile;
+//! 2. allocate; when the batch would reach the persisted mark, first write
+//!    a new mark (`HIGH_WATER_WINDOW_MS` ahead) through Raft.
+//!
+//! Invariant: every timestamp handed out is below a mark that was durable
+//! (committed by a quorum) before it was handed out, and a new oracle
+//! starts strictly above the mark it read — so timestamps increase across
+//! failover whatever the clocks say.
+
+use tokio::sync::Mutex;
+
+use crate::api::{meta, Timestamp};
+use crate::chaos::{self, Canary};
+use crate::clock::NodeClock;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::node::{Consistency, StoreHandle};
+use crate::placement::tso::{Allocation, Oracle, MAX_BATCH};
+use crate::range::{Op, ReadOp, ReadResult};
+
+pub struct TsoService {
+    store: StoreHandle,
+    clock: NodeClock,
+    /// The oracle, once this node has served as it.
+    oracle: Mutex<Option<Oracle>>,
+}
+
+impl TsoService {
+    pub fn new(store: StoreHandle, clock: NodeClock) -> TsoService {
+        TsoService {
+            store,
+            clock,
+            oracle: Mutex::new(None),
+        }
+    }
+
+    /// `count` (1..=MAX_BATCH) consecutive timestamps: the first one.
+    pub async fn allocate(&self, count: u64) -> Result<Timestamp> {
+        if count == 0 || count > MAX_BATCH {
+            return Err(Error::InvalidArgument(format!(
+                "asked for {count} timestamps; one request takes 1 to {MAX_BATCH}"
+            )));
+        }
+        let mut guard = self.oracle.lock().await;
+        let persisted = self.read_mark().await?;
+        let oracle = guard.get_or_insert_with(|| Oracle::starting_above(persisted));
+        oracle.observe(persisted);
+        // At most two rounds: the second one fits under the new mark.
+        for _ in 0..2 {
+            let now = Timestamp::new(self.clock.now_ms(), 0);
+            match oracle.allocate(now, count) {
+                Allocation::Ready { first, .. } => return Ok(first),
+                Allocation::Extend { limit } => {
+                    if !chaos::canary(Canary::OracleMarkNotPersisted) {
+                        let op = Op::put(keys::system(meta::TSO), limit.0.to_be_bytes().to_vec());
+                        if let Err(e) = self.store.write(vec![op]).await {
+                            // The mark may or may not have landed: a later
+                            // oracle starts above whichever is persisted.
+                            *guard = None;
+                            return Err(e);
+                        }
+                    }
+                    oracle.extended(limit);
+                }
+            }
+        }
+        Err(Error::Internal(
+            "the oracle could not fit a batch under its new mark".into(),
+        ))
+    }
+
+    async fn read_mark(&self) -> Result<Timestamp> {
+        let op = ReadOp::Get(keys::system(meta::TSO));
+        match self.store.read(op, Consistency::Linearizable).await? {
+            ReadResult::Value(None) => Ok(Timestamp::ZERO),
+            ReadResult::Value(Some(v)) => <[u8; 8]>::try_from(v.as_slice())
+                .map(|b| Timestamp(u64::from_be_bytes(b)))
+                .map_err(|_| {
+                    Error::Corruption(format!(
+                        "{} holds {} bytes, not a timestamp",
+                        meta::TSO,
+                        v.len()
+                    ))
+                }),
+            ReadResult::Pairs(..) => Err(Error::Internal("a get answered pairs".into())),
+        }
+    }
+}
