@@ -432,7 +432,11 @@ impl Cluster {
                         n.engine
                             .dump()
                             .into_iter()
-                            .filter(|(k, _)| keys::user_key(k).is_some())
+                            // Data: plain system values and MVCC records
+                            // of user data (compared raw, versions included).
+                            .filter(|(k, _)| {
+                                keys::user_key(k).is_some() || keys::split_mvcc(k).is_some()
+                            })
                             .collect()
                     })
                     .collect();
