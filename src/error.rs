@@ -124,11 +124,18 @@ pub enum Error {
     /// writer's timestamp); nothing was written.
     #[error("write conflict on {}: written at {committed}", String::from_utf8_lossy(.key))]
     WriteConflict { key: Vec<u8>, committed: u64 },
+    /// The transaction was rolled back (by a resolver, or it never locked
+    /// the key): it cannot commit. User-visible key.
+    #[error("transaction aborted: it was rolled back (seen at {})", String::from_utf8_lossy(.key))]
+    TxnAborted { key: Vec<u8> },
+    /// A rollback found the transaction committed at `commit_ts`.
+    #[error("transaction committed at {commit_ts} ({})", String::from_utf8_lossy(.key))]
+    TxnCommitted { key: Vec<u8>, commit_ts: u64 },
     /// Another transaction (started at `start_ts`, primary key `primary`)
     /// holds a lock on the key; it must be resolved first.
     #[error("{} is locked by the transaction started at {start_ts}", String::from_utf8_lossy(.key))]
     KeyLocked {
-        /// Internal data keys.
+        /// User-visible keys.
         key: Vec<u8>,
         primary: Vec<u8>,
         start_ts: u64,
@@ -171,6 +178,8 @@ impl Error {
                 | Error::EpochMismatch { .. }
                 | Error::WriteConflict { .. }
                 | Error::KeyLocked { .. }
+                | Error::TxnAborted { .. }
+                | Error::TxnCommitted { .. }
         )
     }
 

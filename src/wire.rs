@@ -71,6 +71,8 @@ pub fn to_status(e: Error) -> Status {
         Error::StaleTimestamp { .. } => "stale-timestamp",
         Error::WriteConflict { .. } => "write-conflict",
         Error::KeyLocked { .. } => "locked",
+        Error::TxnAborted { .. } => "txn-aborted",
+        Error::TxnCommitted { .. } => "txn-committed",
         Error::DataDir(_) | Error::Config(_) => "precondition",
         _ => "internal",
     };
@@ -131,7 +133,10 @@ fn to_status_inner(e: Error) -> Status {
         Error::Unavailable(_) | Error::ShuttingDown | Error::StaleTimestamp { .. } => {
             Status::unavailable(msg)
         }
-        Error::WriteConflict { .. } | Error::KeyLocked { .. } => Status::aborted(msg),
+        Error::WriteConflict { .. }
+        | Error::KeyLocked { .. }
+        | Error::TxnAborted { .. }
+        | Error::TxnCommitted { .. } => Status::aborted(msg),
         Error::DataDir(_) | Error::Config(_) => Status::failed_precondition(msg),
         Error::Storage(_) | Error::Corruption(_) | Error::Raft(_) | Error::Internal(_) => {
             Status::internal(msg)

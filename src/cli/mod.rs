@@ -253,6 +253,9 @@ fn init_logging(filter: &str, format: LogFormat) {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Server(_)) {
+        restore_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -269,6 +272,19 @@ pub fn main() -> ExitCode {
             eprintln!("Error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Client commands end quietly when their output pipe closes (`rangedb
+/// range / | head`), as Unix tools do, instead of panicking on a failed
+/// print. The server keeps Rust's default (SIGPIPE ignored: sockets report
+/// EPIPE).
+fn restore_sigpipe() {
+    #[cfg(all(unix, not(madsim)))]
+    // SAFETY: called once at startup before any thread is spawned; it only
+    // restores the default disposition of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -7,7 +7,7 @@ use super::store::{PendingSplit, Store};
 use crate::api::Timestamp;
 use crate::error::{Error, Result};
 use crate::range::{
-    OnePcCmd, Op, RangeDescriptor, ReadOp, ReadResult, Request, Responder, SYSTEM_RANGE_ID,
+    Kind, OnePcCmd, Op, RangeDescriptor, ReadOp, ReadResult, Request, Responder, SYSTEM_RANGE_ID,
 };
 use crate::storage::KvPair;
 
@@ -22,6 +22,7 @@ impl Store {
                 ts,
                 done,
             } => self.on_read(op, consistency, ts, done),
+            StoreMsg::Txn { kind, done } => self.on_txn(kind, done),
             StoreMsg::OnePc {
                 cmd,
                 seed_term,
@@ -99,6 +100,29 @@ impl Store {
         }
     }
 
+    fn on_txn(&mut self, kind: Kind, done: Responder<()>) {
+        let first = match &kind {
+            Kind::Prewrite(p) => p.ops.first().map(|o| o.key.clone()),
+            Kind::Finish(f) => f.keys.first().cloned(),
+            Kind::CheckTxn(c) => Some(c.primary.clone()),
+            _ => None,
+        };
+        let Some(key) = first else {
+            let _ = done.send(Ok(()));
+            return;
+        };
+        match self.route(&key) {
+            Ok(id) => {
+                self.record_load(id, &key);
+                if let Some(r) = self.replicas.get_mut(&id) {
+                    r.propose(Request::Txn(kind), done);
+                }
+                self.note(id);
+            }
+            Err(e) => drop(done.send(Err(e))),
+        }
+    }
+
     fn on_one_pc(&mut self, cmd: OnePcCmd, seed_term: Option<u64>, done: Responder<()>) {
         let Some(first) = cmd.ops.first() else {
             let _ = done.send(Ok(()));
@@ -125,7 +149,7 @@ impl Store {
         done: Responder<ReadResult>,
     ) {
         let route = match &op {
-            ReadOp::Get(k) => self.route(k),
+            ReadOp::Get(k) | ReadOp::TxnStatus { primary: k, .. } => self.route(k),
             ReadOp::Scan {
                 start,
                 end,

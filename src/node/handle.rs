@@ -18,7 +18,8 @@ use super::transport::Directory;
 use crate::api::Timestamp;
 use crate::error::{Error, LeaderHint, Result};
 use crate::range::{
-    OnePcCmd, Op, RangeDescriptor, ReadOp, ReadResult, ReplicaChange, ReplicaStatus, Responder,
+    Kind, OnePcCmd, Op, RangeDescriptor, ReadOp, ReadResult, ReplicaChange, ReplicaStatus,
+    Responder,
 };
 use crate::storage::{Engine, KvPair};
 
@@ -47,6 +48,12 @@ pub enum StoreMsg {
         /// User data at this MVCC timestamp (`None`: the newest).
         ts: Option<Timestamp>,
         done: Responder<ReadResult>,
+    },
+    /// A two-phase-commit step (`range::Kind::Prewrite`, `Finish` or
+    /// `CheckTxn`), routed by its first key.
+    Txn {
+        kind: Kind,
+        done: Responder<()>,
     },
     /// A timestamped write of user data (`range::OnePcCmd`).
     OnePc {
@@ -245,6 +252,11 @@ impl StoreHandle {
             done,
         })
         .await
+    }
+
+    /// A two-phase-commit step on one range (see `range::txn`).
+    pub async fn txn_step(&self, kind: Kind) -> Result<()> {
+        self.call(|done| StoreMsg::Txn { kind, done }).await
     }
 
     /// A timestamped write of user data, all keys in one range (see

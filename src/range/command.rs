@@ -153,6 +153,51 @@ pub struct GcCmd {
     pub keys: Vec<Vec<u8>>,
 }
 
+/// Locks every key of `ops` for the transaction started at `start_ts`
+/// (`mvcc::prewrite`; `range/txn.rs`).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PrewriteCmd {
+    /// `Put` or `Delete` ops on user data keys.
+    #[prost(message, repeated, tag = "1")]
+    pub ops: Vec<Op>,
+    /// The data key of the transaction's primary lock.
+    #[prost(bytes = "vec", tag = "2")]
+    pub primary: Vec<u8>,
+    #[prost(uint64, tag = "3")]
+    pub start_ts: u64,
+    #[prost(uint64, tag = "4")]
+    pub ttl_ms: u64,
+}
+
+/// Commits (`commit_ts` > 0) or rolls back (`commit_ts` == 0) the
+/// transaction's locks on `keys` (`mvcc::commit` / `mvcc::rollback`): the
+/// coordinator's steps, and lock resolution once a transaction's fate is
+/// known.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct FinishCmd {
+    /// Data keys.
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub keys: Vec<Vec<u8>>,
+    #[prost(uint64, tag = "2")]
+    pub start_ts: u64,
+    #[prost(uint64, tag = "3")]
+    pub commit_ts: u64,
+}
+
+/// Settles a transaction's primary at `now_ts` (`mvcc::check_status`): an
+/// expired lock is rolled back, and a transaction that left nothing is
+/// marked rolled back so a late prewrite fails. Its outcome is then read
+/// (`ReadOp::TxnStatus`).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct CheckTxnCmd {
+    #[prost(bytes = "vec", tag = "1")]
+    pub primary: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub start_ts: u64,
+    #[prost(uint64, tag = "3")]
+    pub now_ts: u64,
+}
+
 /// What a command does. Transaction commands (prewrite, commit, rollback,
 /// lock resolution, GC) join this oneof as new variants, each proposed and
 /// applied by a file of its own, like `write.rs`.
@@ -170,6 +215,12 @@ pub enum Kind {
     OnePc(OnePcCmd),
     #[prost(message, tag = "7")]
     Gc(GcCmd),
+    #[prost(message, tag = "8")]
+    Prewrite(PrewriteCmd),
+    #[prost(message, tag = "9")]
+    Finish(FinishCmd),
+    #[prost(message, tag = "10")]
+    CheckTxn(CheckTxnCmd),
 }
 
 /// A replicated command.
@@ -178,7 +229,7 @@ pub struct Command {
     /// Unique per proposal; matches the applied entry to its waiting client.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "Kind", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Kind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub kind: Option<Kind>,
 }
 
@@ -204,6 +255,14 @@ impl Command {
             Some(Kind::Write(w)) => format!("write({} ops)", w.ops.len()),
             Some(Kind::OnePc(w)) => format!("1pc({} ops at {})", w.ops.len(), w.commit_ts),
             Some(Kind::Gc(g)) => format!("gc({} keys at {})", g.keys.len(), g.horizon),
+            Some(Kind::Prewrite(p)) => format!("prewrite({} ops of {})", p.ops.len(), p.start_ts),
+            Some(Kind::Finish(f)) => format!(
+                "finish({} keys of {} at {})",
+                f.keys.len(),
+                f.start_ts,
+                f.commit_ts
+            ),
+            Some(Kind::CheckTxn(c)) => format!("check-txn({})", c.start_ts),
             Some(Kind::Split(s)) => format!("split(new range {})", s.new_range_id),
             Some(Kind::Freeze(_)) => "freeze".into(),
             Some(Kind::Merge(m)) => {

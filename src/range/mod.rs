@@ -45,11 +45,13 @@ mod replica;
 mod split;
 pub mod state_machine;
 mod timestamped;
+mod txn;
 mod write;
 
 pub use crate::api::ReplicaChange;
 pub use command::{
-    Command, FreezeCmd, GcCmd, KeySpan, Kind, MergeCmd, OnePcCmd, Op, OpKind, SplitCmd, WriteCmd,
+    CheckTxnCmd, Command, FinishCmd, FreezeCmd, GcCmd, KeySpan, Kind, MergeCmd, OnePcCmd, Op,
+    OpKind, PrewriteCmd, SplitCmd, WriteCmd,
 };
 pub use descriptor::{RangeDescriptor, SYSTEM_RANGE_ID, USER_RANGE_ID};
 pub use read::{ReadOp, ReadResult};

@@ -12,7 +12,7 @@ use crate::api::Timestamp;
 use crate::chaos::{self, Canary};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::mvcc::{Reader, TxnError, Visible};
+use crate::mvcc::{Reader, TxnError, TxnStatus, Visible, WriteKind};
 use crate::storage::KvPair;
 
 /// A read, over internal data keys.
@@ -25,6 +25,12 @@ pub enum ReadOp {
         limit: usize,
         reverse: bool,
     },
+    /// Where the transaction started at `start_ts` stands, as its primary
+    /// key (a data key) says.
+    TxnStatus {
+        primary: Vec<u8>,
+        start_ts: u64,
+    },
 }
 
 impl ReadOp {
@@ -33,6 +39,7 @@ impl ReadOp {
         match self {
             ReadOp::Get(k) => k,
             ReadOp::Scan { start, .. } => start,
+            ReadOp::TxnStatus { primary, .. } => primary,
         }
     }
 }
@@ -43,6 +50,9 @@ pub enum ReadResult {
     /// Pairs, and where to resume if this range ended before the scan's
     /// bounds (forward: the range end; reverse: the range start).
     Pairs(Vec<KvPair>, Option<Vec<u8>>),
+    /// A transaction's status (`None`: it left nothing on its primary —
+    /// never prewritten there, or collected).
+    Txn(Option<TxnStatus>),
 }
 
 /// A read waiting for its ReadIndex round and for the apply to catch up.
@@ -183,6 +193,21 @@ impl Replica {
                 limit,
                 reverse,
             } => self.scan(start, end, *limit, *reverse, ts),
+            ReadOp::TxnStatus { primary, start_ts } => {
+                if !self.desc.contains(primary) {
+                    return Err(Error::KeyNotInRange {
+                        range_id: self.desc.range_id,
+                        span: self.span(),
+                    });
+                }
+                let engine = self.engine.as_ref();
+                let r = Reader::new(&engine);
+                Ok(ReadResult::Txn(txn_status(
+                    &r,
+                    primary,
+                    Timestamp(*start_ts),
+                )?))
+            }
         }
     }
 
@@ -238,4 +263,20 @@ impl Replica {
 /// Whether a data key (or scan bound) is in the versioned user keyspace.
 fn is_user_data(key: &[u8]) -> bool {
     key.first() == Some(&keys::USER_DATA)
+}
+
+/// What the primary says of the transaction started at `start`.
+fn txn_status(r: &Reader, primary: &[u8], start: Timestamp) -> Result<Option<TxnStatus>> {
+    if let Some(lock) = r.lock(primary)? {
+        if lock.start() == start {
+            return Ok(Some(TxnStatus::Locked {
+                ttl_ms: lock.ttl_ms,
+            }));
+        }
+    }
+    Ok(match r.by_txn(primary, start)? {
+        Some((_, w)) if w.write_kind()? == WriteKind::Rollback => Some(TxnStatus::RolledBack),
+        Some((commit_ts, _)) => Some(TxnStatus::Committed { commit_ts }),
+        None => None,
+    })
 }

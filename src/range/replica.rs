@@ -46,6 +46,9 @@ impl Completion {
 pub enum Request {
     /// A client write (all keys in this range), applied atomically.
     Write(Vec<Op>),
+    /// A two-phase-commit step (`txn.rs`): `Kind::Prewrite`, `Finish` or
+    /// `CheckTxn`.
+    Txn(super::command::Kind),
     /// Collect MVCC garbage (`gc.rs`).
     Gc(super::command::GcCmd),
     /// A timestamped write of user data (`timestamped.rs`).
@@ -266,6 +269,7 @@ impl Replica {
             Request::Write(ops) => self.prepare_write(ops).map(Some),
             Request::OnePc { cmd, seed_term } => self.prepare_one_pc(cmd, seed_term).map(Some),
             Request::Gc(cmd) => self.prepare_gc(cmd).map(Some),
+            Request::Txn(kind) => self.prepare_txn(kind).map(Some),
             Request::Split {
                 key,
                 new_range_id,

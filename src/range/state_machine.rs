@@ -13,7 +13,7 @@
 //!   counts the entry as applied, so no replica diverges.
 
 use super::command::{Command, Kind};
-use super::{gc, merge, split, timestamped, write, RangeDescriptor};
+use super::{gc, merge, split, timestamped, txn, write, RangeDescriptor};
 use crate::chaos::Canary;
 use crate::error::{Error, Result};
 use crate::storage::{Overlay, Staged, WriteBatch};
@@ -91,6 +91,9 @@ pub fn apply(cmd: &Command, ctx: &ApplyCtx) -> Result<Applied> {
         Some(Kind::Merge(m)) => merge::apply_merge(m, ctx),
         Some(Kind::OnePc(w)) => timestamped::apply(w, ctx),
         Some(Kind::Gc(g)) => gc::apply(g, ctx),
+        Some(Kind::Prewrite(p)) => txn::apply_prewrite(p, ctx),
+        Some(Kind::Finish(f)) => txn::apply_finish(f, ctx),
+        Some(Kind::CheckTxn(c)) => txn::apply_check(c, ctx),
         None => Err(Error::Internal(
             "a committed entry holds a command of a kind this build does not know \
              (a newer node proposed it); stopping rather than skipping it"

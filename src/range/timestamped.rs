@@ -109,27 +109,48 @@ impl Replica {
     }
 }
 
-/// The error a transaction action's refusal becomes (deterministic).
+/// The error a transaction action's refusal becomes (deterministic). Keys
+/// leave as user-visible keys (`keys::data_key` gives the data key back).
 pub fn txn_error(e: TxnError) -> Error {
+    let user = |k: Vec<u8>| keys::user_key(&k).unwrap_or(k);
     match e {
         TxnError::Locked { key, lock } => Error::KeyLocked {
-            key,
-            primary: lock.primary,
+            key: user(key),
+            primary: user(lock.primary),
             start_ts: lock.start_ts,
             ttl_ms: lock.ttl_ms,
         },
         TxnError::Conflict { key, committed } => Error::WriteConflict {
-            key,
+            key: user(key),
             committed: committed.0,
         },
         TxnError::Aborted { key } | TxnError::LockLost { key } => {
-            Error::WriteConflict { key, committed: 0 }
+            Error::TxnAborted { key: user(key) }
         }
-        TxnError::Committed { key, commit_ts } => Error::WriteConflict {
-            key,
-            committed: commit_ts.0,
+        TxnError::Committed { key, commit_ts } => Error::TxnCommitted {
+            key: user(key),
+            commit_ts: commit_ts.0,
         },
     }
+}
+
+/// The mutations of a committed command's `Put` / `Delete` ops.
+pub(super) fn mutations(ops: &[super::Op]) -> Result<Vec<Mutation>> {
+    ops.iter()
+        .map(|op| match OpKind::try_from(op.kind) {
+            Ok(OpKind::Put) => Ok(Mutation::Put {
+                key: op.key.clone(),
+                value: op.value.clone(),
+            }),
+            Ok(OpKind::Delete) => Ok(Mutation::Delete {
+                key: op.key.clone(),
+            }),
+            _ => Err(Error::Internal(format!(
+                "a committed MVCC write holds op kind {}",
+                op.kind
+            ))),
+        })
+        .collect()
 }
 
 /// Applies a timestamped write.
@@ -142,26 +163,12 @@ pub(super) fn apply(cmd: &OnePcCmd, ctx: &ApplyCtx) -> Result<Effects> {
     {
         return Err(desc.epoch_mismatch());
     }
-    let mut muts = Vec::with_capacity(cmd.ops.len());
-    let mut bytes = 0u64;
-    for op in &cmd.ops {
-        bytes += (op.key.len() + op.value.len()) as u64;
-        muts.push(match OpKind::try_from(op.kind) {
-            Ok(OpKind::Put) => Mutation::Put {
-                key: op.key.clone(),
-                value: op.value.clone(),
-            },
-            Ok(OpKind::Delete) => Mutation::Delete {
-                key: op.key.clone(),
-            },
-            _ => {
-                return Err(Error::Internal(format!(
-                    "a committed timestamped write holds op kind {}",
-                    op.kind
-                )))
-            }
-        });
-    }
+    let muts = mutations(&cmd.ops)?;
+    let bytes = cmd
+        .ops
+        .iter()
+        .map(|op| (op.key.len() + op.value.len()) as u64)
+        .sum();
     let spans: Vec<(Vec<u8>, Vec<u8>)> = cmd
         .spans
         .iter()

@@ -184,7 +184,9 @@ impl Kv for KvService {
                 found: false,
                 value: Vec::new(),
             })),
-            ReadResult::Pairs(..) => Err(Status::internal("unexpected read result")),
+            ReadResult::Pairs(..) | ReadResult::Txn(_) => {
+                Err(Status::internal("unexpected read result"))
+            }
         }
     }
 
@@ -247,7 +249,9 @@ impl Kv for KvService {
         };
         let (pairs, resume) = match self.store.read(op, c).await.map_err(status)? {
             ReadResult::Pairs(p, r) => (p, r),
-            ReadResult::Value(_) => return Err(Status::internal("unexpected read result")),
+            ReadResult::Value(_) | ReadResult::Txn(_) => {
+                return Err(Status::internal("unexpected read result"))
+            }
         };
         // Resume only inside the namespace being scanned (its end is no key).
         let ns_end = if api::is_system_key(&req.start) {

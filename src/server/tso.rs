@@ -89,7 +89,9 @@ impl TsoService {
                         v.len()
                     ))
                 }),
-            ReadResult::Pairs(..) => Err(Error::Internal("a get answered pairs".into())),
+            ReadResult::Pairs(..) | ReadResult::Txn(_) => {
+                Err(Error::Internal("a get answered something else".into()))
+            }
         }
     }
 }

@@ -33,6 +33,7 @@
 //! status [<node>]                      every replica: role, term, commit, applied, span
 //! hardstate <node> <range>             the Raft hard state on the node's disk
 //! data [<node>]                        user keys as each node's engine holds them
+//! prewrite | commit | rollback | check-txn | txn-status   two-phase commit steps (`txn.rs`)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,6 +56,7 @@ use crate::storage::{Engine, KvPair, MemEngine, Snapshot, WriteBatch};
 pub(super) type BoxError = Box<dyn StdError>;
 
 mod commands;
+mod txn;
 
 /// A MemEngine whose reads of data keys fail while `fail` is set.
 pub(super) struct FaultEngine {

@@ -1,0 +1,109 @@
+//! The harness's transaction commands (two-phase commit steps on the node
+//! that leads the key's range):
+//! ```text
+//! prewrite <node> start=<ts> primary=<key> [ttl=<ms>] <key>=<value>... [delete=<key>]
+//! commit <node> start=<ts> commit=<ts> <key>...     rollback <node> start=<ts> <key>...
+//! check-txn <node> start=<ts> primary=<key> now=<ts>   (rolls back an expired primary)
+//! txn-status <node> start=<ts> primary=<key>
+//! ```
+//! Timestamps are given as milliseconds (physical part; logical 0), so lock
+//! TTLs compare with `now` as in production.
+
+use goldenscript::ArgumentConsumer;
+use tokio::sync::oneshot;
+
+use super::{key, num, BoxError, Harness, Pending};
+use crate::api::Timestamp;
+use crate::keys;
+use crate::node::handle::{Consistency, StoreMsg};
+use crate::range::{CheckTxnCmd, FinishCmd, Kind, Op, PrewriteCmd, ReadOp};
+
+type Outcome = std::result::Result<(), BoxError>;
+
+fn ts(a: &mut ArgumentConsumer, name: &str) -> std::result::Result<u64, BoxError> {
+    let ms: u64 = key(a, name)?.ok_or(format!("{name}=<ms> is required"))?;
+    Ok(Timestamp::new(ms, 0).0)
+}
+
+impl Harness {
+    pub(super) fn txn_command(&mut self, name: &str, a: &mut ArgumentConsumer) -> Outcome {
+        let node = num(a.next_pos().ok_or("usage: <command> <node> ...")?)?;
+        let label = format!("n{node}: {name}");
+        match name {
+            "prewrite" => {
+                let start_ts = ts(a, "start")?;
+                let primary: String = key(a, "primary")?.ok_or("primary=<key> is required")?;
+                let ttl_ms = key(a, "ttl")?.unwrap_or(3000);
+                let mut ops = Vec::new();
+                while let Some(k) = a.take_key("delete") {
+                    ops.push(Op::delete(keys::data_key(k.as_bytes())));
+                }
+                while let Some((k, v)) = a.next_key() {
+                    ops.push(Op::put(keys::data_key(k.as_bytes()), v.as_bytes().to_vec()));
+                }
+                let kind = Kind::Prewrite(PrewriteCmd {
+                    ops,
+                    primary: keys::data_key(primary.as_bytes()),
+                    start_ts,
+                    ttl_ms,
+                });
+                self.txn_step(node, label, kind)
+            }
+            "commit" | "rollback" => {
+                let start_ts = ts(a, "start")?;
+                let commit_ts = if name == "commit" {
+                    ts(a, "commit")?
+                } else {
+                    0
+                };
+                let keys_: Vec<Vec<u8>> = super::rest(a)
+                    .iter()
+                    .map(|k| keys::data_key(k.as_bytes()))
+                    .collect();
+                let kind = Kind::Finish(FinishCmd {
+                    keys: keys_,
+                    start_ts,
+                    commit_ts,
+                });
+                self.txn_step(node, label, kind)
+            }
+            "check-txn" => {
+                let start_ts = ts(a, "start")?;
+                let now_ts = ts(a, "now")?;
+                let primary: String = key(a, "primary")?.ok_or("primary=<key> is required")?;
+                let kind = Kind::CheckTxn(CheckTxnCmd {
+                    primary: keys::data_key(primary.as_bytes()),
+                    start_ts,
+                    now_ts,
+                });
+                self.txn_step(node, label, kind)
+            }
+            "txn-status" => {
+                let start_ts = ts(a, "start")?;
+                let primary: String = key(a, "primary")?.ok_or("primary=<key> is required")?;
+                self.request(node, label, |_| {
+                    let (tx, rx) = oneshot::channel();
+                    let op = ReadOp::TxnStatus {
+                        primary: keys::data_key(primary.as_bytes()),
+                        start_ts,
+                    };
+                    let m = StoreMsg::Read {
+                        op,
+                        consistency: Consistency::Linearizable,
+                        ts: None,
+                        done: tx,
+                    };
+                    (m, Pending::Read(rx))
+                })
+            }
+            other => Err(format!("unknown transaction command {other}").into()),
+        }
+    }
+
+    fn txn_step(&mut self, node: u64, label: String, kind: Kind) -> Outcome {
+        self.request(node, label, |_| {
+            let (tx, rx) = oneshot::channel();
+            (StoreMsg::Txn { kind, done: tx }, Pending::Write(rx))
+        })
+    }
+}

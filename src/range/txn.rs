@@ -1,0 +1,109 @@
+//! Two-phase commit on a range: prewrite (lock), finish (commit or roll
+//! back locks: the coordinator's second phase, and lock resolution), and
+//! check-txn (settle a transaction's primary: roll back an expired lock, or
+//! mark a transaction that left nothing rolled back). Each is one
+//! replicated command computed by `mvcc` from the replicated state, so
+//! every replica reaches the same answer; refusals are deterministic errors
+//! (`KeyLocked`, `WriteConflict`, `TxnAborted`, `TxnCommitted`).
+//!
+//! No read-floor check is needed here (Percolator): a reader at `T` either
+//! ran before the prewrite applied — then the commit timestamp, taken after
+//! the prewrite, is above `T` — or it meets the lock and resolves it.
+
+use super::command::{CheckTxnCmd, Command, FinishCmd, Kind, PrewriteCmd};
+use super::replica::{Admit, Replica};
+use super::state_machine::{ApplyCtx, Effects, SizeChange};
+use super::timestamped::{mutations, txn_error};
+use crate::api::Timestamp;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::mvcc::{self, Reader};
+
+impl Replica {
+    /// The command for a transaction step on `keys`, if this leader may
+    /// propose it.
+    pub(super) fn prepare_txn(&self, kind: Kind) -> Result<Command> {
+        self.admit(Admit::LEADER)?;
+        let keys: Vec<&[u8]> = match &kind {
+            Kind::Prewrite(p) => p.ops.iter().map(|o| o.key.as_slice()).collect(),
+            Kind::Finish(f) => f.keys.iter().map(Vec::as_slice).collect(),
+            Kind::CheckTxn(c) => vec![c.primary.as_slice()],
+            _ => return Err(Error::Internal("not a transaction step".into())),
+        };
+        for k in keys {
+            if !self.desc.contains(k) {
+                return Err(Error::KeyNotInRange {
+                    range_id: self.desc.range_id,
+                    span: self.span(),
+                });
+            }
+            if k.first() != Some(&keys::USER_DATA) {
+                return Err(Error::Internal(
+                    "a transaction step on a key outside the user keyspace".into(),
+                ));
+            }
+        }
+        Ok(Command::new(kind))
+    }
+}
+
+fn check_span<'a>(ctx: &ApplyCtx, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+    let desc = ctx.desc;
+    if desc.frozen || keys.into_iter().any(|k| !desc.contains(k)) {
+        return Err(desc.epoch_mismatch());
+    }
+    Ok(())
+}
+
+pub(super) fn apply_prewrite(cmd: &PrewriteCmd, ctx: &ApplyCtx) -> Result<Effects> {
+    check_span(ctx, cmd.ops.iter().map(|o| o.key.as_slice()))?;
+    let muts = mutations(&cmd.ops)?;
+    let bytes = cmd
+        .ops
+        .iter()
+        .map(|op| (op.key.len() + op.value.len()) as u64)
+        .sum();
+    let r = Reader::new(&ctx.reader);
+    let start = Timestamp(cmd.start_ts);
+    match mvcc::prewrite(&r, &muts, &cmd.primary, start, cmd.ttl_ms)? {
+        Ok(writes) => Ok(Effects {
+            writes,
+            size: SizeChange::Grew(bytes),
+            ..Effects::default()
+        }),
+        Err(e) => Err(txn_error(e)),
+    }
+}
+
+pub(super) fn apply_finish(cmd: &FinishCmd, ctx: &ApplyCtx) -> Result<Effects> {
+    check_span(ctx, cmd.keys.iter().map(Vec::as_slice))?;
+    let r = Reader::new(&ctx.reader);
+    let start = Timestamp(cmd.start_ts);
+    let outcome = if cmd.commit_ts == 0 {
+        mvcc::rollback(&r, &cmd.keys, start)?
+    } else {
+        mvcc::commit(&r, &cmd.keys, start, Timestamp(cmd.commit_ts))?
+    };
+    match outcome {
+        Ok(writes) => Ok(Effects {
+            writes,
+            ..Effects::default()
+        }),
+        Err(e) => Err(txn_error(e)),
+    }
+}
+
+pub(super) fn apply_check(cmd: &CheckTxnCmd, ctx: &ApplyCtx) -> Result<Effects> {
+    check_span(ctx, [cmd.primary.as_slice()])?;
+    let r = Reader::new(&ctx.reader);
+    let (_, writes) = mvcc::check_status(
+        &r,
+        &cmd.primary,
+        Timestamp(cmd.start_ts),
+        Timestamp(cmd.now_ts),
+    )?;
+    Ok(Effects {
+        writes,
+        ..Effects::default()
+    })
+}
