@@ -38,10 +38,14 @@ pub enum Canary {
     /// persisting the new mark: after a failover, the new oracle repeats
     /// (or goes below) timestamps already handed out.
     OracleMarkNotPersisted,
+    /// Applying a snapshot keeps the replica's own data instead of clearing
+    /// the span first: keys (and MVCC records) the leader deleted or
+    /// collected survive on the replica that caught up.
+    SnapshotKeepsDeletedKeys,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 10] = [
+    pub const ALL: [Canary; 11] = [
         Canary::AckBeforeFsync,
         Canary::ReadWithoutReadIndex,
         Canary::ForgetVote,
@@ -52,6 +56,7 @@ impl Canary {
         Canary::RepairRemovesEarly,
         Canary::ApplyErrorSkipsEntry,
         Canary::OracleMarkNotPersisted,
+        Canary::SnapshotKeepsDeletedKeys,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +71,7 @@ impl Canary {
             Canary::RepairRemovesEarly => "repair-removes-early",
             Canary::ApplyErrorSkipsEntry => "apply-error-skips-entry",
             Canary::OracleMarkNotPersisted => "oracle-mark-not-persisted",
+            Canary::SnapshotKeepsDeletedKeys => "snapshot-keeps-deleted-keys",
         }
     }
 

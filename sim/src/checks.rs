@@ -29,7 +29,7 @@ pub fn check_registers(entries: &[Entry]) -> RegisterReport {
     let mut by_key: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
     for e in entries {
         let key = match &e.op {
-            Op::Write { key, .. } | Op::Read { key } => key,
+            Op::Write { key, .. } | Op::Read { key } | Op::Delete { key } => key,
             Op::Scan { .. } | Op::Split { .. } | Op::Timestamps { .. } => continue,
         };
         if key.starts_with(REGISTER_PREFIX) {
@@ -51,21 +51,50 @@ pub fn check_registers(entries: &[Entry]) -> RegisterReport {
     report
 }
 
-/// The set: every acknowledged insert is in the final state; every key in the
-/// final state was inserted by someone.
+/// Removals of set members: key -> (removal entries).
+fn removals(entries: &[Entry]) -> BTreeMap<&str, Vec<&Entry>> {
+    let mut m: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+    for e in entries {
+        if let Op::Delete { key } = &e.op {
+            if key.starts_with(SET_PREFIX) {
+                m.entry(key).or_default().push(e);
+            }
+        }
+    }
+    m
+}
+
+/// The set (members are inserted once, and may be removed once after their
+/// insert was acknowledged): every acknowledged insert is in the final state
+/// unless a removal of it was tried; no acknowledged removal is undone;
+/// every key in the final state was inserted by someone.
 pub fn check_set(entries: &[Entry], final_keys: &BTreeSet<String>) -> Vec<String> {
     let mut out = Vec::new();
     let mut attempted = BTreeSet::new();
+    let removed = removals(entries);
     for e in entries {
         if let Op::Write { key, .. } = &e.op {
             if key.starts_with(SET_PREFIX) {
                 attempted.insert(key.clone());
-                if e.outcome == Outcome::Written && !final_keys.contains(key) {
+                let removal_tried = removed
+                    .get(key.as_str())
+                    .is_some_and(|r| r.iter().any(|d| !matches!(d.outcome, Outcome::Failed(_))));
+                if e.outcome == Outcome::Written && !removal_tried && !final_keys.contains(key) {
                     out.push(format!(
                         "lost write: insert of {key} was acknowledged at {}us but is gone",
                         e.complete_us
                     ));
                 }
+            }
+        }
+    }
+    for (key, rs) in &removed {
+        if let Some(d) = rs.iter().find(|d| d.outcome == Outcome::Written) {
+            if final_keys.contains(*key) {
+                out.push(format!(
+                    "resurrected: removal of {key} was acknowledged at {}us but it is back",
+                    d.complete_us
+                ));
             }
         }
     }
@@ -77,13 +106,16 @@ pub fn check_set(entries: &[Entry], final_keys: &BTreeSet<String>) -> Vec<String
     out
 }
 
-/// A scan must contain every insert acknowledged before it began, and only
-/// keys whose insert began before it ended.
+/// A scan must contain every insert acknowledged before it began (unless a
+/// removal of it began before the scan ended), no key whose removal was
+/// acknowledged before it began, and only keys whose insert began before it
+/// ended.
 pub fn check_scans(entries: &[Entry]) -> Vec<String> {
     let inserts: Vec<&Entry> = entries
         .iter()
         .filter(|e| matches!(&e.op, Op::Write { key, .. } if key.starts_with(SET_PREFIX)))
         .collect();
+    let removed = removals(entries);
     let mut out = Vec::new();
     for s in entries {
         let Outcome::Scanned(keys) = &s.outcome else {
@@ -94,7 +126,16 @@ pub fn check_scans(entries: &[Entry]) -> Vec<String> {
             let Op::Write { key, .. } = &i.op else {
                 continue;
             };
-            if i.outcome == Outcome::Written && i.complete_us < s.invoke_us && !seen.contains(key) {
+            let removing = removed.get(key.as_str()).is_some_and(|r| {
+                r.iter().any(|d| {
+                    !matches!(d.outcome, Outcome::Failed(_)) && d.invoke_us < s.complete_us
+                })
+            });
+            if i.outcome == Outcome::Written
+                && i.complete_us < s.invoke_us
+                && !removing
+                && !seen.contains(key)
+            {
                 out.push(format!(
                     "stale scan by c{} at [{}..{}]us misses {key}, acknowledged at {}us",
                     s.client, s.invoke_us, s.complete_us, i.complete_us
@@ -103,6 +144,17 @@ pub fn check_scans(entries: &[Entry]) -> Vec<String> {
             }
         }
         for k in keys {
+            let gone = removed.get(k.as_str()).and_then(|r| {
+                r.iter()
+                    .find(|d| d.outcome == Outcome::Written && d.complete_us < s.invoke_us)
+            });
+            if let Some(d) = gone {
+                out.push(format!(
+                    "scan by c{} at [{}..{}]us returned {k}, whose removal was acknowledged at {}us",
+                    s.client, s.invoke_us, s.complete_us, d.complete_us
+                ));
+                break;
+            }
             let began = inserts.iter().any(|i| {
                 matches!(&i.op, Op::Write { key, .. } if key == k) && i.invoke_us < s.complete_us
             });

@@ -15,6 +15,10 @@ pub enum Op {
     Read {
         key: String,
     },
+    /// A delete of a register, or the removal of a set member.
+    Delete {
+        key: String,
+    },
     Scan {
         prefix: String,
     },

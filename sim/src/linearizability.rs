@@ -3,7 +3,7 @@
 //! history at a time (P-compositionality: a history is linearizable iff each
 //! key's sub-history is).
 //!
-//! Writes carry unique values. A write whose outcome is unknown may take
+//! Writes carry unique values; a delete writes "absent" (value 0). A write whose outcome is unknown may take
 //! effect at any point after its invocation or never; it is modelled with an
 //! infinite completion time, which the search may linearize last (= never
 //! observed). Reads whose outcome is unknown carry no information and are
@@ -64,6 +64,23 @@ pub fn check_key(key: &str, entries: &[&Entry], max_steps: u64) -> Verdict {
                 write: Some(id_of(value, &mut values)),
                 read: 0,
                 desc: format!("c{} write {value} [{}..]us unknown", e.client, e.invoke_us),
+            }),
+            (Op::Delete { .. }, Outcome::Written) => ops.push(RegOp {
+                call: e.invoke_us,
+                ret: e.complete_us,
+                write: Some(0),
+                read: 0,
+                desc: format!(
+                    "c{} delete [{}..{}]us ok",
+                    e.client, e.invoke_us, e.complete_us
+                ),
+            }),
+            (Op::Delete { .. }, Outcome::Unknown(_)) => ops.push(RegOp {
+                call: e.invoke_us,
+                ret: u64::MAX,
+                write: Some(0),
+                read: 0,
+                desc: format!("c{} delete [{}..]us unknown", e.client, e.invoke_us),
             }),
             (Op::Read { .. }, Outcome::Read(v)) => {
                 let read = v.as_deref().map(|v| id_of(v, &mut values)).unwrap_or(0);

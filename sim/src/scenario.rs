@@ -86,10 +86,14 @@ pub async fn run(opts: RunOptions) -> RunReport {
     // (Its own RNG, so adding this knob did not change earlier seeds' runs.)
     let joiners =
         usize::from(nodes == 5 && ChaCha8Rng::seed_from_u64(opts.seed ^ 0x10e5).gen_bool(0.5));
+    // GC within the run in two thirds of the seeds (its own RNG).
+    let gc_ttl = *[None, Some(1u64), Some(3)]
+        .choose(&mut ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6c_77))
+        .unwrap_or(&None);
     let knobs = format!(
         "nodes={nodes} election_ticks={election_ticks} heartbeat_ticks={heartbeat_ticks} \
          log_compact_entries={log_compact_entries} max_msgs_per_loop={max_msgs_per_loop} buggify={buggify} \
-         range_max_bytes={range_max_bytes:?} joiners={joiners} canary={}",
+         range_max_bytes={range_max_bytes:?} joiners={joiners} gc_ttl={gc_ttl:?} canary={}",
         opts.canary.map(|c| c.name()).unwrap_or("none")
     );
 
@@ -126,6 +130,16 @@ pub async fn run(opts: RunOptions) -> RunReport {
                 violations.push(format!(
                     "liveness: could not set dead_node_timeout: {set:?}"
                 ));
+            }
+        }
+        if let Some(ttl) = gc_ttl {
+            let client = cluster.client(Duration::from_secs(10));
+            let set = cluster
+                .client_host
+                .spawn(async move { client.set_config("gc_ttl", &ttl.to_string()).await })
+                .await;
+            if !matches!(set, Ok(Ok(_))) {
+                violations.push(format!("liveness: could not set gc_ttl: {set:?}"));
             }
         }
         if let Some(max) = range_max_bytes {
@@ -286,8 +300,12 @@ pub async fn run(opts: RunOptions) -> RunReport {
         .iter()
         .filter(|e| matches!(e.outcome, Outcome::Unknown(_)))
         .count();
+    let deletes = entries
+        .iter()
+        .filter(|e| matches!(e.op, Op::Delete { .. }))
+        .count();
     let summary = format!(
-        "{} ops ({acked} acknowledged writes, {unknown} unknown outcomes); {} register keys / {} ops checked \
+        "{} ops ({acked} acknowledged writes, {deletes} deletes, {unknown} unknown outcomes); {} register keys / {} ops checked \
          for linearizability ({} hit the search bound: unverified); {timestamps} oracle timestamps checked; {} raft events checked; {} faults; \
          {ranges} ranges at the end",
         entries.len(),

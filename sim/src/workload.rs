@@ -1,12 +1,13 @@
 //! Workloads: seeded client loops that record every operation in the
-//! history. Today: per-key registers (unique-valued writes and reads), an
-//! insert-only set, and prefix scans over the set. A new workload adds an
+//! history. Today: per-key registers (unique-valued writes, deletes and
+//! reads), a set (inserts, and removals of members the client inserted),
+//! and prefix scans over the set. A new workload adds an
 //! `Op` kind (history.rs), a branch here, and a check in `checks.rs`.
 
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rangedb::client::Client;
 
@@ -26,6 +27,9 @@ pub struct WorkloadOptions {
     pub insert_pct: u32,
     /// Per mille of operations that split a range at a random key.
     pub split_permille: u32,
+    /// Percent of register writes that are deletes, and of set inserts that
+    /// are removals of a member this client inserted.
+    pub delete_pct: u32,
 }
 
 impl Default for WorkloadOptions {
@@ -36,6 +40,7 @@ impl Default for WorkloadOptions {
             read_pct: 35,
             insert_pct: 22,
             split_permille: 15,
+            delete_pct: 20,
         }
     }
 }
@@ -50,9 +55,14 @@ pub async fn client_loop(
     stop_us: u64,
 ) {
     let mut n = 0u64;
+    // Members this client inserted (acknowledged), not yet removed.
+    let mut mine: Vec<String> = Vec::new();
+    // Deletes draw from their own RNG, so the other draws stay as they were.
+    let mut drng = ChaCha8Rng::seed_from_u64(rng.gen::<u64>() ^ 0xde1e7e);
     while history.now_us() < stop_us {
         n += 1;
         let dice = rng.gen_range(0..100);
+        let delete = drng.gen_range(0..100) < opts.delete_pct;
         let op = if rng.gen_range(0..1000) < opts.split_permille {
             let key = if rng.gen_bool(0.5) {
                 format!("{REGISTER_PREFIX}{}", rng.gen_range(0..opts.registers))
@@ -66,18 +76,29 @@ pub async fn client_loop(
             Op::Split { key }
         } else if dice < opts.write_pct {
             let key = format!("{REGISTER_PREFIX}{}", rng.gen_range(0..opts.registers));
-            Op::Write {
-                key,
-                value: format!("c{id}-{n}"),
+            if delete {
+                Op::Delete { key }
+            } else {
+                Op::Write {
+                    key,
+                    value: format!("c{id}-{n}"),
+                }
             }
         } else if dice < opts.write_pct + opts.read_pct {
             Op::Read {
                 key: format!("{REGISTER_PREFIX}{}", rng.gen_range(0..opts.registers)),
             }
         } else if dice < opts.write_pct + opts.read_pct + opts.insert_pct {
-            Op::Write {
-                key: format!("{SET_PREFIX}c{id}-{n:06}"),
-                value: "1".into(),
+            if delete && !mine.is_empty() {
+                let i = drng.gen_range(0..mine.len());
+                Op::Delete {
+                    key: mine.swap_remove(i),
+                }
+            } else {
+                Op::Write {
+                    key: format!("{SET_PREFIX}c{id}-{n:06}"),
+                    value: "1".into(),
+                }
             }
         } else {
             Op::Scan {
@@ -86,6 +107,11 @@ pub async fn client_loop(
         };
         let invoke_us = history.now_us();
         let outcome = execute(&client, &op).await;
+        if let (Op::Write { key, .. }, Outcome::Written) = (&op, &outcome) {
+            if key.starts_with(SET_PREFIX) {
+                mine.push(key.clone());
+            }
+        }
         history.record(Entry {
             client: id,
             op,
@@ -128,6 +154,11 @@ pub async fn tso_loop(
 pub async fn execute(client: &Client, op: &Op) -> Outcome {
     match op {
         Op::Write { key, value } => match client.put(key.as_bytes(), value.as_bytes()).await {
+            Ok(()) => Outcome::Written,
+            Err(e) if !e.is_retryable() => Outcome::Failed(e.to_string()),
+            Err(e) => Outcome::Unknown(e.to_string()),
+        },
+        Op::Delete { key } => match client.delete(key.as_bytes()).await {
             Ok(()) => Outcome::Written,
             Err(e) if !e.is_retryable() => Outcome::Failed(e.to_string()),
             Err(e) => Outcome::Unknown(e.to_string()),

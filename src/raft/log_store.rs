@@ -313,9 +313,14 @@ impl LogStore {
         let data = <SnapshotData as prost::Message>::decode(snap.get_data())?;
         let data_hash = data.apply_hash;
         // Clear what this replica held before, then take the snapshot's span.
-        wb.delete_range(self.span.0.clone(), self.span.1.clone());
+        let keep = crate::chaos::canary(crate::chaos::Canary::SnapshotKeepsDeletedKeys);
+        if !keep {
+            wb.delete_range(self.span.0.clone(), self.span.1.clone());
+        }
         self.span = (data.start.clone(), data.end.clone());
-        wb.delete_range(self.span.0.clone(), self.span.1.clone());
+        if !keep {
+            wb.delete_range(self.span.0.clone(), self.span.1.clone());
+        }
         for k in &self.extra_keys {
             wb.delete(k.clone());
         }
