@@ -54,7 +54,8 @@ enum Turn {
 
 #[derive(Default)]
 struct Queue {
-    waiting: Vec<oneshot::Sender<Turn>>,
+    /// Waiters and how many timestamps each wants.
+    waiting: Vec<(u64, oneshot::Sender<Turn>)>,
     in_flight: bool,
 }
 
@@ -90,7 +91,7 @@ impl Drop for LeadGuard<'_> {
         }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.in_flight = false;
-        while let Some(next) = q.waiting.pop() {
+        while let Some((_, next)) = q.waiting.pop() {
             if next.send(Turn::Lead).is_ok() {
                 q.in_flight = true;
                 return;
@@ -113,11 +114,22 @@ impl TsoBatcher {
 
     /// One fresh timestamp (handed out after this call began).
     pub async fn timestamp(&self) -> Result<Timestamp> {
+        self.timestamps(1).await
+    }
+
+    /// `count` (1..=MAX_TIMESTAMPS_PER_REQUEST) consecutive fresh
+    /// timestamps: the first one.
+    pub async fn timestamps(&self, count: u64) -> Result<Timestamp> {
+        if count == 0 || count > MAX_TIMESTAMPS_PER_REQUEST {
+            return Err(Error::InvalidArgument(format!(
+                "asked for {count} timestamps; one request takes 1 to {MAX_TIMESTAMPS_PER_REQUEST}"
+            )));
+        }
         let rx = {
             let mut q = self.lock();
             if q.in_flight {
                 let (tx, rx) = oneshot::channel();
-                q.waiting.push(tx);
+                q.waiting.push((count, tx));
                 Some(rx)
             } else {
                 q.in_flight = true;
@@ -131,28 +143,41 @@ impl TsoBatcher {
                 Err(_) => return Err(Error::Internal("the timestamp batcher went away".into())),
             }
         }
-        self.lead().await
+        self.lead(count).await
     }
 
-    /// Sends requests for everyone waiting (self included) until the queue
-    /// is empty; returns this caller's timestamp.
-    async fn lead(&self) -> Result<Timestamp> {
+    /// Sends one request for this caller and everyone who queued before it
+    /// (as many as fit in one request; the rest wait for the next), then
+    /// hands the lead on; returns this caller's first timestamp.
+    async fn lead(&self, own: u64) -> Result<Timestamp> {
         let mut guard = LeadGuard {
             queue: &self.queue,
             done: false,
         };
-        // This caller's own request, plus everyone who queued before it.
-        let waiting = std::mem::take(&mut self.lock().waiting);
-        let n = waiting.len() as u64 + 1;
-        let result = self.source.fetch(n.min(MAX_TIMESTAMPS_PER_REQUEST)).await;
-        for (handed, tx) in (1u64..).zip(waiting) {
+        let mut total = own;
+        let taken: Vec<(u64, oneshot::Sender<Turn>)> = {
+            let mut q = self.lock();
+            let mut taken = Vec::new();
+            let mut rest = Vec::new();
+            for (n, tx) in q.waiting.drain(..) {
+                if total + n <= MAX_TIMESTAMPS_PER_REQUEST {
+                    total += n;
+                    taken.push((n, tx));
+                } else {
+                    rest.push((n, tx));
+                }
+            }
+            q.waiting = rest;
+            taken
+        };
+        let result = self.source.fetch(total).await;
+        let mut next = own;
+        for (n, tx) in taken {
             let r = match &result {
-                Ok(first) if handed < MAX_TIMESTAMPS_PER_REQUEST => Ok(Timestamp(first.0 + handed)),
-                Ok(_) => Err(Error::Unavailable(
-                    "too many timestamp requests at once".into(),
-                )),
+                Ok(first) => Ok(Timestamp(first.0 + next)),
                 Err(e) => Err(e.clone()),
             };
+            next += n;
             let _ = tx.send(Turn::Ready(r));
         }
         // Whoever queued during the request waits for the next one: hand
@@ -160,7 +185,7 @@ impl TsoBatcher {
         guard.done = true;
         let mut q = self.lock();
         q.in_flight = false;
-        while let Some(next) = q.waiting.pop() {
+        while let Some((_, next)) = q.waiting.pop() {
             if next.send(Turn::Lead).is_ok() {
                 q.in_flight = true;
                 break;
@@ -168,5 +193,57 @@ impl TsoBatcher {
         }
         drop(q);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Hands out consecutive numbers, slowly, and counts its requests.
+    #[derive(Default)]
+    struct Counter {
+        next: AtomicU64,
+        requests: AtomicU64,
+    }
+
+    impl TimestampSource for Counter {
+        fn fetch(&self, count: u64) -> BoxFuture<'_, Result<Timestamp>> {
+            Box::pin(async move {
+                self.requests.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let first = self.next.fetch_add(count, Ordering::SeqCst) + 1;
+                Ok(Timestamp(first))
+            })
+        }
+    }
+
+    /// Concurrent callers of different counts get disjoint ranges, in fewer
+    /// requests than callers; a bad count is refused.
+    #[tokio::test]
+    async fn the_batcher_shares_requests_and_hands_out_disjoint_ranges() {
+        let source = Arc::new(Counter::default());
+        let b = TsoBatcher::new(source.clone());
+        let mut tasks = Vec::new();
+        for i in 0..40u64 {
+            let b = b.clone();
+            let n = 1 + i % 5;
+            tasks.push(tokio::spawn(async move {
+                (n, b.timestamps(n).await.unwrap().0)
+            }));
+        }
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        got.sort_by_key(|g| g.1);
+        for w in got.windows(2) {
+            assert!(w[0].1 + w[0].0 <= w[1].1, "overlap: {w:?}");
+        }
+        let total: u64 = got.iter().map(|g| g.0).sum();
+        assert_eq!(source.next.load(Ordering::SeqCst), total);
+        assert!(source.requests.load(Ordering::SeqCst) < 40);
+        assert!(b.timestamps(0).await.is_err());
     }
 }

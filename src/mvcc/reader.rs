@@ -57,7 +57,9 @@ impl<T: Engine> Source for T {
     }
 }
 
-/// Records read per engine call while walking versions.
+/// Records the first engine call of a walk or a point read takes.
+const FIRST_VERSION_CHUNK: usize = 4;
+/// Records read per engine call while walking versions (at most).
 const VERSION_CHUNK: usize = 64;
 
 /// A lock a scan met, and the data key it locks.
@@ -133,8 +135,10 @@ impl<'a> Reader<'a> {
     ) -> Result<Option<T>> {
         let (_, end) = keys::versions_bounds(data_key);
         let mut from = keys::version_key(data_key, at.0);
+        // Most walks stop at the first record: start small, then grow.
+        let mut want = FIRST_VERSION_CHUNK;
         loop {
-            let chunk = self.src.range(&from, &end, VERSION_CHUNK, false)?;
+            let chunk = self.src.range(&from, &end, want, false)?;
             for (k, v) in &chunk {
                 let Some((_, MvccRecord::Version(ts))) = keys::split_mvcc(k) else {
                     return Err(Error::Corruption(format!("not a version record: {k:02x?}")));
@@ -144,9 +148,10 @@ impl<'a> Reader<'a> {
                 }
             }
             match chunk.last() {
-                Some((k, _)) if chunk.len() == VERSION_CHUNK => {
+                Some((k, _)) if chunk.len() == want => {
                     from = k.clone();
                     from.push(0);
+                    want = (want * 4).min(VERSION_CHUNK);
                 }
                 _ => return Ok(None),
             }
@@ -165,6 +170,34 @@ impl<'a> Reader<'a> {
 
     /// What a read at `ts` sees of the key.
     pub fn get(&self, data_key: &[u8], ts: Timestamp) -> Result<Visible> {
+        // One engine call for the common case: the lock (if any) and the
+        // newest versions sort together, lock first.
+        let (_, end) = keys::versions_bounds(data_key);
+        let head = self
+            .src
+            .range(&keys::lock_key(data_key), &end, FIRST_VERSION_CHUNK, false)?;
+        let complete = head.len() < FIRST_VERSION_CHUNK;
+        let mut recs = Vec::with_capacity(head.len());
+        for (k, v) in &head {
+            match keys::split_mvcc(k) {
+                Some((dk, rec)) if dk == data_key => recs.push((rec, v.as_slice())),
+                _ => return Err(Error::Corruption(format!("not an MVCC record: {k:02x?}"))),
+            }
+        }
+        let decided = complete
+            || recs.iter().any(|(r, v)| match r {
+                MvccRecord::Lock => false,
+                // A put or delete at or below `ts` in the head decides.
+                MvccRecord::Version(t) => {
+                    Timestamp(*t) <= ts
+                        && Write::decode(v)
+                            .and_then(|w| w.write_kind())
+                            .is_ok_and(|k| k != WriteKind::Rollback)
+                }
+            });
+        if decided {
+            return visible_in(recs, ts);
+        }
         if let Some(lock) = self.lock(data_key)? {
             if lock.start() <= ts {
                 return Ok(Visible::Locked(lock));

@@ -2,7 +2,8 @@
 //! (`placement::tso::Oracle`); this runs it on the leader of the system
 //! range and persists its high-water mark (`_/cluster/tso`) through Raft.
 //!
-//! Per request, under one lock:
+//! Requests arriving while a round runs are served together by the next
+//! round (`TsoBatcher`). Per round, under one lock:
 //! 1. a linearizable read of the mark — it fails unless this node leads the
 //!    system range (so a deposed leader hands out nothing), and it tells a
 //!    node that leads again whether another oracle ran meanwhile;
@@ -14,10 +15,14 @@
 //! starts strictly above the mark it read — so timestamps increase across
 //! failover whatever the clocks say.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
 use crate::api::{meta, Timestamp};
 use crate::chaos::{self, Canary};
+use crate::client::{TimestampSource, TsoBatcher};
 use crate::clock::NodeClock;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -25,7 +30,15 @@ use crate::node::{Consistency, StoreHandle};
 use crate::placement::tso::{Allocation, Oracle, MAX_BATCH};
 use crate::range::{Op, ReadOp, ReadResult};
 
+/// The oracle service: requests that arrive while a round is under way are
+/// served together by the next round (one confirmation for all of them,
+/// taken after each arrived), through the same batcher nodes use.
 pub struct TsoService {
+    batcher: TsoBatcher,
+}
+
+/// One round of the oracle (the rule above), for the batcher.
+struct OracleRound {
     store: StoreHandle,
     clock: NodeClock,
     /// The oracle, once this node has served as it.
@@ -34,10 +47,13 @@ pub struct TsoService {
 
 impl TsoService {
     pub fn new(store: StoreHandle, clock: NodeClock) -> TsoService {
-        TsoService {
+        let round = OracleRound {
             store,
             clock,
             oracle: Mutex::new(None),
+        };
+        TsoService {
+            batcher: TsoBatcher::new(Arc::new(round)),
         }
     }
 
@@ -48,6 +64,18 @@ impl TsoService {
                 "asked for {count} timestamps; one request takes 1 to {MAX_BATCH}"
             )));
         }
+        self.batcher.timestamps(count).await
+    }
+}
+
+impl TimestampSource for OracleRound {
+    fn fetch(&self, count: u64) -> BoxFuture<'_, Result<Timestamp>> {
+        Box::pin(self.allocate(count))
+    }
+}
+
+impl OracleRound {
+    async fn allocate(&self, count: u64) -> Result<Timestamp> {
         let mut guard = self.oracle.lock().await;
         let persisted = self.read_mark().await?;
         let oracle = guard.get_or_insert_with(|| Oracle::starting_above(persisted));
