@@ -105,20 +105,14 @@ pub async fn client_loop(
                 prefix: SET_PREFIX.into(),
             }
         };
-        let invoke_us = history.now_us();
-        let outcome = execute(&client, &op).await;
-        if let (Op::Write { key, .. }, Outcome::Written) = (&op, &outcome) {
-            if key.starts_with(SET_PREFIX) {
-                mine.push(key.clone());
-            }
+        let inserted = match &op {
+            Op::Write { key, .. } if key.starts_with(SET_PREFIX) => Some(key.clone()),
+            _ => None,
+        };
+        let outcome = run_recorded(&client, &history, id, op).await;
+        if let (Some(key), Outcome::Written) = (inserted, outcome) {
+            mine.push(key);
         }
-        history.record(Entry {
-            client: id,
-            op,
-            invoke_us,
-            complete_us: history.now_us(),
-            outcome,
-        });
         // Think time keeps histories small enough for exhaustive checking.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(1..40))).await;
     }
@@ -137,17 +131,24 @@ pub async fn tso_loop(
         let op = Op::Timestamps {
             count: *[1u64, 1, 2, 7, 100].choose(&mut rng).unwrap_or(&1),
         };
-        let invoke_us = history.now_us();
-        let outcome = execute(&client, &op).await;
-        history.record(Entry {
-            client: id,
-            op,
-            invoke_us,
-            complete_us: history.now_us(),
-            outcome,
-        });
+        run_recorded(&client, &history, id, op).await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(5..80))).await;
     }
+}
+
+/// Runs `op`, records it with its invoke and completion times, and returns
+/// its outcome.
+async fn run_recorded(client: &Client, history: &History, id: usize, op: Op) -> Outcome {
+    let invoke_us = history.now_us();
+    let outcome = execute(client, &op).await;
+    history.record(Entry {
+        client: id,
+        op,
+        invoke_us,
+        complete_us: history.now_us(),
+        outcome: outcome.clone(),
+    });
+    outcome
 }
 
 /// Runs one operation and classifies its outcome.

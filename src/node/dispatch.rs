@@ -83,31 +83,28 @@ impl Store {
     }
 
     fn on_write(&mut self, ops: Vec<Op>, done: Responder<()>) {
-        let Some(first) = ops.first() else {
-            let _ = done.send(Ok(()));
-            return;
-        };
-        match self.route(&first.key) {
-            Ok(id) => {
-                let key = first.key.clone();
-                self.record_load(id, &key);
-                if let Some(r) = self.replicas.get_mut(&id) {
-                    r.propose(Request::Write(ops), done);
-                }
-                self.note(id);
-            }
-            Err(e) => drop(done.send(Err(e))),
-        }
+        let key = ops.first().map(|o| o.key.clone());
+        self.propose_by_key(key, Request::Write(ops), done);
     }
 
     fn on_txn(&mut self, kind: Kind, done: Responder<()>) {
-        let first = match &kind {
+        let key = match &kind {
             Kind::Prewrite(p) => p.ops.first().map(|o| o.key.clone()),
             Kind::Finish(f) => f.keys.first().cloned(),
             Kind::CheckTxn(c) => Some(c.primary.clone()),
             _ => None,
         };
-        let Some(key) = first else {
+        self.propose_by_key(key, Request::Txn(kind), done);
+    }
+
+    fn on_one_pc(&mut self, cmd: OnePcCmd, seed_term: Option<u64>, done: Responder<()>) {
+        let key = cmd.ops.first().map(|o| o.key.clone());
+        self.propose_by_key(key, Request::OnePc { cmd, seed_term }, done);
+    }
+
+    /// Proposes `req` on the replica holding `key` (no key: nothing to do).
+    fn propose_by_key(&mut self, key: Option<Vec<u8>>, req: Request, done: Responder<()>) {
+        let Some(key) = key else {
             let _ = done.send(Ok(()));
             return;
         };
@@ -115,25 +112,7 @@ impl Store {
             Ok(id) => {
                 self.record_load(id, &key);
                 if let Some(r) = self.replicas.get_mut(&id) {
-                    r.propose(Request::Txn(kind), done);
-                }
-                self.note(id);
-            }
-            Err(e) => drop(done.send(Err(e))),
-        }
-    }
-
-    fn on_one_pc(&mut self, cmd: OnePcCmd, seed_term: Option<u64>, done: Responder<()>) {
-        let Some(first) = cmd.ops.first() else {
-            let _ = done.send(Ok(()));
-            return;
-        };
-        match self.route(&first.key) {
-            Ok(id) => {
-                let key = first.key.clone();
-                self.record_load(id, &key);
-                if let Some(r) = self.replicas.get_mut(&id) {
-                    r.propose(Request::OnePc { cmd, seed_term }, done);
+                    r.propose(req, done);
                 }
                 self.note(id);
             }

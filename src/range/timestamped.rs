@@ -134,6 +134,13 @@ pub fn txn_error(e: TxnError) -> Error {
     }
 }
 
+/// About how many bytes `ops` write.
+pub(super) fn ops_bytes(ops: &[super::Op]) -> u64 {
+    ops.iter()
+        .map(|op| (op.key.len() + op.value.len()) as u64)
+        .sum()
+}
+
 /// The mutations of a committed command's `Put` / `Delete` ops.
 pub(super) fn mutations(ops: &[super::Op]) -> Result<Vec<Mutation>> {
     ops.iter()
@@ -164,11 +171,7 @@ pub(super) fn apply(cmd: &OnePcCmd, ctx: &ApplyCtx) -> Result<Effects> {
         return Err(desc.epoch_mismatch());
     }
     let muts = mutations(&cmd.ops)?;
-    let bytes = cmd
-        .ops
-        .iter()
-        .map(|op| (op.key.len() + op.value.len()) as u64)
-        .sum();
+    let bytes = ops_bytes(&cmd.ops);
     let spans: Vec<(Vec<u8>, Vec<u8>)> = cmd
         .spans
         .iter()

@@ -13,7 +13,7 @@
 use super::command::{CheckTxnCmd, Command, FinishCmd, Kind, PrewriteCmd};
 use super::replica::{Admit, Replica};
 use super::state_machine::{ApplyCtx, Effects, SizeChange};
-use super::timestamped::{mutations, txn_error};
+use super::timestamped::{mutations, ops_bytes, txn_error};
 use crate::api::Timestamp;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -58,11 +58,7 @@ fn check_span<'a>(ctx: &ApplyCtx, keys: impl IntoIterator<Item = &'a [u8]>) -> R
 pub(super) fn apply_prewrite(cmd: &PrewriteCmd, ctx: &ApplyCtx) -> Result<Effects> {
     check_span(ctx, cmd.ops.iter().map(|o| o.key.as_slice()))?;
     let muts = mutations(&cmd.ops)?;
-    let bytes = cmd
-        .ops
-        .iter()
-        .map(|op| (op.key.len() + op.value.len()) as u64)
-        .sum();
+    let bytes = ops_bytes(&cmd.ops);
     let r = Reader::new(&ctx.reader);
     let start = Timestamp(cmd.start_ts);
     match mvcc::prewrite(&r, &muts, &cmd.primary, start, cmd.ttl_ms)? {

@@ -12,7 +12,7 @@ use super::{describe, key, num, rest, store_config, BoxError, Envelope, Filter, 
 use crate::api::ReplicaChange;
 use crate::error::Result;
 use crate::keys;
-use crate::node::handle::{Consistency, StoreMsg};
+use crate::node::handle::StoreMsg;
 use crate::node::raft_in::PING_RANGE_ID;
 use crate::node::store::Store;
 use crate::range::{Op, ReadOp};
@@ -175,17 +175,7 @@ impl Harness {
         let key = a.next_pos().ok_or("<node> <key> [value]")?.to_string();
         let k = keys::data_key(key.as_bytes());
         match name {
-            "get" => self.request(node, format!("n{node}: get {key}"), |_| {
-                let (tx, rx) = oneshot::channel();
-                let op = ReadOp::Get(k);
-                let m = StoreMsg::Read {
-                    op,
-                    consistency: Consistency::Linearizable,
-                    ts: None,
-                    done: tx,
-                };
-                (m, Pending::Read(rx))
-            }),
+            "get" => self.read(node, format!("n{node}: get {key}"), ReadOp::Get(k)),
             "delete" => self.write(node, format!("n{node}: delete {key}"), vec![Op::delete(k)]),
             _ => {
                 let value = a.next_pos().ok_or("<node> <key> <value>")?.to_string();

@@ -405,6 +405,25 @@ impl Harness {
         Ok(())
     }
 
+    /// A linearizable read (of the newest versions).
+    fn read(
+        &mut self,
+        node: u64,
+        label: String,
+        op: crate::range::ReadOp,
+    ) -> std::result::Result<(), BoxError> {
+        self.request(node, label, |_| {
+            let (tx, rx) = oneshot::channel();
+            let m = StoreMsg::Read {
+                op,
+                consistency: super::handle::Consistency::Linearizable,
+                ts: None,
+                done: tx,
+            };
+            (m, Pending::Read(rx))
+        })
+    }
+
     fn write(
         &mut self,
         node: u64,

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::{key, num, BoxError, Harness, Pending};
 use crate::api::Timestamp;
 use crate::keys;
-use crate::node::handle::{Consistency, StoreMsg};
+use crate::node::handle::StoreMsg;
 use crate::range::{CheckTxnCmd, FinishCmd, Kind, Op, PrewriteCmd, ReadOp};
 
 type Outcome = std::result::Result<(), BoxError>;
@@ -81,20 +81,11 @@ impl Harness {
             "txn-status" => {
                 let start_ts = ts(a, "start")?;
                 let primary: String = key(a, "primary")?.ok_or("primary=<key> is required")?;
-                self.request(node, label, |_| {
-                    let (tx, rx) = oneshot::channel();
-                    let op = ReadOp::TxnStatus {
-                        primary: keys::data_key(primary.as_bytes()),
-                        start_ts,
-                    };
-                    let m = StoreMsg::Read {
-                        op,
-                        consistency: Consistency::Linearizable,
-                        ts: None,
-                        done: tx,
-                    };
-                    (m, Pending::Read(rx))
-                })
+                let op = ReadOp::TxnStatus {
+                    primary: keys::data_key(primary.as_bytes()),
+                    start_ts,
+                };
+                self.read(node, label, op)
             }
             other => Err(format!("unknown transaction command {other}").into()),
         }
