@@ -59,8 +59,11 @@ impl NodeClock {
     }
 
     /// Milliseconds since the Unix epoch on this node's clock. This is the one
-    /// place server code reads the wall clock; under madsim the system time
-    /// is the simulator's, and the harness adds each node's offset.
+    /// place server code reads the wall clock, on purpose: under madsim
+    /// `SystemTime::now` is the simulator's seeded virtual time (madsim
+    /// intercepts the clock calls), so runs replay exactly (the sweeps'
+    /// `--check-determinism` compares traces), and the harness adds each
+    /// node's offset.
     pub fn now_ms(&self) -> u64 {
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -19,17 +19,6 @@ fn start_cluster(dir: &std::path::Path) -> Vec<Server> {
     start_cluster_n(dir, 3)
 }
 
-async fn user_leader(client: &Client, addrs: &[String]) -> Option<usize> {
-    for (i, a) in addrs.iter().enumerate() {
-        if let Ok(st) = client.node_status(a).await {
-            if st.ranges.iter().any(|r| r.range_id == 2 && r.is_leader) {
-                return Some(i);
-            }
-        }
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_leader_during_writes_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,7 +63,7 @@ async fn kill_leader_during_writes_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let probe = Client::new(endpoints.clone(), opts.clone()).unwrap();
-    let leader = user_leader(&probe, &endpoints)
+    let leader = range_leader(&probe, &endpoints, 2)
         .await
         .expect("a leader while writes succeed");
     servers[leader].kill();

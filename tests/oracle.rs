@@ -16,17 +16,6 @@ use rangedb::client::{Client, ClientOptions};
 /// (began, finished, first timestamp, count)
 type Got = (Instant, Instant, u64, u64);
 
-async fn system_leader(client: &Client, addrs: &[String]) -> Option<usize> {
-    for (i, a) in addrs.iter().enumerate() {
-        if let Ok(st) = client.node_status(a).await {
-            if st.ranges.iter().any(|r| r.range_id == 1 && r.is_leader) {
-                return Some(i);
-            }
-        }
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timestamps_stay_unique_and_ordered_across_an_oracle_kill() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,7 +53,7 @@ async fn timestamps_stay_unique_and_ordered_across_an_oracle_kill() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let leader = system_leader(&client, &endpoints)
+    let leader = range_leader(&client, &endpoints, 1)
         .await
         .expect("a system range leader");
     servers[leader].kill();

@@ -45,6 +45,7 @@ impl Versioned {
     pub fn new(store: StoreHandle, local: Arc<TsoService>, peers: PeerAddresses) -> Versioned {
         let oracle = NodeOracle {
             local,
+            local_refused: Mutex::new(None),
             peers,
             remote: Mutex::new(None),
         };
@@ -91,10 +92,17 @@ impl Versioned {
 /// This node's oracle when it leads the system range, the leader's otherwise.
 struct NodeOracle {
     local: Arc<TsoService>,
+    /// When this node's own oracle last said it does not lead: for a while
+    /// requests go straight to the leader (whose client may route back
+    /// here), instead of asking the local Store first every time.
+    local_refused: Mutex<Option<tokio::time::Instant>>,
     peers: PeerAddresses,
     /// A client over the peer addresses, rebuilt when they change.
     remote: Mutex<Option<(Vec<String>, Arc<Client>)>>,
 }
+
+/// How long after its own oracle refused a node asks the leader directly.
+const LOCAL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Bounds of one oracle call from a node (under a client's deadline).
 const ORACLE_OPTIONS: ClientOptions = ClientOptions {
@@ -121,9 +129,19 @@ impl NodeOracle {
 impl TimestampSource for NodeOracle {
     fn fetch(&self, count: u64) -> BoxFuture<'_, Result<Timestamp>> {
         Box::pin(async move {
+            let recently_refused = self
+                .local_refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|t| t.elapsed() < LOCAL_RETRY_AFTER);
+            if recently_refused {
+                return self.remote()?.timestamps(count).await;
+            }
             match self.local.allocate(count).await {
                 Ok(ts) => Ok(ts),
                 Err(Error::NotLeader { .. }) | Err(Error::RangeNotFound(_)) => {
+                    *self.local_refused.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(tokio::time::Instant::now());
                     self.remote()?.timestamps(count).await
                 }
                 Err(e) => Err(e),

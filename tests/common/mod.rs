@@ -218,3 +218,24 @@ pub fn cluster_status(endpoints: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
+
+/// The index (in `addrs`) of the node leading range `range_id`, if any
+/// node says it does.
+pub async fn range_leader(
+    client: &rangedb::client::Client,
+    addrs: &[String],
+    range_id: u64,
+) -> Option<usize> {
+    for (i, a) in addrs.iter().enumerate() {
+        if let Ok(st) = client.node_status(a).await {
+            if st
+                .ranges
+                .iter()
+                .any(|r| r.range_id == range_id && r.is_leader)
+            {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
