@@ -36,6 +36,8 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;
+#[cfg(test)]
+mod golden;
 pub mod keys;
 pub mod mvcc;
 pub mod node;

@@ -19,11 +19,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("api", &["error"]),
     ("clock", &[]),
     ("chaos", &[]),
+    // Test support (cfg(test)): golden-script runner.
+    ("golden", &[]),
     ("config", &["error", "api", "clock"]),
     ("keys", &["error", "api"]),
     ("storage", &["error"]),
     ("raft", &["error", "keys", "storage", "chaos"]),
-    ("mvcc", &["error", "api", "keys", "storage", "chaos"]),
+    (
+        "mvcc",
+        &["error", "api", "keys", "storage", "chaos", "golden"],
+    ),
     (
         "range",
         &["error", "api", "keys", "storage", "raft", "mvcc", "chaos"],
@@ -47,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "range",
             "placement",
             "proto",
+            "golden",
         ],
     ),
     ("wire", &["error", "proto"]),

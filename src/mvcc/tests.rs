@@ -317,17 +317,7 @@ impl goldenscript::Runner for Runner {
 
 #[test]
 fn golden_scripts() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/mvcc/testscripts");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .expect("testscripts directory")
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty());
-    for p in paths {
-        goldenscript::run(&mut Runner::default(), &p)
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    }
+    crate::golden::run_scripts::<Runner>("src/mvcc/testscripts");
 }
 
 /// The chunked scan against a reference (every key read on its own), over

@@ -587,15 +587,5 @@ impl goldenscript::Runner for Harness {
 /// Every script in `src/node/testscripts/`.
 #[test]
 fn golden_scripts() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/node/testscripts");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .expect("testscripts directory")
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "no golden scripts in {}", dir.display());
-    for p in paths {
-        goldenscript::run(&mut Harness::default(), &p)
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    }
+    crate::golden::run_scripts::<Harness>("src/node/testscripts");
 }
