@@ -31,6 +31,12 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_SCAN_LIMIT: usize = 1000;
 /// Most pairs one Scan returns.
 pub const MAX_SCAN_LIMIT: usize = 100_000;
+/// Most keys one transaction writes.
+pub const MAX_TXN_KEYS: usize = 100_000;
+/// Largest total size (keys + values) of one transaction's writes, in bytes.
+pub const MAX_TXN_BYTES: usize = 10 * 1024 * 1024;
+/// Largest Txn message, in bytes (a transaction's writes, with framing).
+pub const MAX_TXN_MESSAGE_BYTES: usize = 12 * 1024 * 1024;
 /// Largest Admin message, in bytes (a merge carries the absorbed range's data).
 pub const MAX_ADMIN_MESSAGE_BYTES: usize = 256 << 20;
 

@@ -141,6 +141,15 @@ pub enum Error {
         start_ts: u64,
         ttl_ms: u64,
     },
+    /// A transaction met a conflicting one (a newer committed write, a
+    /// lock held, a read that changed before it could commit): nothing of
+    /// it was committed; running it again may succeed. User-visible key.
+    #[error("transaction conflict on {}: {reason}; run the transaction again", String::from_utf8_lossy(.key))]
+    TxnConflict { key: Vec<u8>, reason: String },
+    /// The transaction ran longer than `txn_max_duration`, or its snapshot
+    /// is older than the GC horizon: nothing of it was committed.
+    #[error("transaction too old: {0}")]
+    TxnTooOld(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -188,6 +197,12 @@ impl Error {
     /// other clients' writes.
     pub fn is_ambiguous(&self) -> bool {
         matches!(self, Error::Timeout(_) | Error::Indeterminate(_))
+    }
+
+    /// Whether running the whole transaction again may succeed (what
+    /// `Client::transact` retries).
+    pub fn is_txn_retryable(&self) -> bool {
+        matches!(self, Error::TxnConflict { .. })
     }
 }
 

@@ -22,6 +22,13 @@ pub const LEADER_ADDRESS: &str = "x-rangedb-leader-address";
 pub const RANGE_START: &str = "x-rangedb-range-start";
 pub const RANGE_END: &str = "x-rangedb-range-end";
 pub const RANGE_VERSION: &str = "x-rangedb-range-version";
+/// Transaction errors: the key (hex), the lock's primary (hex), its start
+/// timestamp and TTL, a commit timestamp.
+pub const TXN_KEY: &str = "x-rangedb-key";
+pub const TXN_PRIMARY: &str = "x-rangedb-primary";
+pub const TXN_START: &str = "x-rangedb-start-ts";
+pub const TXN_TTL: &str = "x-rangedb-ttl-ms";
+pub const TXN_TS: &str = "x-rangedb-ts";
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -73,6 +80,8 @@ pub fn to_status(e: Error) -> Status {
         Error::KeyLocked { .. } => "locked",
         Error::TxnAborted { .. } => "txn-aborted",
         Error::TxnCommitted { .. } => "txn-committed",
+        Error::TxnConflict { .. } => "txn-conflict",
+        Error::TxnTooOld(_) => "txn-too-old",
         Error::DataDir(_) | Error::Config(_) => "precondition",
         _ => "internal",
     };
@@ -133,10 +142,37 @@ fn to_status_inner(e: Error) -> Status {
         Error::Unavailable(_) | Error::ShuttingDown | Error::StaleTimestamp { .. } => {
             Status::unavailable(msg)
         }
-        Error::WriteConflict { .. }
-        | Error::KeyLocked { .. }
-        | Error::TxnAborted { .. }
-        | Error::TxnCommitted { .. } => Status::aborted(msg),
+        Error::WriteConflict { key, committed } => {
+            let mut s = Status::aborted(msg);
+            set(&mut s, TXN_KEY, &hex(&key));
+            set(&mut s, TXN_TS, &committed.to_string());
+            s
+        }
+        Error::KeyLocked {
+            key,
+            primary,
+            start_ts,
+            ttl_ms,
+        } => {
+            let mut s = Status::aborted(msg);
+            set(&mut s, TXN_KEY, &hex(&key));
+            set(&mut s, TXN_PRIMARY, &hex(&primary));
+            set(&mut s, TXN_START, &start_ts.to_string());
+            set(&mut s, TXN_TTL, &ttl_ms.to_string());
+            s
+        }
+        Error::TxnAborted { key } | Error::TxnConflict { key, .. } => {
+            let mut s = Status::aborted(msg);
+            set(&mut s, TXN_KEY, &hex(&key));
+            s
+        }
+        Error::TxnCommitted { key, commit_ts } => {
+            let mut s = Status::aborted(msg);
+            set(&mut s, TXN_KEY, &hex(&key));
+            set(&mut s, TXN_TS, &commit_ts.to_string());
+            s
+        }
+        Error::TxnTooOld(_) => Status::failed_precondition(msg),
         Error::DataDir(_) | Error::Config(_) => Status::failed_precondition(msg),
         Error::Storage(_) | Error::Corruption(_) | Error::Raft(_) | Error::Internal(_) => {
             Status::internal(msg)
@@ -177,6 +213,40 @@ pub fn from_status(s: &Status) -> Error {
         (Code::Unknown, Some("indeterminate")) => {
             Error::Indeterminate(strip(s.message(), "outcome unknown: "))
         }
+        (
+            Code::Aborted,
+            Some(
+                kind @ ("write-conflict" | "locked" | "txn-aborted" | "txn-committed"
+                | "txn-conflict"),
+            ),
+        ) => {
+            let key = get(s, TXN_KEY).and_then(unhex).unwrap_or_default();
+            let num = |k: &str| get(s, k).and_then(|v| v.parse().ok()).unwrap_or(0);
+            match kind {
+                "write-conflict" => Error::WriteConflict {
+                    key,
+                    committed: num(TXN_TS),
+                },
+                "locked" => Error::KeyLocked {
+                    key,
+                    primary: get(s, TXN_PRIMARY).and_then(unhex).unwrap_or_default(),
+                    start_ts: num(TXN_START),
+                    ttl_ms: num(TXN_TTL),
+                },
+                "txn-aborted" => Error::TxnAborted { key },
+                "txn-committed" => Error::TxnCommitted {
+                    key,
+                    commit_ts: num(TXN_TS),
+                },
+                _ => Error::TxnConflict {
+                    reason: conflict_reason(s.message(), &key),
+                    key,
+                },
+            }
+        }
+        (Code::FailedPrecondition, Some("txn-too-old")) => {
+            Error::TxnTooOld(strip(s.message(), "transaction too old: "))
+        }
         (Code::InvalidArgument, _) => {
             Error::InvalidArgument(strip(s.message(), "invalid argument: "))
         }
@@ -190,6 +260,15 @@ pub fn from_status(s: &Status) -> Error {
         (Code::FailedPrecondition, _) => Error::Config(s.message().to_string()),
         _ => Error::Internal(strip(&describe(s), "internal error: ")),
     }
+}
+
+/// The reason part of a `TxnConflict` message (see its Display).
+fn conflict_reason(m: &str, key: &[u8]) -> String {
+    let head = format!("transaction conflict on {}: ", String::from_utf8_lossy(key));
+    let m = m.strip_prefix(&head).unwrap_or(m);
+    m.strip_suffix("; run the transaction again")
+        .unwrap_or(m)
+        .to_string()
 }
 
 fn strip(m: &str, prefix: &str) -> String {
@@ -241,5 +320,42 @@ mod tests {
             to_status(Error::Timeout("x".into())).code(),
             Code::DeadlineExceeded
         );
+    }
+
+    #[test]
+    fn transaction_errors_roundtrip_with_their_fields() {
+        for e in [
+            Error::KeyLocked {
+                key: b"/a".to_vec(),
+                primary: b"/p".to_vec(),
+                start_ts: 77,
+                ttl_ms: 3000,
+            },
+            Error::WriteConflict {
+                key: b"/a".to_vec(),
+                committed: 9,
+            },
+            Error::TxnAborted {
+                key: b"/a".to_vec(),
+            },
+            Error::TxnCommitted {
+                key: b"/a".to_vec(),
+                commit_ts: 12,
+            },
+            Error::TxnConflict {
+                key: b"/acct/1".to_vec(),
+                reason: "written at 5 after the transaction read it".into(),
+            },
+            Error::TxnTooOld("ran 601 s; txn_max_duration is 600 s".into()),
+        ] {
+            let s = to_status(e.clone());
+            assert_eq!(from_status(&s), e, "{s:?}");
+        }
+        let c = Error::TxnConflict {
+            key: b"/k".to_vec(),
+            reason: "x".into(),
+        };
+        assert!(c.is_txn_retryable() && !c.is_retryable());
+        assert!(!Error::TxnTooOld("x".into()).is_txn_retryable());
     }
 }

@@ -297,7 +297,36 @@ fn id_list(v: &Value) -> String {
     format!("[{}]", ids.join(", "))
 }
 
+/// `admin cluster status` as the REPL prints it: the original README's lines.
+pub(super) async fn cluster_status_brief(out: &mut impl Write, client: &Client) -> Result<()> {
+    let status = cluster_status(client).await?;
+    print_status_head(out, &status, true);
+    Ok(())
+}
+
 fn print_cluster_status(out: &mut impl Write, s: &Value) {
+    print_status_head(out, s, false);
+    match s["under_replicated"].as_array() {
+        Some(u) if !u.is_empty() => {
+            let _ = writeln!(out, "  Under-replicated Partitions ({}):", u.len());
+            for r in u {
+                let _ = writeln!(
+                    out,
+                    "    range {}: {} of {} replicas live",
+                    r["range_id"], r["live_replicas"], r["replicas"]
+                );
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "  Under-replicated Partitions: none");
+        }
+    }
+    print_placement(out, s);
+}
+
+/// Cluster id, replication, partitions and nodes (`brief`: without the
+/// leaders each node holds).
+fn print_status_head(out: &mut impl Write, s: &Value, brief: bool) {
     let empty = Vec::new();
     let nodes = s["nodes"].as_array().unwrap_or(&empty);
     let _ = writeln!(out, "Cluster Status:");
@@ -318,24 +347,10 @@ fn print_cluster_status(out: &mut impl Write, s: &Value) {
         let _ = writeln!(out, "       Peer Address: {peer}");
         let _ = writeln!(out, "       Status: {}", n["status"].as_str().unwrap_or(""));
         let _ = writeln!(out, "       Partitions: {}", id_list(&n["partitions"]));
-        let _ = writeln!(out, "       Leader Of: {}", id_list(&n["leader_of"]));
-    }
-    match s["under_replicated"].as_array() {
-        Some(u) if !u.is_empty() => {
-            let _ = writeln!(out, "  Under-replicated Partitions ({}):", u.len());
-            for r in u {
-                let _ = writeln!(
-                    out,
-                    "    range {}: {} of {} replicas live",
-                    r["range_id"], r["live_replicas"], r["replicas"]
-                );
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "  Under-replicated Partitions: none");
+        if !brief {
+            let _ = writeln!(out, "       Leader Of: {}", id_list(&n["leader_of"]));
         }
     }
-    print_placement(out, s);
 }
 
 fn print_placement(out: &mut impl Write, s: &Value) {

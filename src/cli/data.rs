@@ -49,7 +49,11 @@ pub(super) async fn run(
             print_pairs(out, &pairs, json);
         }
         Command::Batch(BatchCommand::Put { pairs }) => batch_put(out, client, pairs, json).await?,
-        Command::Server(_) | Command::Bench(_) | Command::Admin(_) => {}
+        Command::Server(_)
+        | Command::Bench(_)
+        | Command::Admin(_)
+        | Command::Txn { .. }
+        | Command::Repl => {}
     }
     Ok(ExitCode::SUCCESS)
 }

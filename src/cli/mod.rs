@@ -8,6 +8,8 @@
 mod admin;
 mod bench;
 mod data;
+mod repl;
+pub mod txn;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +82,16 @@ pub enum Command {
     /// Several writes applied atomically.
     #[command(subcommand)]
     Batch(BatchCommand),
+    /// Transactions across separate commands: begin, put/get/delete/range, commit.
+    Txn {
+        /// The transaction to act on (default: the current one, from `txn begin`).
+        #[arg(long = "txn", env = "RANGEDB_TXN", global = true)]
+        id: Option<String>,
+        #[command(subcommand)]
+        command: txn::TxnCommand,
+    },
+    /// An interactive shell: get/put/delete/range, begin/commit/rollback, admin commands.
+    Repl,
     /// Load-test a running cluster: ops/s and latency percentiles.
     Bench(bench::BenchArgs),
     /// Node administration and introspection.
@@ -270,8 +282,21 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// Exit codes of client commands (documented in docs/transactions.md):
+/// 1 an error (or a key not found), 2 bad usage (clap), 3 the outcome of a
+/// write is unknown, 4 a transaction conflict (run it again), 5 a
+/// transaction too old.
+pub fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Timeout(_) | Error::Indeterminate(_) => 3,
+        Error::TxnConflict { .. } => 4,
+        Error::TxnTooOld(_) => 5,
+        _ => 1,
     }
 }
 
@@ -317,6 +342,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(cmd) => admin::run(&mut out, &client, cmd, json).await,
+        Command::Txn { id, command } => {
+            txn::run(&mut out, &client, command, id.as_deref(), json).await
+        }
+        Command::Repl => {
+            drop(out);
+            repl::run(&client).await
+        }
         cmd => data::run(&mut out, &client, cmd, json).await,
     }
 }

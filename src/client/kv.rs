@@ -53,47 +53,45 @@ impl Client {
         Ok(())
     }
 
-    /// Writes every pair; atomically when they share a range (see module docs).
+    /// Writes every pair atomically: in one command when they share a
+    /// range, as one transaction when they do not.
     pub async fn batch_put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-        let mut queue = vec![pairs];
-        let mut rounds = 0;
-        while let Some(batch) = queue.pop() {
-            let Some(first) = batch.first().map(|(k, _)| route::key(k)) else {
-                continue;
-            };
-            let req = BatchPutRequest {
-                pairs: batch
-                    .iter()
-                    .map(|(key, value)| KeyValue {
-                        key: key.clone(),
-                        value: value.clone(),
-                    })
-                    .collect(),
-            };
-            let result = self
-                .with_retry(&first, Retry::Batch, |ch| {
-                    let req = req.clone();
-                    async move { KvClient::new(ch).batch_put(req).await }
+        let Some(first) = pairs.first().map(|(k, _)| route::key(k)) else {
+            return Ok(());
+        };
+        let req = BatchPutRequest {
+            pairs: pairs
+                .iter()
+                .map(|(key, value)| KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
                 })
-                .await;
-            match result {
-                Ok(_) => {}
-                Err(Error::KeyNotInRange { span, .. }) if span.is_known() && rounds < 1000 => {
-                    rounds += 1;
-                    let (inside, rest): (Vec<_>, Vec<_>) = batch
-                        .into_iter()
-                        .partition(|(k, _)| span.contains(&route::key(k)));
-                    if !rest.is_empty() {
-                        queue.push(rest);
-                    }
-                    if !inside.is_empty() {
-                        queue.push(inside);
-                    }
-                }
-                Err(e) => return Err(e),
+                .collect(),
+        };
+        let result = self
+            .with_retry(&first, Retry::Batch, |ch| {
+                let req = req.clone();
+                async move { KvClient::new(ch).batch_put(req).await }
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(Error::KeyNotInRange { .. }) => {
+                let opts = super::TxnOptions::default();
+                self.transact(&opts, |txn| {
+                    let pairs = pairs.clone();
+                    Box::pin(async move {
+                        for (k, v) in &pairs {
+                            txn.put(k, v)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .await
+                .map(drop)
             }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     /// Pairs with `start <= key < end` (empty `end`: to the end), at most

@@ -8,8 +8,7 @@
 //! split under a request answers `KeyNotInRange` with its new span. Scans
 //! that cross ranges continue from the `resume_key` the server returns, so
 //! they stream in key order across any number of ranges. A batch whose keys
-//! span several ranges is split into one atomic batch per range (CAVEAT:
-//! atomic per range, not across ranges, until transactions land).
+//! span several ranges commits as one transaction (`transaction.rs`).
 //!
 //! Writes are retried only when they certainly were not applied (not the
 //! leader, connection refused, proposal dropped); an ambiguous failure (a
@@ -37,9 +36,13 @@ use crate::wire::{from_status, is_server_status};
 
 mod admin;
 mod kv;
+pub mod transaction;
 pub mod tso;
+mod txn_rpc;
 
+pub use transaction::{Transaction, TxnOptions, TxnRecord};
 pub use tso::{TimestampSource, TsoBatcher};
+pub use txn_rpc::TxnState;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -100,6 +103,16 @@ enum Retry {
     /// Batches: like writes, and a `KeyNotInRange` goes back to the caller,
     /// which splits the batch.
     Batch,
+    /// Idempotent transaction steps: retried like reads (ambiguous failures
+    /// too), and a `KeyNotInRange` goes back to the caller like a batch's.
+    Steps,
+}
+
+impl Retry {
+    /// Whether an attempt whose outcome is unknown may be repeated.
+    fn idempotent(self) -> bool {
+        matches!(self, Retry::Idempotent | Retry::Steps)
+    }
 }
 
 impl Client {
@@ -245,7 +258,7 @@ impl Client {
                         "{addr} did not answer within {:?}",
                         self.opts.rpc_timeout
                     ));
-                    if retry != Retry::Idempotent {
+                    if !retry.idempotent() {
                         return Err(e);
                     }
                     e
@@ -267,7 +280,7 @@ impl Client {
         if !is_server_status(status) {
             self.demote(key, addr);
             let reason = transport_message(status);
-            if !never_sent(&reason) && retry != Retry::Idempotent {
+            if !never_sent(&reason) && !retry.idempotent() {
                 return Next::Fail(Error::Indeterminate(format!(
                     "connection to {addr} failed during the write: {reason}"
                 )));
@@ -277,7 +290,7 @@ impl Client {
         }
         st.unreachable_in_a_row = 0;
         let e = from_status(status);
-        if !e.is_retryable() || (retry != Retry::Idempotent && e.is_ambiguous()) {
+        if !e.is_retryable() || (!retry.idempotent() && e.is_ambiguous()) {
             return Next::Fail(e);
         }
         match &e {
@@ -298,7 +311,7 @@ impl Client {
             Error::EpochMismatch { current, .. } => self.learn(current, None),
             Error::KeyNotInRange { span, .. } => {
                 self.learn(span, Some(addr.to_string()));
-                if retry == Retry::Batch {
+                if matches!(retry, Retry::Batch | Retry::Steps) {
                     return Next::Fail(e);
                 }
             }

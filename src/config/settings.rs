@@ -33,6 +33,10 @@ pub const DEFAULT_DEAD_NODE_TIMEOUT_SECS: u64 = 10;
 /// deletes) readable before garbage collection drops them.
 pub const DEFAULT_GC_TTL_SECS: u64 = 600;
 
+/// Default `txn_max_duration`: seconds a transaction may run (from its
+/// start timestamp) before it fails with `TxnTooOld`.
+pub const DEFAULT_TXN_MAX_DURATION_SECS: u64 = 600;
+
 /// Every cluster setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setting {
@@ -42,16 +46,18 @@ pub enum Setting {
     MergeMaxBytes,
     DeadNodeTimeout,
     GcTtl,
+    TxnMaxDuration,
 }
 
 impl Setting {
-    pub const ALL: [Setting; 6] = [
+    pub const ALL: [Setting; 7] = [
         Setting::ReplicationFactor,
         Setting::RangeMaxBytes,
         Setting::SplitQps,
         Setting::MergeMaxBytes,
         Setting::DeadNodeTimeout,
         Setting::GcTtl,
+        Setting::TxnMaxDuration,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +68,7 @@ impl Setting {
             Setting::MergeMaxBytes => "merge_max_bytes",
             Setting::DeadNodeTimeout => "dead_node_timeout",
             Setting::GcTtl => "gc_ttl",
+            Setting::TxnMaxDuration => "txn_max_duration",
         }
     }
 
@@ -93,6 +100,10 @@ impl Setting {
             Setting::GcTtl => (
                 n.filter(|n| (1..=30 * 86_400).contains(n)),
                 "a whole number of seconds from 1 to 2592000 (30 days)".into(),
+            ),
+            Setting::TxnMaxDuration => (
+                n.filter(|n| (1..=86_400).contains(n)),
+                "a whole number of seconds from 1 to 86400".into(),
             ),
         };
         ok.ok_or_else(|| {
@@ -128,6 +139,8 @@ pub struct ClusterSettings {
     pub dead_node_timeout: Duration,
     /// How long replaced versions stay readable (MVCC garbage collection).
     pub gc_ttl: Duration,
+    /// How long a transaction may run before it fails with `TxnTooOld`.
+    pub txn_max_duration: Duration,
 }
 
 impl Default for ClusterSettings {
@@ -139,6 +152,7 @@ impl Default for ClusterSettings {
             merge_max_bytes: DEFAULT_MERGE_MAX_BYTES,
             dead_node_timeout: Duration::from_secs(DEFAULT_DEAD_NODE_TIMEOUT_SECS),
             gc_ttl: Duration::from_secs(DEFAULT_GC_TTL_SECS),
+            txn_max_duration: Duration::from_secs(DEFAULT_TXN_MAX_DURATION_SECS),
         }
     }
 }
@@ -174,6 +188,7 @@ impl ClusterSettings {
                 Setting::MergeMaxBytes => out.merge_max_bytes = n,
                 Setting::DeadNodeTimeout => out.dead_node_timeout = Duration::from_secs(n),
                 Setting::GcTtl => out.gc_ttl = Duration::from_secs(n),
+                Setting::TxnMaxDuration => out.txn_max_duration = Duration::from_secs(n),
             }
         }
         Ok(out)

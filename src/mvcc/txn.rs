@@ -358,6 +358,16 @@ pub fn one_pc(
                 committed,
             }));
         }
+        // A transaction whose commit's reply was lost is settled by marking
+        // it rolled back on its first key (`check_status`): it must not
+        // apply afterwards.
+        if start < commit && m.key() == muts[0].key() {
+            if let Some((_, w)) = r.by_txn(key, start)? {
+                if w.write_kind()? == WriteKind::Rollback {
+                    return Ok(Err(TxnError::Aborted { key: key.to_vec() }));
+                }
+            }
+        }
         let (kind, value) = m.kind_value();
         write_version(&mut wb, key, commit, kind, start, value);
     }

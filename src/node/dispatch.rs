@@ -129,6 +129,7 @@ impl Store {
     ) {
         let route = match &op {
             ReadOp::Get(k) | ReadOp::TxnStatus { primary: k, .. } => self.route(k),
+            ReadOp::Validate { .. } => self.route(op.key()),
             ReadOp::Scan {
                 start,
                 end,

@@ -31,6 +31,15 @@ pub enum ReadOp {
         primary: Vec<u8>,
         start_ts: u64,
     },
+    /// A transaction's read validation, read at its commit timestamp: no
+    /// write committed in `(start_ts, commit]` and no foreign lock on
+    /// `reads` (all in this range) or on the part of `span` in this range.
+    /// Answers `Pairs([], resume)` (resume: where `span` continues).
+    Validate {
+        reads: Vec<Vec<u8>>,
+        span: Option<(Vec<u8>, Vec<u8>)>,
+        start_ts: u64,
+    },
 }
 
 impl ReadOp {
@@ -40,6 +49,11 @@ impl ReadOp {
             ReadOp::Get(k) => k,
             ReadOp::Scan { start, .. } => start,
             ReadOp::TxnStatus { primary, .. } => primary,
+            ReadOp::Validate { reads, span, .. } => match (reads.first(), span) {
+                (Some(k), _) => k,
+                (None, Some((s, _))) => s,
+                (None, None) => &[],
+            },
         }
     }
 }
@@ -208,6 +222,53 @@ impl Replica {
                     Timestamp(*start_ts),
                 )?))
             }
+            ReadOp::Validate {
+                reads,
+                span,
+                start_ts,
+            } => self.validate(reads, span.as_ref(), Timestamp(*start_ts), ts),
+        }
+    }
+
+    /// A transaction's read validation on this range (see `ReadOp::Validate`).
+    fn validate(
+        &self,
+        reads: &[Vec<u8>],
+        span: Option<&(Vec<u8>, Vec<u8>)>,
+        start: Timestamp,
+        commit: Option<Timestamp>,
+    ) -> Result<ReadResult> {
+        let d = &self.desc;
+        let Some(commit) = commit else {
+            return Err(Error::Internal(
+                "a validation without a commit timestamp".into(),
+            ));
+        };
+        let moved = reads.iter().any(|k| !d.contains(k))
+            || span.is_some_and(|(s, _)| s.as_slice() >= d.end_key.as_slice());
+        if moved {
+            return Err(Error::KeyNotInRange {
+                range_id: d.range_id,
+                span: self.span(),
+            });
+        }
+        let mut spans = Vec::new();
+        let mut resume = None;
+        if let Some((start, end)) = span {
+            let s = start.as_slice().max(d.start_key.as_slice()).to_vec();
+            let e = if end.is_empty() || end.as_slice() > d.end_key.as_slice() {
+                resume = Some(d.end_key.clone());
+                d.end_key.clone()
+            } else {
+                end.clone()
+            };
+            spans.push((s, e));
+        }
+        let engine = self.engine.as_ref();
+        let r = Reader::new(&engine);
+        match crate::mvcc::validate(&r, reads, &spans, start, commit)? {
+            Ok(()) => Ok(ReadResult::Pairs(Vec::new(), resume)),
+            Err(e) => Err(txn_error(e)),
         }
     }
 

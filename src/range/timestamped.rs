@@ -69,6 +69,19 @@ impl Replica {
             frozen_ok,
             ..Admit::LEADER
         })?;
+        // A one-range transaction's reads and spans must lie in this range
+        // too: what lies outside would go unvalidated.
+        let d = &self.desc;
+        let outside = cmd.reads.iter().any(|k| !d.contains(k))
+            || cmd.spans.iter().any(|s| {
+                !d.contains(&s.start) || s.end.is_empty() || s.end.as_slice() > d.end_key.as_slice()
+            });
+        if outside {
+            return Err(Error::KeyNotInRange {
+                range_id: self.desc.range_id,
+                span: self.span(),
+            });
+        }
         for op in &cmd.ops {
             if !self.desc.contains(&op.key) {
                 return Err(Error::KeyNotInRange {

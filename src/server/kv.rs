@@ -64,7 +64,7 @@ const RESERVED: &str =
     "keys under \"_/\" are reserved for cluster metadata and cannot be written through the \
      Kv API; read them with `rangedb admin meta get|list` or `rangedb admin config get`";
 
-fn check_key(key: &[u8]) -> Result<()> {
+pub(super) fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(Error::InvalidArgument("key must not be empty".into()));
     }
@@ -85,7 +85,7 @@ pub(super) fn check_writable_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn check_value(value: &[u8]) -> Result<()> {
+pub(super) fn check_value(value: &[u8]) -> Result<()> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(Error::InvalidArgument(format!(
             "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
@@ -173,9 +173,10 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_key(&req.key).map_err(status)?;
         let c = consistency(req.consistency).map_err(status)?;
+        let key = keys::data_key(&req.key);
         match self
-            .store
-            .read(ReadOp::Get(keys::data_key(&req.key)), c)
+            .versioned
+            .resolving(|| self.store.read(ReadOp::Get(key.clone()), c))
             .await
             .map_err(status)?
         {
@@ -247,7 +248,12 @@ impl Kv for KvService {
             limit,
             reverse: req.reverse,
         };
-        let (pairs, resume) = match self.store.read(op, c).await.map_err(status)? {
+        let (pairs, resume) = match self
+            .versioned
+            .resolving(|| self.store.read(op.clone(), c))
+            .await
+            .map_err(status)?
+        {
             ReadResult::Pairs(p, r) => (p, r),
             ReadResult::Value(_) | ReadResult::Txn(_) => {
                 return Err(Status::internal("unexpected read result"))

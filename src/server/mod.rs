@@ -22,6 +22,7 @@ mod placement_loop;
 mod raft_service;
 pub mod registry;
 mod tso;
+mod txn;
 mod versioned;
 
 pub use bootstrap::{prepare_store, StoreIdent};
@@ -115,8 +116,14 @@ pub async fn run_node(
     }
     addresses.insert(node_id, cfg.peer_address.clone());
     let (settings_tx, settings_rx) = watch::channel(ClusterSettings::default());
-    let (store_task, handle) =
-        open_store(&cfg, node_id, engine, &addresses, settings_rx, &stop_rx)?;
+    let (store_task, handle) = open_store(
+        &cfg,
+        node_id,
+        engine,
+        &addresses,
+        settings_rx.clone(),
+        &stop_rx,
+    )?;
     let store_task = tokio::spawn(store_task.run(stop_rx.clone()));
     let info = Arc::new(kv::NodeInfo {
         node_id,
@@ -125,13 +132,20 @@ pub async fn run_node(
         client_address: cfg.client_address.clone(),
     });
     let tso = Arc::new(tso::TsoService::new(handle.clone(), cfg.clock.clone()));
+    let versioned = versioned::Versioned::new(
+        handle.clone(),
+        tso.clone(),
+        addresses.clone(),
+        settings_rx,
+        cfg.clock.clone(),
+    );
     let (peer_task, client_task) = spawn_services(
         &handle,
         info,
         tso,
+        versioned,
         addresses.clone(),
-        peer_addr,
-        client_addr,
+        (peer_addr, client_addr),
         &stop_rx,
     );
     spawn_background(&cfg, &ident, handle, addresses, settings_tx, &stop_rx);
@@ -160,27 +174,32 @@ fn spawn_services(
     handle: &StoreHandle,
     info: Arc<kv::NodeInfo>,
     tso: Arc<tso::TsoService>,
+    versioned: versioned::Versioned,
     addresses: PeerAddresses,
-    peer_addr: SocketAddr,
-    client_addr: SocketAddr,
+    (peer_addr, client_addr): (SocketAddr, SocketAddr),
     stop: &watch::Receiver<bool>,
 ) -> (ServeTask, ServeTask) {
-    let versioned = versioned::Versioned::new(handle.clone(), tso.clone(), addresses.clone());
     let kv_service = kv::KvService::new(handle.clone(), info, tso, versioned);
     let health = health::HealthService::new(handle.clone());
     let raft_service = raft_service::RaftService::new(handle.clone(), addresses);
     let admin =
         |kv: kv::KvService| AdminServer::new(kv).max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES);
+    let txn = |kv: kv::KvService| {
+        crate::proto::txn_server::TxnServer::new(kv)
+            .max_decoding_message_size(crate::api::MAX_TXN_MESSAGE_BYTES)
+    };
     let peer_server = tonic::transport::Server::builder()
         .add_service(
             RaftTransportServer::new(raft_service).max_decoding_message_size(MAX_RAFT_BATCH_BYTES),
         )
         .add_service(KvServer::new(kv_service.clone()))
+        .add_service(txn(kv_service.clone()))
         .add_service(admin(kv_service.clone()))
         .add_service(health::pb::health_server::HealthServer::new(health.clone()))
         .serve_with_shutdown(peer_addr, until_shutdown(stop.clone()));
     let client_server = tonic::transport::Server::builder()
         .add_service(KvServer::new(kv_service.clone()))
+        .add_service(txn(kv_service.clone()))
         .add_service(admin(kv_service))
         .add_service(health::pb::health_server::HealthServer::new(health))
         .serve_with_shutdown(client_addr, until_shutdown(stop.clone()));

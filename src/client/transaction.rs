@@ -1,0 +1,471 @@
+//! Transactions in the SDK: the client is the coordinator (Percolator with
+//! read validation; docs/transactions.md).
+//!
+//! A `Transaction` takes a start timestamp from the oracle, reads the
+//! snapshot at it (the server resolves locks in the way), and buffers its
+//! writes (reads see them: read-your-writes). Nothing is locked before
+//! `commit`, so an abandoned transaction blocks nobody. Commit:
+//! - no writes: nothing to do — the reads were one snapshot taken after the
+//!   transaction began (strictly serializable at `start_ts`);
+//! - every key written, read and scanned in one range: one Raft command
+//!   (`CommitOnePc`) that validates the reads and writes at a fresh
+//!   timestamp;
+//! - otherwise two-phase: prewrite (lock) every written key, take
+//!   `commit_ts`, validate every read key and scanned span (nothing
+//!   committed in `(start_ts, commit_ts]`, no foreign lock; the check
+//!   registers the read at `commit_ts`, so no later write lands below it),
+//!   commit the primary (the commit point), then the secondaries (readers
+//!   roll forward any left behind). The transaction is serialized at
+//!   `commit_ts`, taken between its invocation and its reply.
+//!
+//! No ambiguous commits: when the primary's commit reply is lost, the
+//! outcome is read back from the primary (settling it if its lock expired),
+//! so `commit` answers committed or aborted; only a cluster unreachable
+//! for the whole deadline leaves `Indeterminate`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Client, TxnState};
+use crate::api::{self, Timestamp, MAX_KEY_BYTES, MAX_TXN_BYTES, MAX_TXN_KEYS, MAX_VALUE_BYTES};
+use crate::error::{Error, Result};
+use crate::proto::{Mutation, OnePcRequest, ReadSpan};
+
+/// A lock's lifetime past the moment it is written; the coordinator
+/// commits well within it (locks are only held during `commit`).
+pub const LOCK_TTL: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+pub struct TxnOptions {
+    /// `Client::transact`: overall time for every attempt.
+    pub deadline: Duration,
+    /// `Client::transact`: attempts at most.
+    pub max_attempts: u32,
+}
+
+impl Default for TxnOptions {
+    fn default() -> Self {
+        TxnOptions {
+            deadline: Duration::from_secs(30),
+            max_attempts: 20,
+        }
+    }
+}
+
+/// Everything a transaction is before it commits: what the CLI keeps
+/// between commands (serializable), and what `Client::resume` takes back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRecord {
+    pub start_ts: u64,
+    /// Buffered writes, in key order (`None`: a delete).
+    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Keys read (validated at commit).
+    pub reads: Vec<Vec<u8>>,
+    /// Spans scanned `[start, end)` (end empty: to the end).
+    pub spans: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// An open transaction (see the module docs).
+pub struct Transaction<'c> {
+    client: &'c Client,
+    start_ts: Timestamp,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    write_bytes: usize,
+    reads: BTreeSet<Vec<u8>>,
+    spans: Vec<(Vec<u8>, Vec<u8>)>,
+    /// When this process began or resumed it, less the time it had run.
+    began: tokio::time::Instant,
+}
+
+fn check_write(key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidArgument("key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "key is {} bytes; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    if api::is_system_key(key) {
+        return Err(Error::InvalidArgument(
+            "keys under \"_/\" are reserved for cluster metadata and cannot be written".into(),
+        ));
+    }
+    if let Some(v) = value {
+        if v.len() > MAX_VALUE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Client {
+    /// Begins a transaction: a fresh start timestamp from the oracle.
+    pub async fn begin(&self) -> Result<Transaction<'_>> {
+        let start_ts = self.timestamps(1).await?;
+        Ok(self.resume(
+            TxnRecord {
+                start_ts: start_ts.0,
+                ..Default::default()
+            },
+            Duration::ZERO,
+        ))
+    }
+
+    /// Takes back a transaction from its record (another process began
+    /// it); `elapsed`: how long it has run.
+    pub fn resume(&self, rec: TxnRecord, elapsed: Duration) -> Transaction<'_> {
+        let now = tokio::time::Instant::now();
+        let write_bytes = rec
+            .writes
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
+        Transaction {
+            client: self,
+            start_ts: Timestamp(rec.start_ts),
+            writes: rec.writes.into_iter().collect(),
+            write_bytes,
+            reads: rec.reads.into_iter().collect(),
+            spans: rec.spans,
+            began: now.checked_sub(elapsed).unwrap_or(now),
+        }
+    }
+
+    /// Runs `f` in a transaction and commits it, running it again (with
+    /// backoff) while it fails with a conflict, within `opts`' deadline.
+    /// `f` must be safe to run more than once (it sees a fresh snapshot
+    /// each time). Returns `f`'s answer and the commit timestamp.
+    pub async fn transact<T, F>(&self, opts: &TxnOptions, mut f: F) -> Result<(T, Timestamp)>
+    where
+        F: for<'t> FnMut(
+            &'t mut Transaction<'_>,
+        ) -> Pin<Box<dyn Future<Output = Result<T>> + Send + 't>>,
+    {
+        let begun = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut txn = self.begin().await?;
+            let result = match f(&mut txn).await {
+                Ok(v) => txn.commit().await.map(|ts| (v, ts)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e)
+                    if e.is_txn_retryable()
+                        && attempt < opts.max_attempts
+                        && begun.elapsed() + backoff < opts.deadline =>
+                {
+                    let jitter = madsim::rand::random::<u64>() % (backoff.as_millis() as u64 + 1);
+                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+impl<'c> Transaction<'c> {
+    pub fn start_ts(&self) -> Timestamp {
+        self.start_ts
+    }
+
+    /// The transaction's state (for `Client::resume`).
+    pub fn record(&self) -> TxnRecord {
+        TxnRecord {
+            start_ts: self.start_ts.0,
+            writes: self
+                .writes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            reads: self.reads.iter().cloned().collect(),
+            spans: self.spans.clone(),
+        }
+    }
+
+    /// How many writes are buffered.
+    pub fn write_count(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Reads `key` in the transaction (its own writes first).
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.clone());
+        }
+        let v = self.client.txn_get(key, self.start_ts).await?;
+        self.reads.insert(key.to_vec());
+        Ok(v)
+    }
+
+    /// Pairs with `start <= key < end` (end empty: to the end), at most
+    /// `limit` (0: the default), the transaction's own writes included.
+    pub async fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let want = if limit == 0 {
+            api::DEFAULT_SCAN_LIMIT
+        } else {
+            limit as usize
+        };
+        // Fetch enough to survive buffered deletes in the span.
+        let deletes = self
+            .writes
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| end.is_empty() || k.as_slice() < end)
+            .filter(|(_, v)| v.is_none())
+            .count();
+        let fetch = (want + deletes).min(api::MAX_SCAN_LIMIT) as u32;
+        let (pairs, covered) = self
+            .client
+            .txn_scan(start, end, fetch, self.start_ts)
+            .await?;
+        self.spans.push((start.to_vec(), covered.clone()));
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
+        for (k, v) in self
+            .writes
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| covered.is_empty() || k.as_slice() < covered.as_slice())
+        {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().take(want).collect())
+    }
+
+    /// Buffers a write of `key` (checked now; written at commit).
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_write(key, Some(value))?;
+        self.buffer(key, Some(value.to_vec()))
+    }
+
+    /// Buffers a delete of `key`.
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        check_write(key, None)?;
+        self.buffer(key, None)
+    }
+
+    fn buffer(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Result<()> {
+        let add = key.len() + value.as_ref().map_or(0, Vec::len);
+        let old = self
+            .writes
+            .get(key)
+            .map(|v| key.len() + v.as_ref().map_or(0, Vec::len));
+        if old.is_none() && self.writes.len() >= MAX_TXN_KEYS {
+            return Err(Error::InvalidArgument(format!(
+                "a transaction writes at most {MAX_TXN_KEYS} keys"
+            )));
+        }
+        let bytes = self.write_bytes - old.unwrap_or(0) + add;
+        if bytes > MAX_TXN_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "a transaction writes at most {MAX_TXN_BYTES} bytes (this write makes {bytes})"
+            )));
+        }
+        self.write_bytes = bytes;
+        self.writes.insert(key.to_vec(), value);
+        Ok(())
+    }
+
+    /// Drops the transaction (nothing was locked: it wrote nothing yet).
+    pub fn rollback(self) {}
+
+    fn mutations(&self) -> Vec<Mutation> {
+        self.writes
+            .iter()
+            .map(|(k, v)| Mutation {
+                key: k.clone(),
+                value: v.clone().unwrap_or_default(),
+                delete: v.is_none(),
+            })
+            .collect()
+    }
+
+    /// Keys read but not written (written keys are checked by the prewrite).
+    fn read_only_keys(&self) -> Vec<Vec<u8>> {
+        self.reads
+            .iter()
+            .filter(|k| !self.writes.contains_key(*k))
+            .cloned()
+            .collect()
+    }
+
+    /// Commits; the commit timestamp (the start timestamp for a
+    /// transaction that wrote nothing).
+    pub async fn commit(self) -> Result<Timestamp> {
+        if self.writes.is_empty() {
+            return Ok(self.start_ts);
+        }
+        if self.one_range() {
+            match self.commit_one_pc().await {
+                Err(Error::KeyNotInRange { .. }) => {} // it spans ranges after all
+                r => return r,
+            }
+        }
+        self.commit_two_pc().await
+    }
+
+    /// Whether every key the transaction touched lies in one range the
+    /// client knows of (or it knows none, and the server will tell).
+    fn one_range(&self) -> bool {
+        let mut st = self.client.lock();
+        let mut range: Option<Option<Vec<u8>>> = None;
+        let keys = self
+            .writes
+            .keys()
+            .chain(self.reads.iter())
+            .chain(self.spans.iter().map(|(s, _)| s));
+        for k in keys {
+            let rk = api::route::key(k);
+            let here = Client::cached(&mut st, &rk).map(|(s, (e, _))| (s.clone(), e.clone()));
+            let start = here.as_ref().map(|(s, _)| s.clone());
+            match &range {
+                None => range = Some(start),
+                Some(r) if *r != start => return false,
+                _ => {}
+            }
+        }
+        true
+    }
+
+    async fn commit_one_pc(&self) -> Result<Timestamp> {
+        let req = OnePcRequest {
+            start_ts: self.start_ts.0,
+            mutations: self.mutations(),
+            reads: self.read_only_keys(),
+            spans: self
+                .spans
+                .iter()
+                .map(|(s, e)| ReadSpan {
+                    start: s.clone(),
+                    end: e.clone(),
+                })
+                .collect(),
+        };
+        let first = req.mutations[0].key.clone();
+        match self.client.txn_one_pc(req).await {
+            Err(e) if e.is_ambiguous() => self.settle(&first).await,
+            r => r,
+        }
+    }
+
+    async fn commit_two_pc(&self) -> Result<Timestamp> {
+        let primary = self
+            .writes
+            .keys()
+            .next()
+            .cloned()
+            .ok_or_else(|| Error::Internal("a two-phase commit with no writes".into()))?;
+        let keys: Vec<Vec<u8>> = self.writes.keys().cloned().collect();
+        let ttl_ms = (self.began.elapsed() + LOCK_TTL).as_millis() as u64;
+        let prewritten = self
+            .client
+            .txn_prewrite(&primary, self.start_ts, ttl_ms, self.mutations())
+            .await;
+        if let Err(e) = prewritten {
+            self.abandon(keys).await;
+            return Err(e);
+        }
+        let checked = async {
+            let commit_ts = self.client.timestamps(1).await?;
+            self.client
+                .txn_validate(
+                    self.start_ts,
+                    commit_ts,
+                    self.read_only_keys(),
+                    self.spans.clone(),
+                )
+                .await?;
+            Ok(commit_ts)
+        };
+        let commit_ts = match checked.await {
+            Ok(ts) => ts,
+            Err(e) => {
+                self.abandon(keys).await;
+                return Err(e);
+            }
+        };
+        // The commit point.
+        match self
+            .client
+            .txn_finish(vec![primary.clone()], self.start_ts, Some(commit_ts))
+            .await
+        {
+            Ok(()) => {}
+            Err(Error::TxnAborted { key }) => {
+                return Err(Error::TxnConflict {
+                    key,
+                    reason: "its locks expired and were rolled back before it committed".into(),
+                })
+            }
+            Err(e) if e.is_ambiguous() || e.is_retryable() => {
+                self.settle(&primary).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        // Secondaries: readers roll forward any this leaves behind.
+        let rest: Vec<Vec<u8>> = keys.into_iter().filter(|k| *k != primary).collect();
+        if !rest.is_empty() {
+            if let Err(e) = self
+                .client
+                .txn_finish(rest, self.start_ts, Some(commit_ts))
+                .await
+            {
+                tracing::debug!(%e, "secondaries left for readers to resolve");
+            }
+        }
+        Ok(commit_ts)
+    }
+
+    /// Rolls back what a failed commit may have locked (best effort: an
+    /// expired lock is rolled back by whoever meets it).
+    async fn abandon(&self, keys: Vec<Vec<u8>>) {
+        if let Err(e) = self.client.txn_finish(keys, self.start_ts, None).await {
+            tracing::debug!(%e, "locks of an aborted transaction left to expire");
+        }
+    }
+
+    /// Decides a commit whose reply was lost from the primary: committed
+    /// (its timestamp) or aborted (`TxnConflict`); a live lock is waited on
+    /// until it commits or expires.
+    async fn settle(&self, primary: &[u8]) -> Result<Timestamp> {
+        settle(self.client, primary, self.start_ts).await
+    }
+}
+
+/// The outcome of the transaction (`primary`, `start`) whose commit's
+/// reply was lost (see `Transaction::settle`).
+pub async fn settle(client: &Client, primary: &[u8], start: Timestamp) -> Result<Timestamp> {
+    for _ in 0..100 {
+        match client.txn_check(primary, start).await? {
+            TxnState::Committed { commit_ts } => return Ok(commit_ts),
+            TxnState::RolledBack | TxnState::Unknown => {
+                return Err(Error::TxnConflict {
+                    key: primary.to_vec(),
+                    reason: "its commit was interrupted and it was rolled back".into(),
+                })
+            }
+            TxnState::Locked { .. } => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Err(Error::Indeterminate(
+        "the transaction's primary lock neither committed nor expired".into(),
+    ))
+}
