@@ -42,10 +42,13 @@ pub enum Canary {
     /// the span first: keys (and MVCC records) the leader deleted or
     /// collected survive on the replica that caught up.
     SnapshotKeepsDeletedKeys,
+    /// Transactions' reads are not validated at commit (neither in one
+    /// command nor two-phase): write skew and lost updates get through.
+    SkipReadValidation,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 11] = [
+    pub const ALL: [Canary; 12] = [
         Canary::AckBeforeFsync,
         Canary::ReadWithoutReadIndex,
         Canary::ForgetVote,
@@ -57,6 +60,7 @@ impl Canary {
         Canary::ApplyErrorSkipsEntry,
         Canary::OracleMarkNotPersisted,
         Canary::SnapshotKeepsDeletedKeys,
+        Canary::SkipReadValidation,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +76,7 @@ impl Canary {
             Canary::ApplyErrorSkipsEntry => "apply-error-skips-entry",
             Canary::OracleMarkNotPersisted => "oracle-mark-not-persisted",
             Canary::SnapshotKeepsDeletedKeys => "snapshot-keeps-deleted-keys",
+            Canary::SkipReadValidation => "skip-read-validation",
         }
     }
 

@@ -18,6 +18,7 @@
 pub mod checks;
 #[cfg(madsim)]
 mod cluster;
+pub mod elle;
 #[cfg(madsim)]
 pub mod history;
 #[cfg(madsim)]
@@ -26,6 +27,8 @@ pub mod linearizability;
 pub mod nemesis;
 #[cfg(madsim)]
 pub mod scenario;
+#[cfg(madsim)]
+pub mod txn_workload;
 #[cfg(madsim)]
 pub mod workload;
 

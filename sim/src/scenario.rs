@@ -112,6 +112,7 @@ pub async fn run(opts: RunOptions) -> RunReport {
         joiners,
     }));
     let history = History::new();
+    let txn_history = crate::txn_workload::TxnHistory::default();
     let mut violations = Vec::new();
     let mut schedule = Vec::new();
 
@@ -176,6 +177,19 @@ pub async fn run(opts: RunOptions) -> RunReport {
                 client,
                 history.clone(),
                 trng,
+                stop_us,
+            )));
+        }
+        // Transaction clients, on their own RNG.
+        for i in 0..2 {
+            let client = cluster.client(Duration::from_secs(10));
+            let xrng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7a7a_0000 ^ i as u64);
+            clients.push(cluster.client_host.spawn(crate::txn_workload::txn_loop(
+                opts.clients + 1 + i,
+                client,
+                history.clone(),
+                txn_history.clone(),
+                xrng,
                 stop_us,
             )));
         }
@@ -266,6 +280,8 @@ pub async fn run(opts: RunOptions) -> RunReport {
     violations.extend(check_scans(&entries));
     let (tso_violations, timestamps) = check_timestamps(&entries);
     violations.extend(tso_violations);
+    let (txn_violations, txn_summary) = crate::txn_workload::check(&txn_history);
+    violations.extend(txn_violations);
 
     let mut dumps = Vec::new();
     if violations.is_empty() {
@@ -307,7 +323,7 @@ pub async fn run(opts: RunOptions) -> RunReport {
     let summary = format!(
         "{} ops ({acked} acknowledged writes, {deletes} deletes, {unknown} unknown outcomes); {} register keys / {} ops checked \
          for linearizability ({} hit the search bound: unverified); {timestamps} oracle timestamps checked; {} raft events checked; {} faults; \
-         {ranges} ranges at the end",
+         {ranges} ranges at the end; {txn_summary}",
         entries.len(),
         regs.keys,
         regs.ops,

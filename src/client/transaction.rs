@@ -454,7 +454,10 @@ impl<'c> Transaction<'c> {
 /// reply was lost (see `Transaction::settle`).
 pub async fn settle(client: &Client, primary: &[u8], start: Timestamp) -> Result<Timestamp> {
     for _ in 0..100 {
-        match client.txn_check(primary, start).await? {
+        let state = client.txn_check(primary, start).await.map_err(|e| {
+            Error::Indeterminate(format!("the commit's outcome could not be read back: {e}"))
+        })?;
+        match state {
             TxnState::Committed { commit_ts } => return Ok(commit_ts),
             TxnState::RolledBack | TxnState::Unknown => {
                 return Err(Error::TxnConflict {
