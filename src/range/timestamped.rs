@@ -24,6 +24,11 @@
 //! merge unseeds the leader the same way (the absorbed range's reads); a
 //! range created by a split starts unseeded.
 //!
+//! A one-range transaction (`OnePcCmd` with reads or spans) validates its
+//! reads as it applies, up to its commit timestamp, so proposing it
+//! registers that timestamp on the floor too: a write proposed after it
+//! cannot land inside its validated window.
+//!
 //! Apply is deterministic: `one_pc` refuses (every replica alike) a write
 //! that meets a lock (`KeyLocked`) or a version at or above its timestamp
 //! (`WriteConflict`).
@@ -104,6 +109,15 @@ impl Replica {
         }
         if Timestamp(cmd.commit_ts) <= self.floor.max_read_ts {
             return Err(self.stale_timestamp());
+        }
+        // A transaction's reads are validated when the command applies, up
+        // to its commit timestamp: they register on the floor like a read
+        // at that timestamp, so no write proposed after this one lands at
+        // or below it (seed 185: two one-range transactions proposed in the
+        // opposite order of their timestamps each validated before the
+        // other's write applied — write skew).
+        if !cmd.reads.is_empty() || !cmd.spans.is_empty() {
+            self.register_read(Timestamp(cmd.commit_ts));
         }
         Ok(Command::new(Kind::OnePc(cmd)))
     }

@@ -74,7 +74,7 @@ impl Harness {
             }
             "stabilize" => self.stabilize(verbose, out)?,
             "put" | "delete" | "get" => self.kv(&cmd.name, a)?,
-            "prewrite" | "commit" | "rollback" | "check-txn" | "txn-status" => {
+            "prewrite" | "commit" | "rollback" | "check-txn" | "txn-status" | "commit-one-pc" => {
                 self.txn_command(&cmd.name, a)?
             }
             "split" => self.split(a)?,

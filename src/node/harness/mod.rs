@@ -432,37 +432,14 @@ impl Harness {
     ) -> std::result::Result<(), BoxError> {
         // User data is written at a timestamp, as the server does: a
         // leader that asks for a fresh one (a new term) gets it at once.
-        let mut seed_term = None;
-        loop {
-            self.ts += 1;
-            let cmd = crate::range::OnePcCmd {
-                ops: ops.clone(),
-                start_ts: self.ts,
-                commit_ts: self.ts,
-                ..Default::default()
-            };
-            let (tx, mut rx) = oneshot::channel();
-            self.store(node)?.handle(StoreMsg::OnePc {
-                cmd,
-                seed_term,
-                done: tx,
-            });
-            match rx.try_recv() {
-                Ok(Err(Error::StaleTimestamp { term, .. })) if seed_term.is_none() => {
-                    seed_term = Some(term);
-                }
-                Ok(r) => {
-                    let (tx, rx) = oneshot::channel();
-                    let _ = tx.send(r);
-                    self.pending.push((label, Pending::Write(rx)));
-                    return Ok(());
-                }
-                Err(_) => {
-                    self.pending.push((label, Pending::Write(rx)));
-                    return Ok(());
-                }
-            }
-        }
+        self.ts += 1;
+        let cmd = crate::range::OnePcCmd {
+            ops,
+            start_ts: self.ts,
+            commit_ts: self.ts,
+            ..Default::default()
+        };
+        self.one_pc(node, label, cmd)
     }
 
     /// Prints answers that arrived.

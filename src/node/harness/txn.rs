@@ -5,7 +5,11 @@
 //! commit <node> start=<ts> commit=<ts> <key>...     rollback <node> start=<ts> <key>...
 //! check-txn <node> start=<ts> primary=<key> now=<ts>   (rolls back an expired primary)
 //! txn-status <node> start=<ts> primary=<key>
+//! commit-one-pc <node> start=<ts> commit=<ts> [read=<key>]... <key>=<value>...
 //! ```
+//! (`commit-one-pc`: a one-range transaction in one command, proposed at
+//! exactly `commit`; a leader that wants a timestamp from its own term
+//! gets it at once, as the server's retry would.)
 //! Timestamps are given as milliseconds (physical part; logical 0), so lock
 //! TTLs compare with `now` as in production.
 
@@ -14,9 +18,10 @@ use tokio::sync::oneshot;
 
 use super::{key, num, BoxError, Harness, Pending};
 use crate::api::Timestamp;
+use crate::error::Error;
 use crate::keys;
 use crate::node::handle::StoreMsg;
-use crate::range::{CheckTxnCmd, FinishCmd, Kind, Op, PrewriteCmd, ReadOp};
+use crate::range::{CheckTxnCmd, FinishCmd, Kind, OnePcCmd, Op, PrewriteCmd, ReadOp};
 
 type Outcome = std::result::Result<(), BoxError>;
 
@@ -64,6 +69,7 @@ impl Harness {
                     keys: keys_,
                     start_ts,
                     commit_ts,
+                    ..Default::default()
                 });
                 self.txn_step(node, label, kind)
             }
@@ -87,6 +93,26 @@ impl Harness {
                 };
                 self.read(node, label, op)
             }
+            "commit-one-pc" => {
+                let start_ts = ts(a, "start")?;
+                let commit_ts = ts(a, "commit")?;
+                let mut reads = Vec::new();
+                while let Some(k) = a.take_key("read") {
+                    reads.push(keys::data_key(k.as_bytes()));
+                }
+                let mut ops = Vec::new();
+                while let Some((k, v)) = a.next_key() {
+                    ops.push(Op::put(keys::data_key(k.as_bytes()), v.as_bytes().to_vec()));
+                }
+                let cmd = OnePcCmd {
+                    ops,
+                    start_ts,
+                    commit_ts,
+                    reads,
+                    ..Default::default()
+                };
+                self.one_pc(node, label, cmd)
+            }
             other => Err(format!("unknown transaction command {other}").into()),
         }
     }
@@ -96,5 +122,34 @@ impl Harness {
             let (tx, rx) = oneshot::channel();
             (StoreMsg::Txn { kind, done: tx }, Pending::Write(rx))
         })
+    }
+
+    /// Proposes `cmd` at its own timestamp (seeding the leader's floor
+    /// first if it asks to be).
+    pub(super) fn one_pc(&mut self, node: u64, label: String, cmd: OnePcCmd) -> Outcome {
+        let mut seed_term = None;
+        loop {
+            let (tx, mut rx) = oneshot::channel();
+            self.store(node)?.handle(StoreMsg::OnePc {
+                cmd: cmd.clone(),
+                seed_term,
+                done: tx,
+            });
+            match rx.try_recv() {
+                Ok(Err(Error::StaleTimestamp { term, .. })) if seed_term.is_none() => {
+                    seed_term = Some(term);
+                }
+                Ok(r) => {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = tx.send(r);
+                    self.pending.push((label, Pending::Write(rx)));
+                    return Ok(());
+                }
+                Err(_) => {
+                    self.pending.push((label, Pending::Write(rx)));
+                    return Ok(());
+                }
+            }
+        }
     }
 }
