@@ -206,6 +206,7 @@ impl Error {
     }
 }
 
+#[cfg(feature = "server")]
 impl From<raft::Error> for Error {
     fn from(e: raft::Error) -> Self {
         Error::Raft(e.to_string())
@@ -218,6 +219,7 @@ impl From<prost::DecodeError> for Error {
     }
 }
 
+#[cfg(feature = "server")]
 impl From<protobuf::ProtobufError> for Error {
     fn from(e: protobuf::ProtobufError) -> Self {
         Error::Corruption(e.to_string())

@@ -28,25 +28,38 @@ compile_error!(
      (it builds with RUSTFLAGS=\"--cfg madsim\" in target/sim)"
 );
 
+// The client SDK and what it shares with the server (always built).
 pub mod api;
 pub mod chaos;
-#[cfg(not(madsim))]
-pub mod cli;
 pub mod client;
-pub mod clock;
-pub mod config;
 pub mod error;
-#[cfg(test)]
-mod golden;
-pub mod keys;
-pub mod mvcc;
-pub mod node;
-pub mod placement;
-pub mod raft;
-pub mod range;
-pub mod server;
-pub mod storage;
 pub mod wire;
+
+// The server and the CLI (the default `server` feature; see Cargo.toml).
+#[cfg(all(not(madsim), feature = "server"))]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod clock;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(all(test, feature = "server"))]
+mod golden;
+#[cfg(feature = "server")]
+pub mod keys;
+#[cfg(feature = "server")]
+pub mod mvcc;
+#[cfg(feature = "server")]
+pub mod node;
+#[cfg(feature = "server")]
+pub mod placement;
+#[cfg(feature = "server")]
+pub mod raft;
+#[cfg(feature = "server")]
+pub mod range;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod storage;
 
 /// The generated gRPC API (real tonic, or madsim's under `--cfg madsim`).
 #[allow(clippy::all)]
