@@ -23,6 +23,15 @@ pub enum Workload {
     Scan,
     /// Timestamps from the oracle (one per op, through one shared batcher).
     Tso,
+    /// A transaction writing two keys half the keyspace apart (with
+    /// `--ranges 2` or more, in different ranges: a two-phase commit).
+    Txn,
+    /// A read-only transaction reading one key (a snapshot read, no commit round).
+    ReadTxn,
+    /// Bank transfers: a transaction reads two of `--keys` accounts (an
+    /// absent account holds 100) and moves 1 from one to the other;
+    /// conflicts are retried. The total stays `100 × --keys`.
+    Bank,
 }
 
 #[derive(Args, Debug)]
@@ -85,7 +94,10 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
     if args.ranges > 1 {
         presplit(&Client::new(endpoints.to_vec(), opts.clone())?, &args).await?;
     }
-    if matches!(args.workload, Workload::Get | Workload::Scan) {
+    if matches!(
+        args.workload,
+        Workload::Get | Workload::Scan | Workload::ReadTxn
+    ) {
         load(&Client::new(endpoints.to_vec(), opts.clone())?, &args).await?;
     }
     let args = Arc::new(args);
@@ -169,6 +181,42 @@ async fn drive(endpoints: &[String], opts: &ClientOptions, args: Arc<BenchArgs>)
     Ok(stats)
 }
 
+/// Balance of a bank account (absent: 100).
+async fn balance(txn: &mut crate::client::Transaction<'_>, k: &[u8]) -> Result<i64> {
+    let v = txn.get(k).await?;
+    match v {
+        None => Ok(100),
+        Some(v) => String::from_utf8_lossy(&v).parse().map_err(|_| {
+            Error::InvalidArgument(format!(
+                "{} does not hold a balance: run the bank workload on its own --prefix",
+                String::from_utf8_lossy(k)
+            ))
+        }),
+    }
+}
+
+/// Moves 1 from account `a` to `b` in a transaction (conflicts retried).
+async fn transfer(client: &Client, a: Vec<u8>, b: Vec<u8>) -> Result<()> {
+    if a == b {
+        return Ok(());
+    }
+    let opts = crate::client::TxnOptions::default();
+    client
+        .transact(&opts, |txn| {
+            let (a, b) = (a.clone(), b.clone());
+            Box::pin(async move {
+                let (x, y) = (balance(txn, &a).await?, balance(txn, &b).await?);
+                if x > 0 {
+                    txn.put(&a, (x - 1).to_string().as_bytes())?;
+                    txn.put(&b, (y + 1).to_string().as_bytes())?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map(drop)
+}
+
 /// One client: ops until the time is up; (latencies, errors, first error).
 async fn client_loop(
     client: Client,
@@ -194,6 +242,30 @@ async fn client_loop(
                 .scan(&k, b"", args.scan_limit, false)
                 .await
                 .map(|_| ()),
+            Workload::Txn => {
+                let i = rng.gen_range(0..args.keys);
+                let k2 = key(&args.prefix, (i + args.keys / 2) % args.keys.max(1));
+                let k1 = key(&args.prefix, i);
+                match client.begin().await {
+                    Ok(mut txn) => match txn.put(&k1, &value).and_then(|_| txn.put(&k2, &value)) {
+                        Ok(()) => txn.commit().await.map(drop),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            Workload::Bank => {
+                let a = k.clone();
+                let b = key(&args.prefix, rng.gen_range(0..args.keys));
+                transfer(&client, a, b).await
+            }
+            Workload::ReadTxn => match client.begin().await {
+                Ok(mut txn) => match txn.get(&k).await {
+                    Ok(_) => txn.commit().await.map(drop),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
             Workload::Tso => match tso.timestamp().await {
                 Ok(ts) if ts <= last_ts => Err(Error::Internal(format!(
                     "timestamp {ts} after {last_ts}: not increasing"
@@ -228,7 +300,10 @@ fn report(args: &BenchArgs, s: &Stats, json_only: bool) {
     };
     let (ops, secs, errors) = (lat.len(), s.seconds, s.errors);
     let ops_per_sec = ops as f64 / secs;
-    let name = format!("{:?}", args.workload).to_lowercase();
+    let name = match args.workload {
+        Workload::ReadTxn => "read-txn".to_string(),
+        w => format!("{w:?}").to_lowercase(),
+    };
     if !json_only {
         println!(
             "{name}: {ops} ops in {secs:.1}s with {} clients = {ops_per_sec:.0} ops/s; latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; {errors} errors",
