@@ -45,10 +45,32 @@ pub enum Canary {
     /// Transactions' reads are not validated at commit (neither in one
     /// command nor two-phase): write skew and lost updates get through.
     SkipReadValidation,
+    /// The coordinator commits a transaction's secondary keys before its
+    /// primary: a coordinator that dies in between leaves a partial commit
+    /// once the primary's lock expires and is rolled back.
+    SecondariesBeforePrimary,
+    /// Snapshot reads ignore locks of transactions that started at or below
+    /// the read timestamp (they may commit below it): read skew.
+    ReadsIgnoreLocks,
+    /// A commit that fails with a conflict is sent again with the same
+    /// buffered writes at a fresh start timestamp, without reading again
+    /// (TiDB 2.1.7's auto-retry): lost updates.
+    BlindRetry,
+    /// Rolling a transaction back deletes its locks but leaves no rollback
+    /// record: a late prewrite or commit of it succeeds afterwards.
+    RollbackWithoutTombstone,
+    /// The coordinator goes on committing (and reports success) when its
+    /// primary's lock had expired and been rolled back: the secondaries it
+    /// still holds commit, the primary's write is gone.
+    CommitAfterLockLost,
+    /// MVCC GC collects a two-phase primary's commit record while its
+    /// secondaries may still be locked: a reader resolving one later finds
+    /// no record and rolls it back (seeds 484, 492, 539, 820).
+    GcCollectsPendingPrimary,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 12] = [
+    pub const ALL: [Canary; 18] = [
         Canary::AckBeforeFsync,
         Canary::ReadWithoutReadIndex,
         Canary::ForgetVote,
@@ -61,6 +83,12 @@ impl Canary {
         Canary::OracleMarkNotPersisted,
         Canary::SnapshotKeepsDeletedKeys,
         Canary::SkipReadValidation,
+        Canary::SecondariesBeforePrimary,
+        Canary::ReadsIgnoreLocks,
+        Canary::BlindRetry,
+        Canary::RollbackWithoutTombstone,
+        Canary::CommitAfterLockLost,
+        Canary::GcCollectsPendingPrimary,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +105,12 @@ impl Canary {
             Canary::OracleMarkNotPersisted => "oracle-mark-not-persisted",
             Canary::SnapshotKeepsDeletedKeys => "snapshot-keeps-deleted-keys",
             Canary::SkipReadValidation => "skip-read-validation",
+            Canary::SecondariesBeforePrimary => "secondaries-before-primary",
+            Canary::ReadsIgnoreLocks => "reads-ignore-locks",
+            Canary::BlindRetry => "blind-retry",
+            Canary::RollbackWithoutTombstone => "rollback-without-tombstone",
+            Canary::CommitAfterLockLost => "commit-after-lock-lost",
+            Canary::GcCollectsPendingPrimary => "gc-collects-pending-primary",
         }
     }
 

@@ -56,7 +56,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("wire", &["error", "proto"]),
-    ("client", &["error", "api", "proto", "wire"]),
+    ("client", &["error", "api", "chaos", "proto", "wire"]),
     (
         "server",
         &[

@@ -35,11 +35,13 @@ use crate::error::{overlaps, Error, Result, Span};
 use crate::wire::{from_status, is_server_status};
 
 mod admin;
+pub mod faults;
 mod kv;
 pub mod transaction;
 pub mod tso;
 mod txn_rpc;
 
+pub use faults::{CommitFaults, CommitPoint, Fault};
 pub use transaction::{Transaction, TxnOptions, TxnRecord};
 pub use tso::{TimestampSource, TsoBatcher};
 pub use txn_rpc::TxnState;
@@ -88,6 +90,8 @@ pub struct Client {
     endpoints: Vec<String>,
     opts: ClientOptions,
     state: Mutex<State>,
+    /// Test hook for the transaction coordinator (`faults.rs`).
+    faults: Option<std::sync::Arc<dyn CommitFaults>>,
 }
 
 /// A read's consistency (see `ReadConsistency` in the proto).
@@ -136,7 +140,15 @@ impl Client {
             endpoints,
             opts,
             state: Mutex::new(State::default()),
+            faults: None,
         })
+    }
+
+    /// Installs a coordinator fault hook (tests and simulation only; see
+    /// `faults.rs`).
+    pub fn with_commit_faults(mut self, faults: std::sync::Arc<dyn CommitFaults>) -> Client {
+        self.faults = Some(faults);
+        self
     }
 
     pub fn endpoints(&self) -> &[String] {

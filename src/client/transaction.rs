@@ -10,33 +10,44 @@
 //! - every key written, read and scanned in one range: one Raft command
 //!   (`CommitOnePc`) that validates the reads and writes at a fresh
 //!   timestamp;
-//! - otherwise two-phase: prewrite (lock) every written key, take
+//! - otherwise two-phase: prewrite (lock) every written key (a request
+//!   per range, in parallel; the first key is the primary), take
 //!   `commit_ts`, validate every read key and scanned span (nothing
 //!   committed in `(start_ts, commit_ts]`, no foreign lock; the check
 //!   registers the read at `commit_ts`, so no later write lands below it),
 //!   commit the primary (the commit point), then the secondaries (readers
-//!   roll forward any left behind). The transaction is serialized at
-//!   `commit_ts`, taken between its invocation and its reply.
+//!   roll forward any left behind), then tell the primary they are done:
+//!   until then GC keeps the primary's commit record, from which a reader
+//!   decides the fate of a secondary lock. The transaction is serialized at
+//!   `commit_ts`, taken between its invocation and its reply. While it
+//!   runs, heartbeats keep the primary's lock alive (`LOCK_TTL`), so a
+//!   slow commit is not rolled back by readers; a coordinator that died
+//!   leaves locks that expire and are resolved by whoever meets them.
 //!
 //! No ambiguous commits: when the primary's commit reply is lost, the
-//! outcome is read back from the primary (settling it if its lock expired),
-//! so `commit` answers committed or aborted; only a cluster unreachable
-//! for the whole deadline leaves `Indeterminate`.
+//! coordinator rolls its primary back itself, which either succeeds
+//! (aborted: a late commit then fails on the rollback record) or finds it
+//! committed; a lost one-command commit is settled the same way from its
+//! first key. Only a cluster unreachable for the whole deadline leaves
+//! `Indeterminate`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::faults::{CommitPoint, Fault};
 use super::{Client, TxnState};
 use crate::api::{self, Timestamp, MAX_KEY_BYTES, MAX_TXN_BYTES, MAX_TXN_KEYS, MAX_VALUE_BYTES};
+use crate::chaos::{self, Canary};
 use crate::error::{Error, Result};
 use crate::proto::{Mutation, OnePcRequest, ReadSpan};
 
-/// A lock's lifetime past the moment it is written; the coordinator
-/// commits well within it (locks are only held during `commit`).
+/// A lock's lifetime past the moment it is written (or last renewed by a
+/// heartbeat; locks are only held during `commit`).
 pub const LOCK_TTL: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
@@ -309,7 +320,20 @@ impl<'c> Transaction<'c> {
 
     /// Commits; the commit timestamp (the start timestamp for a
     /// transaction that wrote nothing).
-    pub async fn commit(self) -> Result<Timestamp> {
+    pub async fn commit(mut self) -> Result<Timestamp> {
+        let r = self.commit_once().await;
+        if matches!(r, Err(Error::TxnConflict { .. })) && chaos::canary(Canary::BlindRetry) {
+            // The canary: send the same writes again at a fresh snapshot
+            // without reading again (what a correct retry must never do).
+            self.start_ts = self.client.timestamps(1).await?;
+            self.reads.clear();
+            self.spans.clear();
+            return self.commit_once().await;
+        }
+        r
+    }
+
+    async fn commit_once(&self) -> Result<Timestamp> {
         if self.writes.is_empty() {
             return Ok(self.start_ts);
         }
@@ -360,12 +384,42 @@ impl<'c> Transaction<'c> {
                 .collect(),
         };
         let first = req.mutations[0].key.clone();
+        let lost = self
+            .client
+            .faults
+            .as_ref()
+            .is_some_and(|f| f.at(CommitPoint::OnePcSent) == Fault::Crash);
+        if lost {
+            // The reply is lost with the request in flight: settle now.
+            let settling = async {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                settle(self.client, &first, self.start_ts).await
+            };
+            let (_, decided) = futures::future::join(self.client.txn_one_pc(req), settling).await;
+            return decided;
+        }
         match self.client.txn_one_pc(req).await {
-            Err(e) if e.is_ambiguous() => self.settle(&first).await,
+            Err(e) if e.is_ambiguous() => settle(self.client, &first, self.start_ts).await,
             r => r,
         }
     }
 
+    /// The lock TTL this client uses (a fault hook may shorten it).
+    fn lock_ttl(&self) -> Duration {
+        self.client
+            .faults
+            .as_ref()
+            .and_then(|f| f.lock_ttl())
+            .unwrap_or(LOCK_TTL)
+    }
+
+    /// A lock's TTL counted from the transaction's start: alive `ttl` from now.
+    fn ttl_ms(&self, ttl: Duration) -> u64 {
+        (self.began.elapsed() + ttl).as_millis() as u64
+    }
+
+    /// The two-phase commit, with the primary's lock kept alive by
+    /// heartbeats (every third of its TTL) while it runs.
     async fn commit_two_pc(&self) -> Result<Timestamp> {
         let primary = self
             .writes
@@ -373,16 +427,73 @@ impl<'c> Transaction<'c> {
             .next()
             .cloned()
             .ok_or_else(|| Error::Internal("a two-phase commit with no writes".into()))?;
+        let ttl = self.lock_ttl();
+        let stalled = AtomicBool::new(false);
+        let steps = Box::pin(self.two_pc_steps(&primary, ttl, &stalled));
+        let beats = Box::pin(async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                if stalled.load(Ordering::Relaxed) {
+                    continue; // a paused process sends nothing
+                }
+                let ttl_ms = self.ttl_ms(ttl);
+                if let Err(e) = self
+                    .client
+                    .txn_heartbeat(&primary, self.start_ts, ttl_ms)
+                    .await
+                {
+                    tracing::debug!(%e, "transaction heartbeat failed");
+                }
+            }
+        });
+        let out = match futures::future::select(steps, beats).await {
+            futures::future::Either::Left((r, _)) => r,
+            futures::future::Either::Right(_) => {
+                Err(Error::Internal("the heartbeat loop ended".into()))
+            }
+        };
+        out
+    }
+
+    /// A fault point (`faults.rs`): a crash ends the commit here with
+    /// nothing cleaned up; a stall pauses it (and the heartbeats).
+    async fn fault(&self, point: CommitPoint, stalled: &AtomicBool) -> Result<()> {
+        let Some(f) = self.client.faults.as_ref() else {
+            return Ok(());
+        };
+        match f.at(point) {
+            Fault::Continue => Ok(()),
+            Fault::Crash => Err(Error::Indeterminate(format!(
+                "the client crashed at {point:?} (injected)"
+            ))),
+            Fault::Stall(d) => {
+                stalled.store(true, Ordering::Relaxed);
+                tokio::time::sleep(d).await;
+                stalled.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    async fn two_pc_steps(
+        &self,
+        primary: &[u8],
+        ttl: Duration,
+        stalled: &AtomicBool,
+    ) -> Result<Timestamp> {
         let keys: Vec<Vec<u8>> = self.writes.keys().cloned().collect();
-        let ttl_ms = (self.began.elapsed() + LOCK_TTL).as_millis() as u64;
+        // Every key at once, a request per range (a reader meeting a
+        // secondary's lock before the primary's finds no primary and rolls
+        // the transaction back: safe, it only aborts this commit).
         let prewritten = self
             .client
-            .txn_prewrite(&primary, self.start_ts, ttl_ms, self.mutations())
+            .txn_prewrite(primary, self.start_ts, self.ttl_ms(ttl), self.mutations())
             .await;
         if let Err(e) = prewritten {
             self.abandon(keys).await;
             return Err(e);
         }
+        self.fault(CommitPoint::AfterPrewrite, stalled).await?;
         let checked = async {
             let commit_ts = self.client.timestamps(1).await?;
             self.client
@@ -402,13 +513,30 @@ impl<'c> Transaction<'c> {
                 return Err(e);
             }
         };
-        // The commit point.
-        match self
-            .client
-            .txn_finish(vec![primary.clone()], self.start_ts, Some(commit_ts))
-            .await
-        {
+        let secondaries: Vec<Vec<u8>> = keys.into_iter().filter(|k| k != primary).collect();
+        if chaos::canary(Canary::SecondariesBeforePrimary) && !secondaries.is_empty() {
+            let _ = self
+                .client
+                .txn_finish(secondaries.clone(), self.start_ts, Some(commit_ts))
+                .await;
+        }
+        self.fault(CommitPoint::BeforeCommitPrimary, stalled)
+            .await?;
+        // The commit point. The primary's record stays (GC keeps it) until
+        // every secondary is committed: readers resolving them need it.
+        let committed = if secondaries.is_empty() {
+            let only = vec![primary.to_vec()];
+            self.client
+                .txn_finish(only, self.start_ts, Some(commit_ts))
+                .await
+        } else {
+            self.client
+                .txn_commit_primary(primary, self.start_ts, commit_ts)
+                .await
+        };
+        match committed {
             Ok(()) => {}
+            Err(Error::TxnAborted { .. }) if chaos::canary(Canary::CommitAfterLockLost) => {}
             Err(Error::TxnAborted { key }) => {
                 return Err(Error::TxnConflict {
                     key,
@@ -416,18 +544,23 @@ impl<'c> Transaction<'c> {
                 })
             }
             Err(e) if e.is_ambiguous() || e.is_retryable() => {
-                self.settle(&primary).await?;
+                settle_own(self.client, primary, self.start_ts).await?;
             }
             Err(e) => return Err(e),
         }
-        // Secondaries: readers roll forward any this leaves behind.
-        let rest: Vec<Vec<u8>> = keys.into_iter().filter(|k| *k != primary).collect();
-        if !rest.is_empty() {
-            if let Err(e) = self
-                .client
-                .txn_finish(rest, self.start_ts, Some(commit_ts))
-                .await
-            {
+        self.fault(CommitPoint::AfterCommitPrimary, stalled).await?;
+        // Secondaries: readers roll forward any this leaves behind (and the
+        // primary's record then stays; see `mvcc::Write`).
+        if !secondaries.is_empty() {
+            let finished = async {
+                self.client
+                    .txn_finish(secondaries, self.start_ts, Some(commit_ts))
+                    .await?;
+                self.client
+                    .txn_secondaries_done(primary, self.start_ts)
+                    .await
+            };
+            if let Err(e) = finished.await {
                 tracing::debug!(%e, "secondaries left for readers to resolve");
             }
         }
@@ -441,17 +574,26 @@ impl<'c> Transaction<'c> {
             tracing::debug!(%e, "locks of an aborted transaction left to expire");
         }
     }
+}
 
-    /// Decides a commit whose reply was lost from the primary: committed
-    /// (its timestamp) or aborted (`TxnConflict`); a live lock is waited on
-    /// until it commits or expires.
-    async fn settle(&self, primary: &[u8]) -> Result<Timestamp> {
-        settle(self.client, primary, self.start_ts).await
+/// The outcome of our own two-phase commit whose primary commit's reply
+/// was lost: roll the primary back ourselves. That succeeds (aborted: a
+/// late commit now fails on the rollback record) or finds it committed.
+async fn settle_own(client: &Client, primary: &[u8], start: Timestamp) -> Result<Timestamp> {
+    match client.txn_finish(vec![primary.to_vec()], start, None).await {
+        Ok(()) => Err(Error::TxnConflict {
+            key: primary.to_vec(),
+            reason: "its commit was interrupted and it was rolled back".into(),
+        }),
+        Err(Error::TxnCommitted { commit_ts, .. }) => Ok(Timestamp(commit_ts)),
+        Err(e) => Err(Error::Indeterminate(format!(
+            "the commit's outcome could not be read back: {e}"
+        ))),
     }
 }
 
 /// The outcome of the transaction (`primary`, `start`) whose commit's
-/// reply was lost (see `Transaction::settle`).
+/// reply was lost: a one-command commit's, or anyone's from the primary.
 pub async fn settle(client: &Client, primary: &[u8], start: Timestamp) -> Result<Timestamp> {
     for _ in 0..100 {
         let state = client.txn_check(primary, start).await.map_err(|e| {

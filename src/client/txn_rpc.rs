@@ -70,7 +70,8 @@ fn split_along<T>(batch: Vec<T>, span: &Span, key_of: impl Fn(&T) -> &[u8]) -> V
 
 impl Client {
     /// Sends `items` in per-range requests made by `send` (given one
-    /// group), splitting a group again whenever a range refuses it.
+    /// group), all ranges at once, splitting a group again whenever a
+    /// range refuses it (the refused parts go out in the next wave).
     async fn per_range<T, F, Fut>(
         &self,
         items: Vec<T>,
@@ -82,20 +83,32 @@ impl Client {
         F: Fn(Vec<u8>, Vec<T>) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
-        let mut queue = group(self, items, key_of);
+        let mut wave = group(self, items, key_of);
         let mut rounds = 0;
-        while let Some(batch) = queue.pop() {
-            let Some(first) = batch.first().map(|it| route::key(key_of(it))) else {
-                continue;
-            };
-            match send(first, batch.clone()).await {
-                Ok(()) => {}
-                Err(Error::KeyNotInRange { span, .. }) if span.is_known() && rounds < 1000 => {
-                    rounds += 1;
-                    queue.extend(split_along(batch, &span, key_of));
+        wave.retain(|b| !b.is_empty());
+        while !wave.is_empty() {
+            let sends = wave.iter().map(|batch| {
+                let first = batch.first().map(|it| route::key(key_of(it)));
+                send(first.unwrap_or_default(), batch.clone())
+            });
+            let results = futures::future::join_all(sends).await;
+            let mut next = Vec::new();
+            let mut failed = None;
+            for (batch, r) in wave.into_iter().zip(results) {
+                match r {
+                    Ok(()) => {}
+                    Err(Error::KeyNotInRange { span, .. }) if span.is_known() && rounds < 1000 => {
+                        next.extend(split_along(batch, &span, key_of));
+                    }
+                    Err(e) => failed = failed.or(Some(e)),
                 }
-                Err(e) => return Err(e),
             }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            rounds += 1;
+            wave = next;
+            wave.retain(|b| !b.is_empty());
         }
         Ok(())
     }
@@ -218,14 +231,51 @@ impl Client {
         start_ts: Timestamp,
         commit_ts: Option<Timestamp>,
     ) -> Result<()> {
+        let template = FinishRequest {
+            start_ts: start_ts.0,
+            commit_ts: commit_ts.map_or(0, |t| t.0),
+            ..Default::default()
+        };
+        self.finish_step(keys, template).await
+    }
+
+    /// Commits a two-phase transaction's primary at `commit_ts` (the commit
+    /// point); its record is kept from GC until `txn_secondaries_done`.
+    pub async fn txn_commit_primary(
+        &self,
+        primary: &[u8],
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+    ) -> Result<()> {
+        let template = FinishRequest {
+            start_ts: start_ts.0,
+            commit_ts: commit_ts.0,
+            primary_of_many: true,
+            ..Default::default()
+        };
+        self.finish_step(vec![primary.to_vec()], template).await
+    }
+
+    /// Every secondary of the transaction (`primary`, `start_ts`) is
+    /// committed: the primary's record may be collected.
+    pub async fn txn_secondaries_done(&self, primary: &[u8], start_ts: Timestamp) -> Result<()> {
+        let template = FinishRequest {
+            start_ts: start_ts.0,
+            secondaries_done: true,
+            ..Default::default()
+        };
+        self.finish_step(vec![primary.to_vec()], template).await
+    }
+
+    /// A `Finish` step on `keys`, a request per range made from `template`.
+    async fn finish_step(&self, keys: Vec<Vec<u8>>, template: FinishRequest) -> Result<()> {
         self.per_range(
             keys,
             |k| k,
             |first, keys| {
                 let req = FinishRequest {
                     keys,
-                    start_ts: start_ts.0,
-                    commit_ts: commit_ts.map_or(0, |t| t.0),
+                    ..template.clone()
                 };
                 async move {
                     self.with_retry(&first, Retry::Steps, |ch| {
@@ -295,6 +345,27 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// Keeps the primary lock of the transaction (`primary`, `start_ts`)
+    /// alive for `ttl_ms` from its start; `TxnAborted` if it is gone.
+    pub async fn txn_heartbeat(
+        &self,
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<()> {
+        let req = HeartbeatRequest {
+            primary: primary.to_vec(),
+            start_ts: start_ts.0,
+            ttl_ms,
+        };
+        self.with_retry(&route::key(primary), Retry::Steps, |ch| {
+            let req = req.clone();
+            async move { TxnClient::new(ch).heartbeat(req).await }
+        })
+        .await
+        .map(drop)
     }
 
     /// Settles the transaction from its primary (an expired lock is rolled

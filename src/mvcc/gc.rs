@@ -1,7 +1,10 @@
 //! Garbage collection of MVCC versions behind a horizon: what no read at or
 //! above the horizon can see — every version older than the newest one at
 //! or below it, that one too if it is a delete, and rollback records at or
-//! below it.
+//! below it — except a two-phase primary's commit record whose
+//! secondaries may still be locked (`Write::pending_secondaries`): readers
+//! resolving those locks decide from it, and "no record" must keep
+//! meaning "not committed".
 //!
 //! Two halves: `GarbageFinder` reads raw records in key order (a leader's
 //! off-task range scan) and names the keys that hold garbage; `gc_key`
@@ -16,6 +19,11 @@ use crate::error::Result;
 use crate::keys::{self, MvccRecord};
 use crate::storage::WriteBatch;
 
+/// Whether GC may collect `w` (a pending primary's record it may not).
+fn keeps_nothing(w: &Write) -> bool {
+    !w.pending_secondaries || crate::chaos::canary(crate::chaos::Canary::GcCollectsPendingPrimary)
+}
+
 /// The deletes that collect `data_key`'s garbage at `horizon`.
 pub fn gc_key(r: &Reader, data_key: &[u8], horizon: Timestamp) -> Result<WriteBatch> {
     let mut wb = WriteBatch::new();
@@ -23,10 +31,11 @@ pub fn gc_key(r: &Reader, data_key: &[u8], horizon: Timestamp) -> Result<WriteBa
     let mut cursor = horizon;
     while let Some((ts, w)) = r.newest_at_or_below(data_key, cursor)? {
         let kind = w.write_kind()?;
-        let drop = match kind {
-            WriteKind::Rollback | WriteKind::Delete => true,
-            WriteKind::Put => kept_visible,
-        };
+        let drop = keeps_nothing(&w)
+            && match kind {
+                WriteKind::Rollback | WriteKind::Delete => true,
+                WriteKind::Put => kept_visible,
+            };
         // Below a delete or the newest put, nothing is visible any more.
         if matches!(kind, WriteKind::Put | WriteKind::Delete) {
             kept_visible = true;
@@ -60,8 +69,10 @@ pub struct GarbageFinder {
     horizon: Timestamp,
     limit: usize,
     current: Option<Vec<u8>>,
-    puts: usize,
-    other: bool,
+    /// The current key has a visible version at or below the horizon (its
+    /// versions arrive newest first).
+    kept_visible: bool,
+    garbage: bool,
     found: Vec<Vec<u8>>,
 }
 
@@ -72,8 +83,8 @@ impl GarbageFinder {
             horizon,
             limit,
             current: None,
-            puts: 0,
-            other: false,
+            kept_visible: false,
+            garbage: false,
             found: Vec::new(),
         }
     }
@@ -99,22 +110,34 @@ impl GarbageFinder {
         if Timestamp(ts) > self.horizon {
             return;
         }
-        match Write::decode(value).and_then(|w| w.write_kind()) {
-            Ok(WriteKind::Put) => self.puts += 1,
+        // The same rule as `gc_key`, record by record, newest first.
+        let decoded = Write::decode(value).and_then(|w| Ok((w.write_kind()?, w)));
+        match decoded {
+            Ok((kind, w)) => {
+                let drop = keeps_nothing(&w)
+                    && match kind {
+                        WriteKind::Rollback | WriteKind::Delete => true,
+                        WriteKind::Put => self.kept_visible,
+                    };
+                if matches!(kind, WriteKind::Put | WriteKind::Delete) {
+                    self.kept_visible = true;
+                }
+                self.garbage |= drop;
+            }
             // A record that does not decode is left for the replicated
             // check (which reports it).
-            Ok(_) | Err(_) => self.other = true,
+            Err(_) => self.garbage = true,
         }
     }
 
     fn flush(&mut self) {
         if let Some(k) = self.current.take() {
-            if (self.other || self.puts > 1) && !self.full() {
+            if self.garbage && !self.full() {
                 self.found.push(k);
             }
         }
-        self.puts = 0;
-        self.other = false;
+        self.kept_visible = false;
+        self.garbage = false;
     }
 
     /// The keys found (at most `limit`).
@@ -130,10 +153,15 @@ mod tests {
     use crate::storage::{Engine, MemEngine};
 
     fn version(wb: &mut WriteBatch, k: &[u8], ts: u64, kind: WriteKind) {
+        record(wb, k, ts, kind, false);
+    }
+
+    fn record(wb: &mut WriteBatch, k: &[u8], ts: u64, kind: WriteKind, pending: bool) {
         let w = Write {
             kind: kind as i32,
             start_ts: ts,
             value: b"v".to_vec(),
+            pending_secondaries: pending,
         };
         wb.put(keys::version_key(k, ts), w.encode());
     }
@@ -153,6 +181,11 @@ mod tests {
         version(&mut wb, &k("new-only"), 40, WriteKind::Put);
         version(&mut wb, &k("rolled-back"), 4, WriteKind::Rollback);
         version(&mut wb, &k("rolled-back"), 2, WriteKind::Put);
+        // A primary whose secondaries may be locked keeps its record.
+        version(&mut wb, &k("pending-old"), 6, WriteKind::Put);
+        record(&mut wb, &k("pending-old"), 4, WriteKind::Put, true);
+        record(&mut wb, &k("pending-newest"), 5, WriteKind::Delete, true);
+        version(&mut wb, &k("pending-newest"), 3, WriteKind::Put);
         e.write(&wb, true).unwrap();
         let horizon = Timestamp(10);
         let mut f = GarbageFinder::new(horizon, 100);
@@ -166,6 +199,8 @@ mod tests {
             let collects = !gc_key(&r, &key, horizon).unwrap().is_empty();
             assert_eq!(found.contains(&key), collects, "{}", keys::display(&key));
         }
-        assert_eq!(found.len(), 3);
+        assert_eq!(found.len(), 4);
+        let dropped = gc_key(&r, &k("pending-old"), horizon).unwrap();
+        assert!(dropped.is_empty(), "a pending primary record was collected");
     }
 }

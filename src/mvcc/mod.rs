@@ -49,6 +49,6 @@ pub use gc::{gc, gc_key, GarbageFinder};
 pub use reader::{Reader, Source, Visible};
 pub use records::{Lock, Write, WriteKind};
 pub use txn::{
-    check_status, commit, heartbeat, one_pc, prewrite, resolve, rollback, validate, Mutation,
-    Outcome, TxnError, TxnStatus,
+    check_status, commit, heartbeat, one_pc, prewrite, resolve, rollback, secondaries_done,
+    validate, Mutation, Outcome, TxnError, TxnStatus,
 };

@@ -71,6 +71,12 @@ type Records<'a> = Vec<(MvccRecord, &'a [u8])>;
 /// Raw records read per engine call while scanning.
 const SCAN_CHUNK: usize = 256;
 
+/// Whether `lock` hides its key from a read at `ts`: its transaction
+/// started at or below `ts`, so it may still commit below it.
+fn hides(lock: &Lock, ts: Timestamp) -> bool {
+    lock.start() <= ts && !crate::chaos::canary(crate::chaos::Canary::ReadsIgnoreLocks)
+}
+
 /// What a read at `ts` sees of one key, from all of its records (any order).
 fn visible_in(mut recs: Records, ts: Timestamp) -> Result<Visible> {
     // The lock first, then versions newest first.
@@ -82,7 +88,7 @@ fn visible_in(mut recs: Records, ts: Timestamp) -> Result<Visible> {
         match rec {
             MvccRecord::Lock => {
                 let lock = Lock::decode(v)?;
-                if lock.start() <= ts {
+                if hides(&lock, ts) {
                     return Ok(Visible::Locked(lock));
                 }
             }
@@ -199,7 +205,7 @@ impl<'a> Reader<'a> {
             return visible_in(recs, ts);
         }
         if let Some(lock) = self.lock(data_key)? {
-            if lock.start() <= ts {
+            if hides(&lock, ts) {
                 return Ok(Visible::Locked(lock));
             }
         }

@@ -47,6 +47,12 @@ pub struct Write {
     pub start_ts: u64,
     #[prost(bytes = "vec", tag = "3")]
     pub value: Vec<u8>,
+    /// The commit record of a two-phase transaction's primary key whose
+    /// secondaries may still be locked: GC keeps it (a reader resolving a
+    /// secondary decides its fate from this record) until the coordinator
+    /// reports every secondary committed (`mvcc::secondaries_done`).
+    #[prost(bool, tag = "4")]
+    pub pending_secondaries: bool,
 }
 
 impl Lock {

@@ -244,7 +244,10 @@ impl Runner {
                 let ttl = p.get("ttl").map(|t| t.parse()).transpose()?.unwrap_or(3000);
                 self.outcome(prewrite(&r, &p.muts, &primary, p.ts("start")?, ttl), out)
             }
-            "commit" => self.outcome(commit(&r, &keys_, p.ts("start")?, p.ts("commit")?), out),
+            "commit" => self.outcome(
+                commit(&r, &keys_, p.ts("start")?, p.ts("commit")?, false),
+                out,
+            ),
             "rollback" => self.outcome(rollback(&r, &keys_, p.ts("start")?), out),
             "status" => {
                 let primary = dk(p.get("primary").ok_or("primary= is required")?);
@@ -332,6 +335,7 @@ fn a_chunked_scan_sees_what_point_reads_see() {
             kind: kind as i32,
             start_ts: ts,
             value: value.to_vec(),
+            pending_secondaries: false,
         }
         .encode()
     };

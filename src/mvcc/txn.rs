@@ -80,11 +80,20 @@ fn write_version(
     start: Timestamp,
     value: Vec<u8>,
 ) {
-    let w = Write {
-        kind: kind as i32,
-        start_ts: start.0,
-        value,
-    };
+    put_record(
+        wb,
+        key,
+        at,
+        Write {
+            kind: kind as i32,
+            start_ts: start.0,
+            value,
+            pending_secondaries: false,
+        },
+    );
+}
+
+fn put_record(wb: &mut WriteBatch, key: &[u8], at: Timestamp, w: Write) {
     wb.put(keys::version_key(key, at.0), w.encode());
 }
 
@@ -134,12 +143,16 @@ pub fn prewrite(
     Ok(Ok(wb))
 }
 
-/// Commits the transaction's locks on `keys` at `commit`.
+/// Commits the transaction's locks on `keys` at `commit`. `primary_of_many`:
+/// these records are a two-phase transaction's primary, whose secondaries
+/// may stay locked after it (GC keeps the records until
+/// `secondaries_done`).
 pub fn commit(
     r: &Reader,
     keys_: &[Vec<u8>],
     start: Timestamp,
     commit: Timestamp,
+    primary_of_many: bool,
 ) -> Outcome<WriteBatch> {
     if commit <= start {
         return Err(Error::InvalidArgument(format!(
@@ -152,7 +165,13 @@ pub fn commit(
             Some(lock) if lock.start() == start => {
                 let kind = WriteKind::try_from(lock.kind)
                     .map_err(|_| Error::Corruption(format!("lock of kind {}", lock.kind)))?;
-                write_version(&mut wb, key, commit, kind, start, lock.value);
+                let w = Write {
+                    kind: kind as i32,
+                    start_ts: start.0,
+                    value: lock.value,
+                    pending_secondaries: primary_of_many,
+                };
+                put_record(&mut wb, key, commit, w);
                 wb.delete(keys::lock_key(key));
             }
             _ => match r.by_txn(key, start)? {
@@ -165,6 +184,19 @@ pub fn commit(
         }
     }
     Ok(Ok(wb))
+}
+
+/// The coordinator committed every secondary of the transaction whose
+/// primary is `primary`: its commit record may be collected like any other.
+pub fn secondaries_done(r: &Reader, primary: &[u8], start: Timestamp) -> Result<WriteBatch> {
+    let mut wb = WriteBatch::new();
+    if let Some((at, mut w)) = r.by_txn(primary, start)? {
+        if w.pending_secondaries {
+            w.pending_secondaries = false;
+            put_record(&mut wb, primary, at, w);
+        }
+    }
+    Ok(wb)
 }
 
 /// Rolls the transaction back on `keys`: its locks go, a rollback record
@@ -185,7 +217,9 @@ pub fn rollback(r: &Reader, keys_: &[Vec<u8>], start: Timestamp) -> Outcome<Writ
         if r.lock(key)?.is_some_and(|l| l.start() == start) {
             wb.delete(keys::lock_key(key));
         }
-        write_version(&mut wb, key, start, WriteKind::Rollback, start, Vec::new());
+        if !crate::chaos::canary(crate::chaos::Canary::RollbackWithoutTombstone) {
+            write_version(&mut wb, key, start, WriteKind::Rollback, start, Vec::new());
+        }
     }
     Ok(Ok(wb))
 }
@@ -193,7 +227,9 @@ pub fn rollback(r: &Reader, keys_: &[Vec<u8>], start: Timestamp) -> Outcome<Writ
 /// The status of the transaction started at `start`, from its primary key;
 /// a lock expired at `now` is rolled back (the writes returned), and a
 /// transaction that left nothing is marked rolled back so it cannot
-/// prewrite later.
+/// prewrite later. "Nothing there" means "not committed" because GC never
+/// collects a primary's commit record while secondaries may be locked
+/// (`Write::pending_secondaries`; seeds 484, 492, 539, 820).
 pub fn check_status(
     r: &Reader,
     primary: &[u8],
@@ -223,6 +259,9 @@ pub fn check_status(
         Some((commit_ts, _)) => Ok((TxnStatus::Committed { commit_ts }, WriteBatch::new())),
         None => {
             let mut wb = WriteBatch::new();
+            if crate::chaos::canary(crate::chaos::Canary::RollbackWithoutTombstone) {
+                return Ok((TxnStatus::RolledBack, wb));
+            }
             write_version(
                 &mut wb,
                 primary,
@@ -239,7 +278,7 @@ pub fn check_status(
 /// Resolves a lock left by a transaction whose fate is known.
 pub fn resolve(r: &Reader, key: &[u8], start: Timestamp, fate: &TxnStatus) -> Outcome<WriteBatch> {
     match fate {
-        TxnStatus::Committed { commit_ts } => commit(r, &[key.to_vec()], start, *commit_ts),
+        TxnStatus::Committed { commit_ts } => commit(r, &[key.to_vec()], start, *commit_ts, false),
         TxnStatus::RolledBack => rollback(r, &[key.to_vec()], start),
         TxnStatus::Locked { .. } => Err(Error::InvalidArgument(
             "a lock of a live transaction is not resolved".into(),

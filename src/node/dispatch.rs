@@ -92,6 +92,7 @@ impl Store {
             Kind::Prewrite(p) => p.ops.first().map(|o| o.key.clone()),
             Kind::Finish(f) => f.keys.first().cloned(),
             Kind::CheckTxn(c) => Some(c.primary.clone()),
+            Kind::Heartbeat(h) => Some(h.primary.clone()),
             _ => None,
         };
         self.propose_by_key(key, Request::Txn(kind), done);

@@ -182,6 +182,15 @@ pub struct FinishCmd {
     pub start_ts: u64,
     #[prost(uint64, tag = "3")]
     pub commit_ts: u64,
+    /// Committing a two-phase transaction's primary: its record stays
+    /// until `secondaries_done` (GC must not collect it while secondaries
+    /// may be locked).
+    #[prost(bool, tag = "4")]
+    pub primary_of_many: bool,
+    /// Not a commit or rollback: every secondary of the transaction whose
+    /// primary is `keys` committed, so its record may be collected.
+    #[prost(bool, tag = "5")]
+    pub secondaries_done: bool,
 }
 
 /// Settles a transaction's primary at `now_ts` (`mvcc::check_status`): an
@@ -196,6 +205,18 @@ pub struct CheckTxnCmd {
     pub start_ts: u64,
     #[prost(uint64, tag = "3")]
     pub now_ts: u64,
+}
+
+/// Keeps a transaction's primary lock alive: its TTL (from its start)
+/// grows to `ttl_ms` (`mvcc::heartbeat`); fails if the lock is gone.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct HeartbeatCmd {
+    #[prost(bytes = "vec", tag = "1")]
+    pub primary: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub start_ts: u64,
+    #[prost(uint64, tag = "3")]
+    pub ttl_ms: u64,
 }
 
 /// What a command does. Transaction commands (prewrite, commit, rollback,
@@ -221,6 +242,8 @@ pub enum Kind {
     Finish(FinishCmd),
     #[prost(message, tag = "10")]
     CheckTxn(CheckTxnCmd),
+    #[prost(message, tag = "11")]
+    Heartbeat(HeartbeatCmd),
 }
 
 /// A replicated command.
@@ -229,7 +252,7 @@ pub struct Command {
     /// Unique per proposal; matches the applied entry to its waiting client.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "Kind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "Kind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub kind: Option<Kind>,
 }
 
@@ -263,6 +286,7 @@ impl Command {
                 f.commit_ts
             ),
             Some(Kind::CheckTxn(c)) => format!("check-txn({})", c.start_ts),
+            Some(Kind::Heartbeat(h)) => format!("heartbeat({}, {} ms)", h.start_ts, h.ttl_ms),
             Some(Kind::Split(s)) => format!("split(new range {})", s.new_range_id),
             Some(Kind::Freeze(_)) => "freeze".into(),
             Some(Kind::Merge(m)) => {

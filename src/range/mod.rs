@@ -50,8 +50,8 @@ mod write;
 
 pub use crate::api::ReplicaChange;
 pub use command::{
-    CheckTxnCmd, Command, FinishCmd, FreezeCmd, GcCmd, KeySpan, Kind, MergeCmd, OnePcCmd, Op,
-    OpKind, PrewriteCmd, SplitCmd, WriteCmd,
+    CheckTxnCmd, Command, FinishCmd, FreezeCmd, GcCmd, HeartbeatCmd, KeySpan, Kind, MergeCmd,
+    OnePcCmd, Op, OpKind, PrewriteCmd, SplitCmd, WriteCmd,
 };
 pub use descriptor::{RangeDescriptor, SYSTEM_RANGE_ID, USER_RANGE_ID};
 pub use read::{ReadOp, ReadResult};

@@ -94,6 +94,7 @@ pub fn apply(cmd: &Command, ctx: &ApplyCtx) -> Result<Applied> {
         Some(Kind::Prewrite(p)) => txn::apply_prewrite(p, ctx),
         Some(Kind::Finish(f)) => txn::apply_finish(f, ctx),
         Some(Kind::CheckTxn(c)) => txn::apply_check(c, ctx),
+        Some(Kind::Heartbeat(h)) => txn::apply_heartbeat(h, ctx),
         None => Err(Error::Internal(
             "a committed entry holds a command of a kind this build does not know \
              (a newer node proposed it); stopping rather than skipping it"

@@ -1,7 +1,8 @@
 //! Two-phase commit on a range: prewrite (lock), finish (commit or roll
 //! back locks: the coordinator's second phase, and lock resolution), and
 //! check-txn (settle a transaction's primary: roll back an expired lock, or
-//! mark a transaction that left nothing rolled back). Each is one
+//! mark a transaction that left nothing rolled back), and heartbeat (keep a
+//! committing transaction's primary lock alive). Each is one
 //! replicated command computed by `mvcc` from the replicated state, so
 //! every replica reaches the same answer; refusals are deterministic errors
 //! (`KeyLocked`, `WriteConflict`, `TxnAborted`, `TxnCommitted`).
@@ -10,7 +11,7 @@
 //! ran before the prewrite applied — then the commit timestamp, taken after
 //! the prewrite, is above `T` — or it meets the lock and resolves it.
 
-use super::command::{CheckTxnCmd, Command, FinishCmd, Kind, PrewriteCmd};
+use super::command::{CheckTxnCmd, Command, FinishCmd, HeartbeatCmd, Kind, PrewriteCmd};
 use super::replica::{Admit, Replica};
 use super::state_machine::{ApplyCtx, Effects, SizeChange};
 use super::timestamped::{mutations, ops_bytes, txn_error};
@@ -28,6 +29,7 @@ impl Replica {
             Kind::Prewrite(p) => p.ops.iter().map(|o| o.key.as_slice()).collect(),
             Kind::Finish(f) => f.keys.iter().map(Vec::as_slice).collect(),
             Kind::CheckTxn(c) => vec![c.primary.as_slice()],
+            Kind::Heartbeat(h) => vec![h.primary.as_slice()],
             _ => return Err(Error::Internal("not a transaction step".into())),
         };
         for k in keys {
@@ -75,10 +77,21 @@ pub(super) fn apply_finish(cmd: &FinishCmd, ctx: &ApplyCtx) -> Result<Effects> {
     check_span(ctx, cmd.keys.iter().map(Vec::as_slice))?;
     let r = Reader::new(&ctx.reader);
     let start = Timestamp(cmd.start_ts);
+    if cmd.secondaries_done {
+        let mut writes = crate::storage::WriteBatch::new();
+        for k in &cmd.keys {
+            writes.append(mvcc::secondaries_done(&r, k, start)?);
+        }
+        return Ok(Effects {
+            writes,
+            ..Effects::default()
+        });
+    }
     let outcome = if cmd.commit_ts == 0 {
         mvcc::rollback(&r, &cmd.keys, start)?
     } else {
-        mvcc::commit(&r, &cmd.keys, start, Timestamp(cmd.commit_ts))?
+        let commit = Timestamp(cmd.commit_ts);
+        mvcc::commit(&r, &cmd.keys, start, commit, cmd.primary_of_many)?
     };
     match outcome {
         Ok(writes) => Ok(Effects {
@@ -102,4 +115,16 @@ pub(super) fn apply_check(cmd: &CheckTxnCmd, ctx: &ApplyCtx) -> Result<Effects> 
         writes,
         ..Effects::default()
     })
+}
+
+pub(super) fn apply_heartbeat(cmd: &HeartbeatCmd, ctx: &ApplyCtx) -> Result<Effects> {
+    check_span(ctx, [cmd.primary.as_slice()])?;
+    let r = Reader::new(&ctx.reader);
+    match mvcc::heartbeat(&r, &cmd.primary, Timestamp(cmd.start_ts), cmd.ttl_ms)? {
+        Ok(writes) => Ok(Effects {
+            writes,
+            ..Effects::default()
+        }),
+        Err(e) => Err(txn_error(e)),
+    }
 }

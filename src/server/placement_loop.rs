@@ -435,6 +435,11 @@ async fn collect_stale(c: &Client, survey: &Survey, registry: &Registry) {
     }
 }
 
+/// Simulation only: how often, and at most how long, a merge pauses
+/// between freezing the right-hand range and merging it.
+const BUGGIFY_MERGE_PAUSE_PROBABILITY: f64 = 0.5;
+const BUGGIFY_MERGE_PAUSE: Duration = Duration::from_millis(800);
+
 /// Runs steps 1 and 2 of a merge (see `placement::merge`); `views` holds
 /// this round's leader views. The caller then drops the leftovers.
 async fn execute_merge(
@@ -455,6 +460,12 @@ async fn execute_merge(
     let frozen = c
         .freeze_range(&keys::route_key(&r.start_key), r.range_id, r.version)
         .await?;
+    // BUGGIFY: a placement driver slow between the two steps keeps the
+    // right-hand range frozen longer (writes there wait and retry).
+    let pause = crate::chaos::buggify_delay(BUGGIFY_MERGE_PAUSE_PROBABILITY, BUGGIFY_MERGE_PAUSE);
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
     c.merge_ranges(
         &keys::route_key(&l.start_key),
         l.range_id,

@@ -20,7 +20,9 @@ use crate::node::Consistency;
 use crate::proto::txn_server::Txn;
 use crate::proto::txn_status_response::State;
 use crate::proto::*;
-use crate::range::{CheckTxnCmd, FinishCmd, KeySpan, Kind, Op, PrewriteCmd, ReadOp, ReadResult};
+use crate::range::{
+    CheckTxnCmd, FinishCmd, HeartbeatCmd, KeySpan, Kind, Op, PrewriteCmd, ReadOp, ReadResult,
+};
 
 /// Validates a transaction's mutations and turns them into data-key ops.
 fn mutation_ops(muts: Vec<Mutation>) -> Result<Vec<Op>> {
@@ -360,6 +362,8 @@ impl Txn for KvService {
                     keys,
                     start_ts: start.0,
                     commit_ts: req.commit_ts,
+                    primary_of_many: req.primary_of_many,
+                    secondaries_done: req.secondaries_done,
                 }))
                 .await?;
             Ok(FinishResponse {})
@@ -397,6 +401,26 @@ impl Txn for KvService {
             let start = start_ts(req.start_ts)?;
             check_writable_key(&req.primary)?;
             self.txn_status_of(&req.primary, start).await
+        };
+        run.await.map(Response::new).map_err(status)
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let run = async {
+            let start = start_ts(req.start_ts)?;
+            check_writable_key(&req.primary)?;
+            self.store
+                .txn_step(Kind::Heartbeat(HeartbeatCmd {
+                    primary: keys::data_key(&req.primary),
+                    start_ts: start.0,
+                    ttl_ms: req.ttl_ms,
+                }))
+                .await?;
+            Ok(HeartbeatResponse {})
         };
         run.await.map(Response::new).map_err(status)
     }
