@@ -182,8 +182,11 @@ pub async fn run(opts: RunOptions) -> RunReport {
         }
         // Transaction clients, on their own RNG.
         for i in 0..2 {
-            let client = cluster.client(Duration::from_secs(10));
-            let xrng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7a7a_0000 ^ i as u64);
+            let mut xrng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7a7a_0000 ^ i as u64);
+            let faults = crate::txn_workload::SimFaults::draw(&mut xrng);
+            let client = cluster
+                .client(Duration::from_secs(10))
+                .with_commit_faults(Arc::new(faults));
             clients.push(cluster.client_host.spawn(crate::txn_workload::txn_loop(
                 opts.clients + 1 + i,
                 client,
@@ -272,6 +275,27 @@ pub async fn run(opts: RunOptions) -> RunReport {
         None
     };
 
+    // Final state of the transaction workloads (locks left by crashed
+    // coordinators are resolved on the way).
+    let final_txn_state = if violations.is_empty() {
+        let client = cluster.client(Duration::from_secs(30));
+        match cluster
+            .client_host
+            .spawn(async move { crate::txn_workload::final_state(&client).await })
+            .await
+        {
+            Ok(Ok(f)) => Some(f),
+            other => {
+                violations.push(format!(
+                    "liveness: final read of the transaction workloads failed: {other:?}"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let regs = check_registers(&entries);
     violations.extend(regs.violations.iter().cloned());
     if let Some(keys) = &final_keys {
@@ -280,7 +304,8 @@ pub async fn run(opts: RunOptions) -> RunReport {
     violations.extend(check_scans(&entries));
     let (tso_violations, timestamps) = check_timestamps(&entries);
     violations.extend(tso_violations);
-    let (txn_violations, txn_summary) = crate::txn_workload::check(&txn_history);
+    let (txn_violations, txn_summary) =
+        crate::txn_workload::check(&txn_history, final_txn_state.as_ref());
     violations.extend(txn_violations);
 
     let mut dumps = Vec::new();
