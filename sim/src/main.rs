@@ -53,8 +53,9 @@ mod runner {
             "usage: rangedb-sim [--seed N | --seeds A..B | --list A,B,.. | --time SECS [--start N]] [--jobs J] [--canary NAME]\n\
              \x20                  [--until-fail] [--check-determinism] [--nodes N] [--chaos-secs S]\n\
              \x20      rangedb-sim --canaries N     (each canary must be caught within N seeds)\n\
-             canaries: {}",
-            Canary::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+             canaries: {}\n             rare canaries (run by name; too rare for --canaries): {}",
+            Canary::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", "),
+            Canary::RARE.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
         );
         std::process::exit(2);
     }

@@ -42,6 +42,9 @@ use crate::history::History;
 
 pub const LIST_PREFIX: &str = "/la/";
 pub const LIST_KEYS: u64 = 5;
+/// Lists rarely touched (see `list_txn`).
+pub const COLD_PREFIX: &str = "/lc/";
+pub const COLD_KEYS: u64 = 3;
 pub const BANK_PREFIX: &str = "/bank/";
 pub const ACCOUNTS: u64 = 4;
 /// Every account starts with this much (absent = initial).
@@ -132,8 +135,10 @@ pub async fn final_state(client: &Client) -> Result<FinalState, Error> {
 async fn final_read(client: &Client) -> Result<FinalState, Error> {
     let mut t = client.begin().await?;
     let mut out = FinalState::default();
-    for i in 0..LIST_KEYS {
-        let key = format!("{LIST_PREFIX}{i}");
+    let keys = (0..LIST_KEYS)
+        .map(|i| format!("{LIST_PREFIX}{i}"))
+        .chain((0..COLD_KEYS).map(|i| format!("{COLD_PREFIX}{i}")));
+    for key in keys {
         let l = parse_list(t.get(key.as_bytes()).await?);
         out.lists.insert(key, l);
     }
@@ -200,11 +205,19 @@ async fn list_txn(
     next: &mut u64,
     id: usize,
 ) -> (Vec<Mop>, Result<(), Error>) {
-    let n = rng.gen_range(1..=3);
+    // Now and then a hot list plus a cold one (the hot key sorts first:
+    // the primary), so a crashed coordinator's secondary lock can sit
+    // unread while GC works on the primary's key.
+    let cold = rng.gen_range(0..100) < 12;
+    let n = if cold { 2 } else { rng.gen_range(1..=3) };
     let mut plan = Vec::new();
-    for _ in 0..n {
-        let key = format!("{LIST_PREFIX}{}", rng.gen_range(0..LIST_KEYS));
-        if rng.gen_bool(0.5) {
+    for i in 0..n {
+        let key = if cold && i == 1 {
+            format!("{COLD_PREFIX}{}", rng.gen_range(0..COLD_KEYS))
+        } else {
+            format!("{LIST_PREFIX}{}", rng.gen_range(0..LIST_KEYS))
+        };
+        if rng.gen_bool(0.5) || cold {
             *next += 1;
             plan.push(Mop::Append {
                 key,
