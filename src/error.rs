@@ -189,6 +189,7 @@ impl Error {
                 | Error::KeyLocked { .. }
                 | Error::TxnAborted { .. }
                 | Error::TxnCommitted { .. }
+                | Error::TxnTooOld(_)
         )
     }
 

@@ -285,6 +285,7 @@ async fn client_loop(
             }
         }
     }
+    client.flush().await; // secondaries of the last commits
     (lat, errors, first_error)
 }
 

@@ -334,7 +334,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let client = Client::new(cli.endpoints.clone(), opts)?;
     let json = cli.output == Output::Json;
     let mut out = std::io::stdout().lock();
-    match cli.command {
+    let r = match cli.command {
         Command::Server(_) => Ok(ExitCode::SUCCESS), // handled above
         Command::Bench(args) => {
             drop(out);
@@ -350,7 +350,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             repl::run(&client).await
         }
         cmd => data::run(&mut out, &client, cmd, json).await,
-    }
+    };
+    // A commit answers at its commit point; its secondaries finish here,
+    // before the process exits (readers would resolve them otherwise).
+    client.flush().await;
+    r
 }
 
 #[cfg(test)]

@@ -25,8 +25,10 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
@@ -86,13 +88,32 @@ struct State {
     next: usize,
 }
 
-pub struct Client {
+/// A handle on the cluster; clones share one connection pool, range cache
+/// and background work.
+#[derive(Clone)]
+pub struct Client(Arc<Inner>);
+
+pub struct Inner {
     endpoints: Vec<String>,
     opts: ClientOptions,
     state: Mutex<State>,
     /// Test hook for the transaction coordinator (`faults.rs`).
-    faults: Option<std::sync::Arc<dyn CommitFaults>>,
+    faults: Option<Arc<dyn CommitFaults>>,
+    /// Work a call left running after it answered (committing a
+    /// transaction's secondaries): one permit each, so it is bounded and
+    /// `flush` can wait for all of it.
+    background: Arc<Semaphore>,
 }
+
+impl std::ops::Deref for Client {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Background tasks in flight at most (more wait for a permit).
+const MAX_BACKGROUND: u32 = 1024;
 
 /// A read's consistency (see `ReadConsistency` in the proto).
 pub use crate::proto::ReadConsistency;
@@ -136,19 +157,42 @@ impl Client {
                 )));
             }
         }
-        Ok(Client {
+        Ok(Client(Arc::new(Inner {
             endpoints,
             opts,
             state: Mutex::new(State::default()),
             faults: None,
-        })
+            background: Arc::new(Semaphore::new(MAX_BACKGROUND as usize)),
+        })))
     }
 
     /// Installs a coordinator fault hook (tests and simulation only; see
-    /// `faults.rs`).
-    pub fn with_commit_faults(mut self, faults: std::sync::Arc<dyn CommitFaults>) -> Client {
-        self.faults = Some(faults);
+    /// `faults.rs`); before the client is cloned (a clone keeps none).
+    pub fn with_commit_faults(mut self, faults: Arc<dyn CommitFaults>) -> Client {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.faults = Some(faults);
+        }
         self
+    }
+
+    /// Runs `work` after the call that started it answered, counted so
+    /// `flush` can wait for it (waits for a permit when too much runs).
+    async fn in_background(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let Ok(permit) = self.background.clone().acquire_owned().await else {
+            return; // never closed
+        };
+        tokio::spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+
+    /// Waits until the work calls left running has finished (a process
+    /// about to exit calls this, so no transaction leaves locks behind).
+    pub async fn flush(&self) {
+        if let Ok(all) = self.background.acquire_many(MAX_BACKGROUND).await {
+            drop(all);
+        }
     }
 
     pub fn endpoints(&self) -> &[String] {

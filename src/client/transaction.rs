@@ -15,10 +15,11 @@
 //!   `commit_ts`, validate every read key and scanned span (nothing
 //!   committed in `(start_ts, commit_ts]`, no foreign lock; the check
 //!   registers the read at `commit_ts`, so no later write lands below it),
-//!   commit the primary (the commit point), then the secondaries (readers
-//!   roll forward any left behind), then tell the primary they are done:
-//!   until then GC keeps the primary's commit record, from which a reader
-//!   decides the fate of a secondary lock. The transaction is serialized at
+//!   commit the primary (the commit point) and answer; then, in the
+//!   background (`Client::flush` waits for it), commit the secondaries
+//!   (readers roll forward any left behind) and tell the primary they are
+//!   done: until then GC keeps the primary's commit record, from which a
+//!   reader decides the fate of a secondary lock. The transaction is serialized at
 //!   `commit_ts`, taken between its invocation and its reply. While it
 //!   runs, heartbeats keep the primary's lock alive (`LOCK_TTL`), so a
 //!   slow commit is not rolled back by readers; a coordinator that died
@@ -549,20 +550,23 @@ impl<'c> Transaction<'c> {
             Err(e) => return Err(e),
         }
         self.fault(CommitPoint::AfterCommitPrimary, stalled).await?;
-        // Secondaries: readers roll forward any this leaves behind (and the
-        // primary's record then stays; see `mvcc::Write`).
+        // Committed. The secondaries are committed after the answer (readers
+        // roll forward any left behind, and the primary's record stays until
+        // they are done; see `mvcc::Write`).
         if !secondaries.is_empty() {
-            let finished = async {
-                self.client
-                    .txn_finish(secondaries, self.start_ts, Some(commit_ts))
-                    .await?;
-                self.client
-                    .txn_secondaries_done(primary, self.start_ts)
-                    .await
+            let (client, start, primary) = (self.client.clone(), self.start_ts, primary.to_vec());
+            let finish = async move {
+                let finished = async {
+                    client
+                        .txn_finish(secondaries, start, Some(commit_ts))
+                        .await?;
+                    client.txn_secondaries_done(&primary, start).await
+                };
+                if let Err(e) = finished.await {
+                    tracing::debug!(%e, "secondaries left for readers to resolve");
+                }
             };
-            if let Err(e) = finished.await {
-                tracing::debug!(%e, "secondaries left for readers to resolve");
-            }
+            self.client.in_background(finish).await;
         }
         Ok(commit_ts)
     }
@@ -596,9 +600,12 @@ async fn settle_own(client: &Client, primary: &[u8], start: Timestamp) -> Result
 /// reply was lost: a one-command commit's, or anyone's from the primary.
 pub async fn settle(client: &Client, primary: &[u8], start: Timestamp) -> Result<Timestamp> {
     for _ in 0..100 {
-        let state = client.txn_check(primary, start).await.map_err(|e| {
-            Error::Indeterminate(format!("the commit's outcome could not be read back: {e}"))
-        })?;
+        let state = client
+            .txn_check_lost_reply(primary, start)
+            .await
+            .map_err(|e| {
+                Error::Indeterminate(format!("the commit's outcome could not be read back: {e}"))
+            })?;
         match state {
             TxnState::Committed { commit_ts } => return Ok(commit_ts),
             TxnState::RolledBack | TxnState::Unknown => {

@@ -371,9 +371,30 @@ impl Client {
     /// Settles the transaction from its primary (an expired lock is rolled
     /// back; nothing there becomes a rollback) and returns its status.
     pub async fn txn_check(&self, primary: &[u8], start_ts: Timestamp) -> Result<TxnState> {
+        self.check_txn_step(primary, start_ts, false).await
+    }
+
+    /// Like `txn_check`, settling a commit whose reply was lost: below the
+    /// GC horizon an absent transaction fails with `TxnTooOld` (it may
+    /// have committed a record since collected) instead of rolling back.
+    pub async fn txn_check_lost_reply(
+        &self,
+        primary: &[u8],
+        start_ts: Timestamp,
+    ) -> Result<TxnState> {
+        self.check_txn_step(primary, start_ts, true).await
+    }
+
+    async fn check_txn_step(
+        &self,
+        primary: &[u8],
+        start_ts: Timestamp,
+        lost_reply: bool,
+    ) -> Result<TxnState> {
         let req = CheckTxnRequest {
             primary: primary.to_vec(),
             start_ts: start_ts.0,
+            lost_reply,
         };
         let resp = self
             .with_retry(&route::key(primary), Retry::Steps, |ch| {
@@ -390,6 +411,7 @@ impl Client {
         let req = CheckTxnRequest {
             primary: primary.to_vec(),
             start_ts: start_ts.0,
+            ..Default::default()
         };
         let resp = self
             .with_retry(&route::key(primary), Retry::Idempotent, |ch| {
@@ -417,8 +439,10 @@ impl Client {
             }
             TxnState::RolledBack | TxnState::Unknown => {
                 if key != primary {
+                    // TxnTooOld: nothing of it is left there (resolved
+                    // already, and GC took the record).
                     match self.txn_finish(vec![key.to_vec()], start, None).await {
-                        Ok(()) | Err(Error::TxnCommitted { .. }) => {}
+                        Ok(()) | Err(Error::TxnCommitted { .. }) | Err(Error::TxnTooOld(_)) => {}
                         Err(e) => return Err(e),
                     }
                 }

@@ -15,6 +15,7 @@ impl Store {
     pub fn handle(&mut self, msg: StoreMsg) {
         match msg {
             StoreMsg::Raft { from, msgs } => self.on_raft(from, msgs),
+            StoreMsg::OracleTime(ts) => self.oracle_seen = self.oracle_seen.max(ts),
             StoreMsg::Write { ops, done } => self.on_write(ops, done),
             StoreMsg::Read {
                 op,

@@ -1,12 +1,17 @@
 //! MVCC garbage collection, scheduled by the Store: every GC_CHECK_TICKS
 //! the next user range this node leads (round robin) is scanned off the
-//! Store task with a horizon `gc_ttl` behind the node clock; the keys the
-//! scan names are collected by one replicated GC command (`range/gc.rs`).
+//! Store task with a horizon `gc_ttl` behind the newest oracle timestamp
+//! the range or the node has seen (the server tells the Store a fresh one
+//! every few seconds, for quiet ranges), and behind the node clock; the
+//! keys the scan
+//! names are collected by one replicated GC command (`range/gc.rs`), which
+//! also raises the range's GC horizon: transactions that started below it
+//! are refused there from then on (`TxnTooOld`), so a read never misses a
+//! collected version.
 //!
-//! CAVEATS: the horizon comes from the node clock; nothing reads at an old
-//! timestamp yet (plain reads see the newest versions), so a skewed clock
-//! only collects early. Transactions and backups will pin the horizon
-//! (the oldest active timestamp, leased on the placement driver).
+//! CAVEATS: running transactions and backups do not pin the horizon yet
+//! (a lease on the placement driver); one older than `gc_ttl` fails with
+//! `TxnTooOld` where GC passed it.
 
 use super::store::Store;
 use crate::api::Timestamp;
@@ -14,13 +19,18 @@ use crate::range::{GcCmd, Request, SYSTEM_RANGE_ID};
 
 /// How often (in ticks) a leader looks for garbage in one of its ranges.
 pub const GC_CHECK_TICKS: u64 = 20;
+/// Simulation only: the chance, per tick, of a GC round off its schedule.
+const BUGGIFY_GC_PROBABILITY: f64 = 0.2;
 /// Keys one GC command collects at most (more wait for the next round).
 pub const GC_KEYS_PER_COMMAND: usize = 1024;
 
 impl Store {
     pub(super) fn tick_gc(&mut self) {
         // Off the split checks' ticks: a range being measured is skipped.
-        if self.ticks % GC_CHECK_TICKS != GC_CHECK_TICKS / 2 + 1 {
+        // BUGGIFY: in simulation, GC also runs at random other ticks.
+        if self.ticks % GC_CHECK_TICKS != GC_CHECK_TICKS / 2 + 1
+            && !crate::chaos::buggify(BUGGIFY_GC_PROBABILITY)
+        {
             return;
         }
         let next = self
@@ -34,8 +44,18 @@ impl Store {
         let Some(id) = next else { return };
         self.gc_cursor = id;
         let ttl_ms = self.settings.gc_ttl.as_millis() as u64;
-        let horizon = self.cfg.clock.now_ms().saturating_sub(ttl_ms);
-        self.request_measure_gc(id, true, None, Some(Timestamp::new(horizon, 0)));
+        // Oracle time as this replica knows it (a lower bound), never ahead
+        // of the node clock either: a skewed clock must not collect what a
+        // running transaction still reads.
+        let seen = self.replicas[&id]
+            .newest_timestamp()
+            .max(self.oracle_seen)
+            .physical_ms();
+        let now = seen.min(self.cfg.clock.now_ms());
+        if now <= ttl_ms {
+            return; // nothing seen yet
+        }
+        self.request_measure_gc(id, true, None, Some(Timestamp::new(now - ttl_ms, 0)));
     }
 
     /// The scan of `range_id` (at epoch `version`) named `keys`.

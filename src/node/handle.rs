@@ -34,6 +34,9 @@ pub enum Consistency {
 
 /// A message to the Store task.
 pub enum StoreMsg {
+    /// A fresh timestamp from the oracle: a lower bound on its clock, from
+    /// which MVCC GC takes its horizon on quiet ranges (`gc.rs`).
+    OracleTime(Timestamp),
     Raft {
         from: u64,
         msgs: Vec<(u64, Message)>,
@@ -139,6 +142,11 @@ pub struct StoreHandle {
 impl StoreHandle {
     pub fn directory(&self) -> &Directory {
         &self.directory
+    }
+
+    /// Tells the Store a fresh oracle timestamp (see `StoreMsg::OracleTime`).
+    pub async fn oracle_time(&self, ts: Timestamp) {
+        let _ = self.tx.send(StoreMsg::OracleTime(ts)).await;
     }
 
     pub fn raft_sender(&self) -> mpsc::Sender<StoreMsg> {

@@ -95,6 +95,8 @@ pub struct Store {
     pub(super) size_cursor: u64,
     /// The last range GC looked at (`gc.rs`).
     pub(super) gc_cursor: u64,
+    /// The newest oracle timestamp the server told (`StoreMsg::OracleTime`).
+    pub(super) oracle_seen: crate::api::Timestamp,
     /// Snapshots raft-rs asked for, to build off the Store task.
     pub(super) snapshot_jobs: SnapshotJobs,
 }
@@ -133,6 +135,7 @@ impl Store {
             unmeasured: BTreeSet::new(),
             size_cursor: 0,
             gc_cursor: 0,
+            oracle_seen: crate::api::Timestamp::ZERO,
             snapshot_jobs: SnapshotJobs::default(),
         };
         store.load_ranges()?;

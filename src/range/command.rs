@@ -205,6 +205,12 @@ pub struct CheckTxnCmd {
     pub start_ts: u64,
     #[prost(uint64, tag = "3")]
     pub now_ts: u64,
+    /// Settling a commit whose reply was lost (not resolving a lock): a
+    /// transaction that left nothing, below the range's GC horizon, may
+    /// have committed a record GC has since collected, so it is not marked
+    /// rolled back; the step fails with `TxnTooOld` instead.
+    #[prost(bool, tag = "4")]
+    pub lost_reply: bool,
 }
 
 /// Keeps a transaction's primary lock alive: its TTL (from its start)

@@ -41,6 +41,13 @@ pub struct RangeDescriptor {
     /// into its left neighbour.
     #[prost(bool, tag = "8")]
     pub sticky: bool,
+    /// The highest MVCC GC horizon applied to the range: versions a read
+    /// below it would need may be gone, so a transaction that started
+    /// below it can no longer read, validate or write here (`TxnTooOld`).
+    /// Replicated, carried by snapshots, inherited by splits, the higher
+    /// of the two in a merge.
+    #[prost(uint64, tag = "9")]
+    pub gc_horizon: u64,
 }
 
 /// Lower-case hex of a byte string (directory values show spans this way).
@@ -55,6 +62,20 @@ impl RangeDescriptor {
 
     pub fn decode(b: &[u8]) -> Result<RangeDescriptor> {
         Ok(<RangeDescriptor as prost::Message>::decode(b)?)
+    }
+
+    /// Refuses a transaction that started at `start`, below the range's
+    /// GC horizon (deterministic: the horizon is replicated).
+    pub fn check_gc_horizon(&self, start: u64) -> Result<()> {
+        if start < self.gc_horizon {
+            return Err(crate::error::Error::TxnTooOld(format!(
+                "it started at {}, below range {}'s GC horizon {} (gc_ttl)",
+                crate::api::Timestamp(start),
+                self.range_id,
+                crate::api::Timestamp(self.gc_horizon)
+            )));
+        }
+        Ok(())
     }
 
     /// Where the range directory (in the system range) keeps this range.

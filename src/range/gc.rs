@@ -2,12 +2,19 @@
 //! (found off the Store task by `mvcc::GarbageFinder`) and a horizon; every
 //! replica computes each key's deletes from its own replicated state
 //! (`mvcc::gc_key`), so replicas stay identical even when the list is stale.
+//!
+//! Applying one raises the descriptor's `gc_horizon`; transactions that
+//! started below it are refused on this range from then on (reads at such
+//! a timestamp could miss collected versions, and a validation or prewrite
+//! could miss a collected conflicting write). Clock-independent: node
+//! clocks only decide when GC is proposed, never whether a read is safe.
 
 use super::command::{Command, GcCmd, Kind};
 use super::replica::{Admit, Replica};
 use super::state_machine::{ApplyCtx, Effects, SizeChange};
 use crate::api::Timestamp;
 use crate::error::Result;
+use crate::keys;
 use crate::mvcc::{gc_key, Reader};
 
 impl Replica {
@@ -25,6 +32,14 @@ pub(super) fn apply(cmd: &GcCmd, ctx: &ApplyCtx) -> Result<Effects> {
     }
     let reader = Reader::new(&ctx.reader);
     let horizon = Timestamp(cmd.horizon);
+    // The horizon first: from here on no transaction below it reads here.
+    if cmd.horizon > ctx.desc.gc_horizon {
+        let mut desc = ctx.desc.clone();
+        desc.gc_horizon = cmd.horizon;
+        fx.writes
+            .put(keys::descriptor_key(desc.range_id), desc.encode());
+        fx.desc = Some(desc);
+    }
     for key in cmd.keys.iter().filter(|k| ctx.desc.contains(k)) {
         fx.writes.append(gc_key(&reader, key, horizon)?);
     }

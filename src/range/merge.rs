@@ -136,6 +136,7 @@ pub(super) fn apply_merge(merge: &MergeCmd, ctx: &ApplyCtx) -> Result<Effects> {
     let mut desc = d.clone();
     desc.end_key = rhs.end_key.clone();
     desc.version = desc.version.max(rhs.version) + 1;
+    desc.gc_horizon = desc.gc_horizon.max(rhs.gc_horizon);
     fx.writes
         .put(keys::descriptor_key(desc.range_id), desc.encode());
     fx.desc = Some(desc);

@@ -179,6 +179,12 @@ impl Replica {
         if self.desc.frozen {
             return Err(self.desc.epoch_mismatch());
         }
+        // Versions a transaction below the GC horizon needs may be gone.
+        match (op, ts) {
+            (ReadOp::Validate { start_ts, .. }, _) => self.desc.check_gc_horizon(*start_ts)?,
+            (ReadOp::Get(_) | ReadOp::Scan { .. }, Some(ts)) => self.desc.check_gc_horizon(ts.0)?,
+            _ => {}
+        }
         match op {
             ReadOp::Get(key) => {
                 // The range split while the read waited for its ReadIndex

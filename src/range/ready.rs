@@ -16,7 +16,7 @@ use raft::{Ready, StateRole};
 
 use super::replica::{Completion, Replica};
 use super::state_machine::{self, ApplyCtx, Effects, SizeChange};
-use super::{Command, RangeDescriptor};
+use super::{Command, Kind, RangeDescriptor};
 use crate::chaos::{self, RaftEvent};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -186,6 +186,15 @@ impl Replica {
                 self.desc.range_id
             ))
         })?;
+        let seen = match &cmd.kind {
+            Some(Kind::OnePc(c)) => c.commit_ts,
+            Some(Kind::Finish(f)) => f.commit_ts.max(f.start_ts),
+            Some(Kind::Prewrite(p)) => p.start_ts,
+            Some(Kind::CheckTxn(c)) => c.now_ts,
+            Some(Kind::Heartbeat(h)) => h.start_ts,
+            _ => 0,
+        };
+        self.saw_timestamp(seen);
         let applied = {
             let cs = self.group.store().conf_state();
             let ctx = ApplyCtx {

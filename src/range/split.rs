@@ -67,6 +67,7 @@ pub(super) fn apply(split: &SplitCmd, ctx: &ApplyCtx) -> Result<Effects> {
         replicas: desc.replicas.clone(),
         frozen: false,
         sticky: split.sticky,
+        gc_horizon: desc.gc_horizon,
     };
     let mut fx = Effects::default();
     fx.writes

@@ -50,6 +50,11 @@ pub struct ReadFloor {
     /// The term in which the floor was seeded (`None`: not yet, or a merge
     /// unseeded it).
     pub seeded_term: Option<u64>,
+    /// The newest oracle timestamp this replica has seen (applied commands,
+    /// reads served): a lower bound on the oracle's clock, from which MVCC
+    /// GC takes its horizon (`node/gc.rs`) — never from a node clock, which
+    /// may run ahead of the oracle's (seeds 175, 446).
+    pub newest_seen: Timestamp,
 }
 
 impl Replica {
@@ -58,6 +63,19 @@ impl Replica {
         if ts > self.floor.max_read_ts {
             self.floor.max_read_ts = ts;
         }
+        self.saw_timestamp(ts.0);
+    }
+
+    /// Notes an oracle timestamp a command or read carried.
+    pub(super) fn saw_timestamp(&mut self, ts: u64) {
+        if ts != Timestamp::MAX.0 && ts > self.floor.newest_seen.0 {
+            self.floor.newest_seen = Timestamp(ts);
+        }
+    }
+
+    /// The newest oracle timestamp this replica has seen (see `ReadFloor`).
+    pub fn newest_timestamp(&self) -> Timestamp {
+        self.floor.newest_seen
     }
 
     /// The command for a timestamped write, if this leader may propose it
@@ -197,6 +215,7 @@ pub(super) fn apply(cmd: &OnePcCmd, ctx: &ApplyCtx) -> Result<Effects> {
     {
         return Err(desc.epoch_mismatch());
     }
+    desc.check_gc_horizon(cmd.start_ts)?;
     let muts = mutations(&cmd.ops)?;
     let bytes = ops_bytes(&cmd.ops);
     let spans: Vec<(Vec<u8>, Vec<u8>)> = cmd

@@ -59,6 +59,7 @@ fn check_span<'a>(ctx: &ApplyCtx, keys: impl IntoIterator<Item = &'a [u8]>) -> R
 
 pub(super) fn apply_prewrite(cmd: &PrewriteCmd, ctx: &ApplyCtx) -> Result<Effects> {
     check_span(ctx, cmd.ops.iter().map(|o| o.key.as_slice()))?;
+    ctx.desc.check_gc_horizon(cmd.start_ts)?;
     let muts = mutations(&cmd.ops)?;
     let bytes = ops_bytes(&cmd.ops);
     let r = Reader::new(&ctx.reader);
@@ -88,6 +89,9 @@ pub(super) fn apply_finish(cmd: &FinishCmd, ctx: &ApplyCtx) -> Result<Effects> {
         });
     }
     let outcome = if cmd.commit_ts == 0 {
+        for k in &cmd.keys {
+            check_nothing_left(&r, k, start, ctx)?;
+        }
         mvcc::rollback(&r, &cmd.keys, start)?
     } else {
         let commit = Timestamp(cmd.commit_ts);
@@ -102,9 +106,31 @@ pub(super) fn apply_finish(cmd: &FinishCmd, ctx: &ApplyCtx) -> Result<Effects> {
     }
 }
 
+/// Refuses, below the range's GC horizon, to decide anything from the
+/// absence of the transaction's records on `key`: GC may have collected a
+/// committed one (a lock resolution never gets here: a primary with locked
+/// secondaries keeps its record, `mvcc::Write::pending_secondaries`).
+fn check_nothing_left(r: &Reader, key: &[u8], start: Timestamp, ctx: &ApplyCtx) -> Result<()> {
+    if start.0 >= ctx.desc.gc_horizon {
+        return Ok(());
+    }
+    let locked = r.lock(key)?.is_some_and(|l| l.start() == start);
+    if locked || r.by_txn(key, start)?.is_some() {
+        return Ok(());
+    }
+    Err(Error::TxnTooOld(format!(
+        "the transaction started at {start} left nothing on range {} and is below its GC horizon: \
+         its outcome can no longer be told",
+        ctx.desc.range_id
+    )))
+}
+
 pub(super) fn apply_check(cmd: &CheckTxnCmd, ctx: &ApplyCtx) -> Result<Effects> {
     check_span(ctx, [cmd.primary.as_slice()])?;
     let r = Reader::new(&ctx.reader);
+    if cmd.lost_reply {
+        check_nothing_left(&r, &cmd.primary, Timestamp(cmd.start_ts), ctx)?;
+    }
     let (_, writes) = mvcc::check_status(
         &r,
         &cmd.primary,

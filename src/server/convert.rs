@@ -63,6 +63,7 @@ impl From<RangeDescriptor> for RangeDescriptorMsg {
             replicas: d.replicas,
             frozen: d.frozen,
             sticky: d.sticky,
+            gc_horizon: d.gc_horizon,
         }
     }
 }
@@ -78,6 +79,7 @@ impl From<RangeDescriptorMsg> for RangeDescriptor {
             replicas: m.replicas,
             frozen: m.frozen,
             sticky: m.sticky,
+            gc_horizon: m.gc_horizon,
         }
     }
 }

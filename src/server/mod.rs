@@ -329,6 +329,7 @@ fn spawn_background(
         ident.peers.clone(),
         addresses,
         settings,
+        handle.clone(),
         stop.clone(),
     ));
     tokio::spawn(publish_directory(handle.clone(), stop.clone()));
@@ -420,12 +421,14 @@ async fn join_cluster(cfg: &ServerConfig, stop: watch::Receiver<bool>) -> Result
 
 /// Keeps what every node must know of the system range current, even on
 /// nodes holding no replica of it: the peer addresses of nodes that joined
-/// later (from the registry, so this node can send them Raft messages) and
-/// the cluster settings (split thresholds take effect live everywhere).
+/// later (from the registry, so this node can send them Raft messages), the
+/// cluster settings (split thresholds take effect live everywhere), and a
+/// fresh oracle timestamp (MVCC GC's clock, `node/gc.rs`).
 async fn refresh_metadata(
     peers: Vec<String>,
     addresses: PeerAddresses,
     settings: watch::Sender<ClusterSettings>,
+    store: StoreHandle,
     stop: watch::Receiver<bool>,
 ) {
     use crate::client::{Client, ClientOptions};
@@ -454,6 +457,10 @@ async fn refresh_metadata(
             biased;
             _ = until_shutdown(stop.clone()) => return,
             _ = tokio::time::sleep(METADATA_REFRESH_INTERVAL) => {}
+        }
+        // Oracle time for MVCC GC on ranges that see no traffic.
+        if let Ok(ts) = c.timestamps(1).await {
+            store.oracle_time(ts).await;
         }
         if let Ok(pairs) = scan(meta::NODES_PREFIX).await {
             let r = crate::api::Registry::parse(pairs);

@@ -385,6 +385,7 @@ impl Txn for KvService {
                     primary: keys::data_key(&req.primary),
                     start_ts: start.0,
                     now_ts: now.0,
+                    lost_reply: req.lost_reply,
                 }))
                 .await?;
             self.txn_status_of(&req.primary, start).await

@@ -81,6 +81,7 @@ impl Harness {
                     primary: keys::data_key(primary.as_bytes()),
                     start_ts,
                     now_ts,
+                    ..Default::default()
                 });
                 self.txn_step(node, label, kind)
             }
