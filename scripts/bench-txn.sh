@@ -11,7 +11,7 @@ duration=${DURATION:-10}
 trap 'bash scripts/cluster.sh stop' EXIT
 bash scripts/cluster.sh start
 export RANGEDB_ENDPOINTS=localhost:8081,localhost:8083,localhost:8085
-run() { "$bin" bench --duration "$duration" --ranges 2 --keys 2000 "$@" | tee /dev/stderr | tail -1; }
+run() { "$bin" bench --duration "$duration" --ranges 2 --keys 2000 "$@" | tee -a /dev/stderr | tail -1; }
 put1=$(run --workload put --clients 1)
 txn1=$(run --workload txn --clients 1)
 txn64=$(run --workload txn --clients 64)

@@ -8,9 +8,9 @@ duration=${DURATION:-10}
 trap 'bash scripts/cluster.sh stop' EXIT
 bash scripts/cluster.sh start
 export RANGEDB_ENDPOINTS=localhost:8081,localhost:8083,localhost:8085
-one=$("$bin" bench --workload put --clients 1 --duration "$duration" | tee /dev/stderr | tail -1)
-many=$("$bin" bench --workload put --clients 64 --duration "$duration" | tee /dev/stderr | tail -1)
-"$bin" bench --workload get --clients 64 --duration "$duration" --keys 2000 | tee /dev/stderr >/dev/null
+one=$("$bin" bench --workload put --clients 1 --duration "$duration" | tee -a /dev/stderr | tail -1)
+many=$("$bin" bench --workload put --clients 64 --duration "$duration" | tee -a /dev/stderr | tail -1)
+"$bin" bench --workload get --clients 64 --duration "$duration" --keys 2000 | tee -a /dev/stderr >/dev/null
 python3 - "$one" "$many" <<'PY'
 import json, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
