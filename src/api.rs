@@ -61,6 +61,8 @@ pub mod meta {
     pub const TSO: &str = "_/cluster/tso";
     /// Prefix of the range directory (`_/partitions/<range id>`).
     pub const PARTITIONS_PREFIX: &str = "_/partitions/";
+    /// GC pins of open transactions (`_/txn/pins/<id>`: "start_ts expires_ms").
+    pub const PINS_PREFIX: &str = "_/txn/pins/";
 
     /// The registry key of node `id`, as the original README shows it.
     pub fn node_key(id: u64) -> String {
@@ -81,6 +83,20 @@ pub mod meta {
     }
 
     /// The key of cluster setting `name`.
+    pub fn pin_key(id: &str) -> String {
+        format!("{PINS_PREFIX}{id}")
+    }
+
+    /// The start timestamp a pin holds, if it is still alive at `now_ms`
+    /// (physical milliseconds of an oracle timestamp).
+    pub fn live_pin(value: &[u8], now_ms: u64) -> Option<u64> {
+        let s = std::str::from_utf8(value).ok()?;
+        let mut parts = s.split_whitespace();
+        let start: u64 = parts.next()?.parse().ok()?;
+        let expires: u64 = parts.next()?.parse().ok()?;
+        (expires > now_ms).then_some(start)
+    }
+
     pub fn config_key(name: &str) -> String {
         format!("{CONFIG_PREFIX}{name}")
     }

@@ -9,10 +9,11 @@
 //!   the start) and snapshot reads of every account, whose total must
 //!   always be the initial one.
 //!
-//! - write skew probe ("doctors on call"): two keys, each 0 or 1 (absent =
-//!   1); a transaction reads both and takes one off call only if both are
-//!   on call, else puts one back. Serializable histories keep at least one
-//!   on call in every snapshot; write skew (reads not validated) takes both
+//! - write skew probe ("doctors on call"): two keys, each 0 or absent
+//!   (on call); a transaction reads both and takes one off call (writes 0)
+//!   only if both are on call, else puts one back (deletes it: deletes
+//!   inside transactions). Serializable histories keep at least one on
+//!   call in every snapshot; write skew (reads not validated) takes both
 //!   off.
 //!
 //! Outcomes: committed; aborted (any error before or at commit that says
@@ -165,8 +166,13 @@ async fn skew_txn(client: &Client, rng: &mut ChaCha8Rng) -> Result<Option<[i64; 
     let i = rng.gen_range(0..2);
     let observe = rng.gen_bool(0.3);
     if !observe {
-        let v = if seen[0] + seen[1] >= 2 { 0 } else { 1 };
-        t.put(SKEW_KEYS[i].as_bytes(), v.to_string().as_bytes())?;
+        // Off call is a 0; back on call is a delete (absent = on call):
+        // deletes inside transactions, under the same checks.
+        if seen[0] + seen[1] >= 2 {
+            t.put(SKEW_KEYS[i].as_bytes(), b"0")?;
+        } else {
+            t.delete(SKEW_KEYS[i].as_bytes())?;
+        }
     }
     t.commit().await?;
     Ok(Some(seen))

@@ -146,8 +146,7 @@ impl<'c> Session<'c> {
                         t.id
                     )));
                 }
-                let start = self.client.timestamps(1).await?;
-                let t = Saved::new(start);
+                let t = txn::begin(self.client).await?;
                 let _ = writeln!(out, "Transaction started: {}", t.id);
                 self.txn = Some(t);
             }
@@ -173,6 +172,7 @@ impl<'c> Session<'c> {
                 let Some(t) = self.txn.take() else {
                     return Err(Error::InvalidArgument("no transaction is open".into()));
                 };
+                txn::release(self.client, &t).await;
                 let _ = writeln!(out, "Transaction {} rolled back", t.id);
             }
             ["admin", "cluster", "status"] => admin::cluster_status_brief(out, self.client).await?,

@@ -164,12 +164,38 @@ pub async fn range(
     Ok(pairs)
 }
 
+/// Begins a transaction and pins its start against MVCC GC (best effort:
+/// unpinned, it still runs, and fails with `TxnTooOld` if GC passes it).
+pub async fn begin(client: &Client) -> Result<Saved> {
+    let start = client.timestamps(1).await?;
+    let saved = Saved::new(start);
+    if let Err(e) = client.pin_timestamp(&saved.id, start).await {
+        tracing::warn!(%e, "the transaction's GC pin was not recorded");
+    }
+    Ok(saved)
+}
+
+/// Ends the transaction's GC pin (best effort: it expires anyway).
+pub async fn release(client: &Client, saved: &Saved) {
+    if let Err(e) = client.release_pin(&saved.id).await {
+        tracing::debug!(%e, "the transaction's GC pin is left to expire");
+    }
+}
+
 /// Commits; the record says how it ended either way (unless the outcome
 /// is unknown, when it stays open so `commit` can be asked again).
 pub async fn commit(client: &Client, saved: &mut Saved) -> Result<Timestamp> {
     saved.ensure_open()?;
     let t = client.resume(saved.record.clone(), saved.elapsed());
-    match t.commit().await {
+    let r = commit_record(t.commit().await, saved);
+    if saved.state != State::Open {
+        release(client, saved).await;
+    }
+    r
+}
+
+fn commit_record(r: Result<Timestamp>, saved: &mut Saved) -> Result<Timestamp> {
+    match r {
         Ok(ts) => {
             saved.state = State::Committed;
             saved.commit_ts = ts.0;
@@ -306,8 +332,8 @@ pub(super) async fn run(
     let store = Store { dir: state_dir() };
     match cmd {
         TxnCommand::Begin => {
-            let start = client.timestamps(1).await?;
-            let saved = Saved::new(start);
+            let saved = begin(client).await?;
+            let start = Timestamp(saved.record.start_ts);
             store.save(&saved)?;
             store.set_current(Some(&saved.id))?;
             if json {
@@ -383,6 +409,7 @@ pub(super) async fn run(
             saved.ensure_open()?;
             saved.state = State::RolledBack;
             store.save(&saved)?;
+            release(client, &saved).await;
             if store.current().as_deref() == Some(&saved.id) {
                 store.set_current(None)?;
             }

@@ -2,7 +2,7 @@
 //! settings, node status).
 
 use super::{from_status, is_server_status, transport_message, Client, Retry};
-use crate::api::{meta, route, ReplicaChange, MAX_ADMIN_MESSAGE_BYTES};
+use crate::api::{meta, route, ReplicaChange, Timestamp, MAX_ADMIN_MESSAGE_BYTES};
 use crate::error::{Error, Result};
 use crate::proto::admin_client::AdminClient;
 use crate::proto::*;
@@ -115,6 +115,36 @@ impl Client {
             )
             .await?;
         Ok(resp.into_inner().key)
+    }
+
+    /// Pins an open transaction's start timestamp against MVCC GC until
+    /// it could no longer commit (`txn_max_duration`); `release_pin` ends
+    /// it. Idempotent.
+    pub async fn pin_timestamp(&self, id: &str, start_ts: Timestamp) -> Result<()> {
+        self.pin_step(id, start_ts.0, false).await
+    }
+
+    /// Ends the pin `pin_timestamp` made (nothing if there is none).
+    pub async fn release_pin(&self, id: &str) -> Result<()> {
+        self.pin_step(id, 0, true).await
+    }
+
+    async fn pin_step(&self, id: &str, start_ts: u64, release: bool) -> Result<()> {
+        let req = PinTimestampRequest {
+            id: id.to_string(),
+            start_ts,
+            release,
+        };
+        self.with_retry(
+            &route::key(meta::pin_key(id).as_bytes()),
+            Retry::Idempotent,
+            |ch| {
+                let req = req.clone();
+                async move { AdminClient::new(ch).pin_timestamp(req).await }
+            },
+        )
+        .await
+        .map(drop)
     }
 
     /// Records a range descriptor in the range directory (idempotent: the

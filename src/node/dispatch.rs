@@ -16,6 +16,7 @@ impl Store {
         match msg {
             StoreMsg::Raft { from, msgs } => self.on_raft(from, msgs),
             StoreMsg::OracleTime(ts) => self.oracle_seen = self.oracle_seen.max(ts),
+            StoreMsg::GcPin(pin) => self.gc_pin = pin,
             StoreMsg::Write { ops, done } => self.on_write(ops, done),
             StoreMsg::Read {
                 op,

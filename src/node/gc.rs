@@ -9,9 +9,16 @@
 //! are refused there from then on (`TxnTooOld`), so a read never misses a
 //! collected version.
 //!
-//! CAVEATS: running transactions and backups do not pin the horizon yet
-//! (a lease on the placement driver); one older than `gc_ttl` fails with
-//! `TxnTooOld` where GC passed it.
+//! Open CLI and REPL transactions pin their start timestamp
+//! (`_/txn/pins/<id>`, until they could no longer commit); the server's
+//! metadata refresher passes the oldest live pin to the Store, and the
+//! horizon never passes it.
+//!
+//! CAVEATS: a pin reaches the Store within a refresh (2 s), so with a
+//! `gc_ttl` shorter than that a transaction can still be passed (it then
+//! fails with `TxnTooOld`; never a wrong read); SDK transactions do not pin
+//! unless their caller does (`Client::pin_timestamp`); expired pins stay in
+//! `_/txn/pins/` until released.
 
 use super::store::Store;
 use crate::api::Timestamp;
@@ -55,7 +62,12 @@ impl Store {
         if now <= ttl_ms {
             return; // nothing seen yet
         }
-        self.request_measure_gc(id, true, None, Some(Timestamp::new(now - ttl_ms, 0)));
+        // Never past the oldest pinned open transaction.
+        let horizon = match self.gc_pin {
+            Some(pin) => (now - ttl_ms).min(pin.physical_ms()),
+            None => now - ttl_ms,
+        };
+        self.request_measure_gc(id, true, None, Some(Timestamp::new(horizon, 0)));
     }
 
     /// The scan of `range_id` (at epoch `version`) named `keys`.

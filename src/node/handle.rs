@@ -37,6 +37,9 @@ pub enum StoreMsg {
     /// A fresh timestamp from the oracle: a lower bound on its clock, from
     /// which MVCC GC takes its horizon on quiet ranges (`gc.rs`).
     OracleTime(Timestamp),
+    /// The oldest start timestamp open transactions pinned (`None`: no
+    /// pin): GC's horizon stays at or below it.
+    GcPin(Option<Timestamp>),
     Raft {
         from: u64,
         msgs: Vec<(u64, Message)>,
@@ -147,6 +150,11 @@ impl StoreHandle {
     /// Tells the Store a fresh oracle timestamp (see `StoreMsg::OracleTime`).
     pub async fn oracle_time(&self, ts: Timestamp) {
         let _ = self.tx.send(StoreMsg::OracleTime(ts)).await;
+    }
+
+    /// Tells the Store the oldest live GC pin (see `StoreMsg::GcPin`).
+    pub async fn gc_pin(&self, pin: Option<Timestamp>) {
+        let _ = self.tx.send(StoreMsg::GcPin(pin)).await;
     }
 
     pub fn raft_sender(&self) -> mpsc::Sender<StoreMsg> {

@@ -97,6 +97,8 @@ pub struct Store {
     pub(super) gc_cursor: u64,
     /// The newest oracle timestamp the server told (`StoreMsg::OracleTime`).
     pub(super) oracle_seen: crate::api::Timestamp,
+    /// The oldest start timestamp open transactions pinned (`StoreMsg::GcPin`).
+    pub(super) gc_pin: Option<crate::api::Timestamp>,
     /// Snapshots raft-rs asked for, to build off the Store task.
     pub(super) snapshot_jobs: SnapshotJobs,
 }
@@ -136,6 +138,7 @@ impl Store {
             size_cursor: 0,
             gc_cursor: 0,
             oracle_seen: crate::api::Timestamp::ZERO,
+            gc_pin: None,
             snapshot_jobs: SnapshotJobs::default(),
         };
         store.load_ranges()?;

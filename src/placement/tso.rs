@@ -23,6 +23,9 @@ use crate::api::Timestamp;
 /// window, not per batch).
 pub const HIGH_WATER_WINDOW_MS: u64 = 3_000;
 
+/// Simulation only: the longest buggified high-water window.
+const BUGGIFY_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Most timestamps one request may take.
 pub const MAX_BATCH: u64 = 100_000;
 
@@ -69,8 +72,16 @@ impl Oracle {
         let first = self.last.next().max(now);
         let last = Timestamp(first.0.saturating_add(count - 1));
         if last >= self.limit {
+            // BUGGIFY: in simulation, often a tiny window, so the mark is
+            // persisted (and failovers meet it) far more often.
+            let tiny = crate::chaos::buggify_delay(0.5, BUGGIFY_WINDOW);
+            let window = if tiny.is_zero() {
+                HIGH_WATER_WINDOW_MS
+            } else {
+                tiny.as_millis() as u64
+            };
             return Allocation::Extend {
-                limit: last.max(now).plus_ms(HIGH_WATER_WINDOW_MS),
+                limit: last.max(now).plus_ms(window),
             };
         }
         self.last = last;

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert::status;
 use super::kv::{check_writable_key, KvService};
 use super::registry::read_registry;
-use crate::api::{meta, NodeEntry, ReplicaChange, MAX_NODE_ID};
+use crate::api::{meta, NodeEntry, ReplicaChange, Timestamp, MAX_NODE_ID};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::node::Consistency;
@@ -328,6 +328,30 @@ impl Admin for KvService {
             first: first.0,
             count,
         }))
+    }
+
+    async fn pin_timestamp(
+        &self,
+        request: Request<PinTimestampRequest>,
+    ) -> Result<Response<PinTimestampResponse>, Status> {
+        let req = request.into_inner();
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if req.id.is_empty() || req.id.len() > 64 || !req.id.chars().all(valid) {
+            return Err(status(Error::InvalidArgument(
+                "a pin id is 1 to 64 characters of [0-9A-Za-z_-]".into(),
+            )));
+        }
+        let key = keys::system(&meta::pin_key(&req.id));
+        let op = if req.release {
+            Op::delete(key)
+        } else {
+            let start = Timestamp(req.start_ts);
+            let max = self.versioned.settings().txn_max_duration.as_millis() as u64;
+            let expires = start.physical_ms().saturating_add(max);
+            Op::put(key, format!("{} {expires}", start.0).into_bytes())
+        };
+        self.store.write(vec![op]).await.map_err(status)?;
+        Ok(Response::new(PinTimestampResponse {}))
     }
 
     async fn node_status(

@@ -458,9 +458,18 @@ async fn refresh_metadata(
             _ = until_shutdown(stop.clone()) => return,
             _ = tokio::time::sleep(METADATA_REFRESH_INTERVAL) => {}
         }
-        // Oracle time for MVCC GC on ranges that see no traffic.
-        if let Ok(ts) = c.timestamps(1).await {
-            store.oracle_time(ts).await;
+        // Oracle time for MVCC GC on ranges that see no traffic, and the
+        // oldest pin of an open transaction (GC stays below it).
+        if let Ok(now) = c.timestamps(1).await {
+            store.oracle_time(now).await;
+            if let Ok(pins) = scan(meta::PINS_PREFIX).await {
+                let oldest = pins
+                    .iter()
+                    .filter_map(|(_, v)| meta::live_pin(v, now.physical_ms()))
+                    .min()
+                    .map(crate::api::Timestamp);
+                store.gc_pin(oldest).await;
+            }
         }
         if let Ok(pairs) = scan(meta::NODES_PREFIX).await {
             let r = crate::api::Registry::parse(pairs);

@@ -19,8 +19,8 @@
 //! or write are resolved here (`resolving`): the owner is settled from its
 //! primary through the cluster (`Client::resolve_lock`), a live owner is
 //! waited out with backoff. Transactions' age is checked here too
-//! (`check_age`): older than `txn_max_duration`, or a snapshot below the GC
-//! horizon, fails with `TxnTooOld`.
+//! (`check_age`): older than `txn_max_duration` fails with `TxnTooOld`
+//! (below a range's GC horizon, the range refuses it).
 //!
 //! The node's oracle client (`NodeOracle`) asks this node's own oracle
 //! first and the system range's leader otherwise; one `TsoBatcher` shares
@@ -109,8 +109,8 @@ impl Versioned {
     }
 
     /// Fails with `TxnTooOld` a transaction started at `start` that ran
-    /// past `txn_max_duration`, or whose snapshot is below the GC horizon
-    /// (both on this node's clock).
+    /// past `txn_max_duration` (on this node's clock). Below the GC horizon
+    /// the range itself refuses it (`RangeDescriptor::check_gc_horizon`).
     pub fn check_age(&self, start: Timestamp) -> Result<()> {
         let s = self.settings();
         let now = self.clock.now_ms();
@@ -123,13 +123,8 @@ impl Versioned {
                 max / 1000
             )));
         }
-        if age > s.gc_ttl.as_millis() as u64 {
-            return Err(Error::TxnTooOld(format!(
-                "its snapshot is {:.1} s old, behind the GC horizon (gc_ttl {} s)",
-                age as f64 / 1000.0,
-                s.gc_ttl.as_secs()
-            )));
-        }
+        // No gc_ttl check here: the range's replicated GC horizon refuses
+        // exactly the transactions GC passed (pinned ones it does not pass).
         Ok(())
     }
 
