@@ -5,12 +5,7 @@
 # client, and put/get at 64 clients. The last line of each `rangedb bench`
 # run is a JSON record; a summary follows.
 set -euo pipefail
-bin=${RANGEDB:-${CARGO_TARGET_DIR:-target}/debug/rangedb}
-export CLUSTER_DIR=${CLUSTER_DIR:-$(mktemp -d /tmp/rangedb-bench.XXXXXX)}
-duration=${DURATION:-10}
-trap 'bash scripts/cluster.sh stop' EXIT
-bash scripts/cluster.sh start
-export RANGEDB_ENDPOINTS=localhost:8081,localhost:8083,localhost:8085
+source scripts/bench-cluster.sh
 run() { "$bin" bench --duration "$duration" --ranges 2 --keys 2000 "$@" | tee -a /dev/stderr | tail -1; }
 put1=$(run --workload put --clients 1)
 txn1=$(run --workload txn --clients 1)

@@ -2,12 +2,7 @@
 # Group-commit benchmark: a fresh local 3-node cluster, then put throughput
 # with 1 and with 64 clients. Prints both figures and their ratio.
 set -euo pipefail
-bin=${RANGEDB:-${CARGO_TARGET_DIR:-target}/debug/rangedb}
-export CLUSTER_DIR=${CLUSTER_DIR:-$(mktemp -d /tmp/rangedb-bench.XXXXXX)}
-duration=${DURATION:-10}
-trap 'bash scripts/cluster.sh stop' EXIT
-bash scripts/cluster.sh start
-export RANGEDB_ENDPOINTS=localhost:8081,localhost:8083,localhost:8085
+source scripts/bench-cluster.sh
 one=$("$bin" bench --workload put --clients 1 --duration "$duration" | tee -a /dev/stderr | tail -1)
 many=$("$bin" bench --workload put --clients 64 --duration "$duration" | tee -a /dev/stderr | tail -1)
 "$bin" bench --workload get --clients 64 --duration "$duration" --keys 2000 | tee -a /dev/stderr >/dev/null
