@@ -25,6 +25,17 @@ fn txn(ep: &str, dir: &Path, args: &[&str], env_txn: Option<&str>) -> Output {
     c.output().expect("run rangedb")
 }
 
+/// `rangedb txn commit` of the current transaction `id` succeeds.
+fn commits(ep: &str, state: &Path, id: &str) {
+    let o = txn(ep, state, &["txn", "commit"], None);
+    assert_eq!(
+        stdout(&o),
+        format!("Transaction {id} committed\n"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 fn id_of(o: &Output) -> String {
     let s = stdout(o);
     let id = s
@@ -59,13 +70,7 @@ fn cli_transactions_across_processes_and_ranges() {
         stdout(&o),
         "/user/000: first\n/user/123: John\n/user/456: Jane\n"
     );
-    let o = txn(&ep, &state, &["txn", "commit"], None);
-    assert_eq!(
-        stdout(&o),
-        format!("Transaction {id} committed\n"),
-        "{}",
-        stderr(&o)
-    );
+    commits(&ep, &state, &id);
     assert_eq!(stdout(&cli(&ep, &["get", "/user/123"])), "John\n");
     assert_eq!(stdout(&cli(&ep, &["get", "/user/456"])), "Jane\n");
     let o = txn(&ep, &state, &["txn", "status", &id], None);
@@ -323,12 +328,6 @@ fn an_open_transaction_pins_its_snapshot_against_gc() {
     std::thread::sleep(Duration::from_secs(6));
     let o = txn(&ep, &state, &["txn", "get", "/pin/a"], None);
     assert_eq!(stdout(&o), "old\n", "{}", stderr(&o));
-    let o = txn(&ep, &state, &["txn", "commit"], None);
-    assert_eq!(
-        stdout(&o),
-        format!("Transaction {id} committed\n"),
-        "{}",
-        stderr(&o)
-    );
+    commits(&ep, &state, &id);
     drop(server);
 }
