@@ -61,7 +61,7 @@ pub mod meta {
     pub const TSO: &str = "_/cluster/tso";
     /// Prefix of the range directory (`_/partitions/<range id>`).
     pub const PARTITIONS_PREFIX: &str = "_/partitions/";
-    /// GC pins of open transactions (`_/txn/pins/<id>`: "start_ts expires_ms").
+    /// GC pins of open transactions (`_/txn/pins/<id>`: the start timestamp).
     pub const PINS_PREFIX: &str = "_/txn/pins/";
 
     /// The registry key of node `id`, as the original README shows it.
@@ -88,13 +88,12 @@ pub mod meta {
     }
 
     /// The start timestamp a pin holds, if it is still alive at `now_ms`
-    /// (physical milliseconds of an oracle timestamp).
-    pub fn live_pin(value: &[u8], now_ms: u64) -> Option<u64> {
-        let s = std::str::from_utf8(value).ok()?;
-        let mut parts = s.split_whitespace();
-        let start: u64 = parts.next()?.parse().ok()?;
-        let expires: u64 = parts.next()?.parse().ok()?;
-        (expires > now_ms).then_some(start)
+    /// (physical milliseconds of an oracle timestamp): a transaction may
+    /// run `max_ms` (txn_max_duration) from its start.
+    pub fn live_pin(value: &[u8], now_ms: u64, max_ms: u64) -> Option<u64> {
+        let start: u64 = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+        let start_ms = start >> crate::api::LOGICAL_BITS;
+        (start_ms.saturating_add(max_ms) > now_ms).then_some(start)
     }
 
     pub fn config_key(name: &str) -> String {

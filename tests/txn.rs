@@ -331,3 +331,28 @@ fn an_open_transaction_pins_its_snapshot_against_gc() {
     commits(&ep, &state, &id);
     drop(server);
 }
+
+/// A transaction's GC pin goes when it commits, and an abandoned one's
+/// once `txn_max_duration` has passed (the nodes remove expired pins).
+#[test]
+fn gc_pins_are_released_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("txns");
+    let server = single_node(dir.path());
+    let ep = server.client_address.clone();
+    put_when_ready(&ep, "/ready", "1");
+    let pins = || stdout(&cli(&ep, &["admin", "meta", "list", "_/txn/pins/"]));
+    let id = id_of(&txn(&ep, &state, &["txn", "begin"], None));
+    assert!(pins().contains(&id), "pinned: {}", pins());
+    commits(&ep, &state, &id);
+    assert!(!pins().contains(&id), "released at commit: {}", pins());
+
+    let o = cli(&ep, &["admin", "config", "set", "txn_max_duration", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let abandoned = id_of(&txn(&ep, &state, &["txn", "begin"], None));
+    assert!(pins().contains(&abandoned), "pinned: {}", pins());
+    wait_until(Duration::from_secs(15), "the expired pin to go", || {
+        !pins().contains(&abandoned)
+    });
+    drop(server);
+}

@@ -17,8 +17,9 @@
 //! CAVEATS: a pin reaches the Store within a refresh (2 s), so with a
 //! `gc_ttl` shorter than that a transaction can still be passed (it then
 //! fails with `TxnTooOld`; never a wrong read); SDK transactions do not pin
-//! unless their caller does (`Client::pin_timestamp`); expired pins stay in
-//! `_/txn/pins/` until released.
+//! unless their caller does (`Client::pin_timestamp`). A pin is live for
+//! `txn_max_duration` (as set now) from its start; the nodes remove
+//! expired ones.
 
 use super::store::Store;
 use crate::api::Timestamp;

@@ -345,10 +345,7 @@ impl Admin for KvService {
         let op = if req.release {
             Op::delete(key)
         } else {
-            let start = Timestamp(req.start_ts);
-            let max = self.versioned.settings().txn_max_duration.as_millis() as u64;
-            let expires = start.physical_ms().saturating_add(max);
-            Op::put(key, format!("{} {expires}", start.0).into_bytes())
+            Op::put(key, Timestamp(req.start_ts).0.to_string().into_bytes())
         };
         self.store.write(vec![op]).await.map_err(status)?;
         Ok(Response::new(PinTimestampResponse {}))

@@ -463,12 +463,23 @@ async fn refresh_metadata(
         if let Ok(now) = c.timestamps(1).await {
             store.oracle_time(now).await;
             if let Ok(pins) = scan(meta::PINS_PREFIX).await {
+                let max_ms = settings.borrow().txn_max_duration.as_millis() as u64;
+                let live = |v: &[u8]| meta::live_pin(v, now.physical_ms(), max_ms);
                 let oldest = pins
                     .iter()
-                    .filter_map(|(_, v)| meta::live_pin(v, now.physical_ms()))
+                    .filter_map(|(_, v)| live(v))
                     .min()
                     .map(crate::api::Timestamp);
                 store.gc_pin(oldest).await;
+                // Pins of transactions abandoned past txn_max_duration go.
+                for (k, v) in &pins {
+                    if live(v).is_none() {
+                        let id = k.strip_prefix(meta::PINS_PREFIX.as_bytes());
+                        if let Some(id) = id.and_then(|id| std::str::from_utf8(id).ok()) {
+                            let _ = c.release_pin(id).await;
+                        }
+                    }
+                }
             }
         }
         if let Ok(pairs) = scan(meta::NODES_PREFIX).await {
