@@ -25,6 +25,21 @@ fn txn(ep: &str, dir: &Path, args: &[&str], env_txn: Option<&str>) -> Output {
     c.output().expect("run rangedb")
 }
 
+/// A single node ready for transactions (`first` written), and the CLI's
+/// transaction state directory.
+fn txn_node(dir: &Path, first: (&str, &str)) -> (Server, String, std::path::PathBuf) {
+    let server = single_node(dir);
+    let ep = server.client_address.clone();
+    put_when_ready(&ep, first.0, first.1);
+    (server, ep, dir.join("txns"))
+}
+
+/// Sets a cluster setting through the CLI, which must succeed.
+fn set_config(ep: &str, name: &str, value: &str) {
+    let o = cli(ep, &["admin", "config", "set", name, value]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// `rangedb txn commit` of the current transaction `id` succeeds.
 fn commits(ep: &str, state: &Path, id: &str) {
     let o = txn(ep, state, &["txn", "commit"], None);
@@ -49,10 +64,7 @@ fn id_of(o: &Output) -> String {
 #[test]
 fn cli_transactions_across_processes_and_ranges() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("txns");
-    let mut server = single_node(dir.path());
-    let ep = server.client_address.clone();
-    put_when_ready(&ep, "/user/000", "first");
+    let (mut server, ep, state) = txn_node(dir.path(), ("/user/000", "first"));
     assert!(cli(&ep, &["admin", "split", "/user/456"]).status.success());
 
     // Two puts in two ranges, separate processes, commit atomically.
@@ -314,12 +326,8 @@ fn piped_repl_runs_every_line_and_reports_failure() {
 #[test]
 fn an_open_transaction_pins_its_snapshot_against_gc() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("txns");
-    let server = single_node(dir.path());
-    let ep = server.client_address.clone();
-    put_when_ready(&ep, "/pin/a", "old");
-    let o = cli(&ep, &["admin", "config", "set", "gc_ttl", "1"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (server, ep, state) = txn_node(dir.path(), ("/pin/a", "old"));
+    set_config(&ep, "gc_ttl", "1");
     let id = id_of(&txn(&ep, &state, &["txn", "begin"], None));
     for v in ["new1", "new2", "new3"] {
         assert!(cli(&ep, &["put", "/pin/a", v]).status.success());
@@ -337,18 +345,14 @@ fn an_open_transaction_pins_its_snapshot_against_gc() {
 #[test]
 fn gc_pins_are_released_and_expire() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("txns");
-    let server = single_node(dir.path());
-    let ep = server.client_address.clone();
-    put_when_ready(&ep, "/ready", "1");
+    let (server, ep, state) = txn_node(dir.path(), ("/ready", "1"));
     let pins = || stdout(&cli(&ep, &["admin", "meta", "list", "_/txn/pins/"]));
     let id = id_of(&txn(&ep, &state, &["txn", "begin"], None));
     assert!(pins().contains(&id), "pinned: {}", pins());
     commits(&ep, &state, &id);
     assert!(!pins().contains(&id), "released at commit: {}", pins());
 
-    let o = cli(&ep, &["admin", "config", "set", "txn_max_duration", "1"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    set_config(&ep, "txn_max_duration", "1");
     let abandoned = id_of(&txn(&ep, &state, &["txn", "begin"], None));
     assert!(pins().contains(&abandoned), "pinned: {}", pins());
     wait_until(Duration::from_secs(15), "the expired pin to go", || {
