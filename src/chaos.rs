@@ -38,6 +38,10 @@ pub enum Canary {
     /// persisting the new mark: after a failover, the new oracle repeats
     /// (or goes below) timestamps already handed out.
     OracleMarkNotPersisted,
+    /// A node that starts leading the system range hands out timestamps at
+    /// once, without waiting out its predecessor's oracle lease: the old
+    /// leader, cut off, still serves timestamps below the new one's.
+    OracleLeaseNoWait,
     /// Applying a snapshot keeps the replica's own data instead of clearing
     /// the span first: keys (and MVCC records) the leader deleted or
     /// collected survive on the replica that caught up.
@@ -70,7 +74,7 @@ pub enum Canary {
 }
 
 impl Canary {
-    pub const ALL: [Canary; 17] = [
+    pub const ALL: [Canary; 18] = [
         Canary::AckBeforeFsync,
         Canary::ReadWithoutReadIndex,
         Canary::ForgetVote,
@@ -81,6 +85,7 @@ impl Canary {
         Canary::RepairRemovesEarly,
         Canary::ApplyErrorSkipsEntry,
         Canary::OracleMarkNotPersisted,
+        Canary::OracleLeaseNoWait,
         Canary::SnapshotKeepsDeletedKeys,
         Canary::SkipReadValidation,
         Canary::SecondariesBeforePrimary,
@@ -111,6 +116,7 @@ impl Canary {
             Canary::RepairRemovesEarly => "repair-removes-early",
             Canary::ApplyErrorSkipsEntry => "apply-error-skips-entry",
             Canary::OracleMarkNotPersisted => "oracle-mark-not-persisted",
+            Canary::OracleLeaseNoWait => "oracle-lease-no-wait",
             Canary::SnapshotKeepsDeletedKeys => "snapshot-keeps-deleted-keys",
             Canary::SkipReadValidation => "skip-read-validation",
             Canary::SecondariesBeforePrimary => "secondaries-before-primary",

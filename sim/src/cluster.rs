@@ -297,6 +297,41 @@ impl Cluster {
             .map(|s| s.node_id)
     }
 
+    /// Asks the leader of `range_id` to hand its leadership to node `to`;
+    /// the node that led.
+    pub async fn transfer_leader(&self, range_id: u64, to: u64) -> Result<u64, String> {
+        let statuses = self.statuses().await;
+        let (from, start) = statuses
+            .iter()
+            .find_map(|s| {
+                s.ranges
+                    .iter()
+                    .find(|r| r.range_id == range_id && r.is_leader)
+                    .map(|r| (s.node_id, r.start_key.clone()))
+            })
+            .ok_or("no leader known")?;
+        if from == to {
+            return Err(format!("node {to} leads it already"));
+        }
+        let opts = ClientOptions {
+            deadline: Duration::from_secs(2),
+            rpc_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(500),
+        };
+        let client = Client::new(self.endpoints(), opts).map_err(|e| e.to_string())?;
+        let change = rangedb::api::ReplicaChange::TransferLeader(to);
+        self.client_host
+            .spawn(async move {
+                client
+                    .change_replicas(&start, range_id, change, 0)
+                    .await
+                    .map(|_| from)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| format!("client host task: {e}"))?
+    }
+
     /// The status of node `id`, if reachable.
     pub async fn status(&self, id: u64) -> Option<NodeStatusResponse> {
         self.statuses().await.into_iter().find(|s| s.node_id == id)

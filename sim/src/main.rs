@@ -150,11 +150,9 @@ mod runner {
         let wall = wall.elapsed().as_secs_f64();
         println!("seed {seed}: {}", report.knobs);
         println!("  {}", report.summary);
-        if !report.passed() {
-            println!("  faults: {}", report.schedule.join("; "));
-            for v in &report.violations {
-                println!("  VIOLATION {v}");
-            }
+        println!("  faults: {}", report.schedule.join("; "));
+        for v in &report.violations {
+            println!("  VIOLATION {v}");
         }
         println!(
             "RESULT seed={seed} passed={} hash={:016x} sim_secs={:.1} wall_secs={wall:.2}",
@@ -380,7 +378,7 @@ mod runner {
     /// what catches skipped read validation (it cannot see write skew).
     fn expected_checkers(c: Canary) -> Option<&'static [&'static str]> {
         Some(match c {
-            Canary::OracleMarkNotPersisted => &["oracle:"],
+            Canary::OracleMarkNotPersisted | Canary::OracleLeaseNoWait => &["oracle:"],
             Canary::SkipReadValidation => &["list-append:", "write skew:"],
             Canary::SecondariesBeforePrimary
             | Canary::RollbackWithoutTombstone

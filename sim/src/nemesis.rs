@@ -41,10 +41,14 @@ pub enum Fault {
     /// while applying an entry stops (and is restarted, as a supervisor
     /// would), never skipping the entry.
     DiskReadErrors,
+    /// Hand a range's leadership (often the system range's, where the
+    /// timestamp oracle runs) to another voter: the old leader steps down
+    /// at once, without an election timeout in between.
+    MoveLeader,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Fault::PartitionHalves,
         Fault::IsolateLeader,
         Fault::MajorityRing,
@@ -57,6 +61,7 @@ impl Fault {
         Fault::ClockSkew,
         Fault::SlowDisk,
         Fault::DiskReadErrors,
+        Fault::MoveLeader,
     ];
 }
 
@@ -170,6 +175,16 @@ impl Nemesis {
                         c.heal();
                     }
                     None => self.note(format!("isolate leader of range {range}: no leader known")),
+                }
+            }
+            Fault::MoveLeader => {
+                let range = if self.rng.gen_bool(0.7) { 1 } else { 2 };
+                let to = self.pick();
+                match c.transfer_leader(range, to).await {
+                    Ok(from) => self.note(format!(
+                        "move leadership of range {range} from node {from} to node {to}"
+                    )),
+                    Err(e) => self.note(format!("move leadership of range {range} to {to}: {e}")),
                 }
             }
             Fault::OneWay => {

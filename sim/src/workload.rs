@@ -119,7 +119,11 @@ pub async fn client_loop(
 }
 
 /// A client of the timestamp oracle: small batches with think time, its own
-/// RNG (so adding it left the other workloads' draws unchanged).
+/// RNG (so adding it left the other workloads' draws unchanged). Half of
+/// the requests go through a fresh client, which finds the oracle anew:
+/// right after a leader change, some requests reach the old leader (through
+/// the long-lived client's cached route) and some the new one — what an
+/// oracle serving past its lease would be caught by.
 pub async fn tso_loop(
     id: usize,
     client: Client,
@@ -131,7 +135,11 @@ pub async fn tso_loop(
         let op = Op::Timestamps {
             count: *[1u64, 1, 2, 7, 100].choose(&mut rng).unwrap_or(&1),
         };
-        run_recorded(&client, &history, id, op).await;
+        let fresh = rng
+            .gen_bool(0.5)
+            .then(|| Client::new(client.endpoints().to_vec(), client.options()).ok())
+            .flatten();
+        run_recorded(fresh.as_ref().unwrap_or(&client), &history, id, op).await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(5..80))).await;
     }
 }

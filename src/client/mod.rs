@@ -195,6 +195,11 @@ impl Client {
         }
     }
 
+    /// The options this client was made with.
+    pub fn options(&self) -> ClientOptions {
+        self.opts.clone()
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }

@@ -131,7 +131,9 @@ impl Store {
         done: Responder<ReadResult>,
     ) {
         let route = match &op {
-            ReadOp::Get(k) | ReadOp::TxnStatus { primary: k, .. } => self.route(k),
+            ReadOp::Get(k) | ReadOp::LeaderTerm(k) | ReadOp::TxnStatus { primary: k, .. } => {
+                self.route(k)
+            }
             ReadOp::Validate { .. } => self.route(op.key()),
             ReadOp::Scan {
                 start,

@@ -12,9 +12,24 @@
 //! - it follows the clock when the clock is ahead, and the counter when
 //!   the clock stands still or goes back.
 //!
-//! The server confirms leadership (a linearizable read of the mark) after a
-//! request arrives and before it answers, so a deposed leader cannot hand
-//! out a timestamp below one the new leader already gave.
+//! **The lease** (`Lease`): a deposed leader must not hand out a timestamp
+//! below one the new leader already gave. A confirmation — a linearizable
+//! read that a quorum answered in this node's current term, asked at
+//! `started` — lets the oracle serve until `started + LEASE` on its clock
+//! without asking the quorum again. A node that starts leading in a new
+//! term first waits `TAKEOVER_WAIT` from its first confirmation, longer
+//! than any predecessor's lease can still run: the predecessor's last
+//! confirmation was asked before the quorum that elected this term moved
+//! on, so before this one finished, and the wait covers both clocks
+//! drifting apart by the most the simulator drifts them
+//! (`clock::MAX_DRIFT_PPM`). Within one term nobody else leads, so a
+//! confirmation in the same term renews the lease at once. (Placement's
+//! PD and etcd lease their oracle the same way; a ReadIndex per batch cost
+//! every write a quorum round on the oracle's node.)
+
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::api::Timestamp;
 
@@ -98,6 +113,92 @@ impl Oracle {
     }
 }
 
+/// How long one confirmation lets the oracle serve, on its node's clock.
+pub const LEASE: Duration = Duration::from_millis(300);
+
+/// How long a node that starts leading waits before it serves, on its
+/// clock: a predecessor's `LEASE` on a clock running `MAX_DRIFT` slow lasts
+/// `LEASE / (1 - d)` of true time; this wait on a clock running `d` fast
+/// lasts `TAKEOVER_WAIT / (1 + d)` — with d = 50%, three leases, plus a
+/// margin.
+pub const TAKEOVER_WAIT: Duration = Duration::from_millis(3 * 300 + 100);
+
+/// The oracle's lease (see the module docs). Instants are true time (the
+/// runtime's monotonic clock); durations arrive already converted from the
+/// node's clock (`NodeClock::to_true`).
+#[derive(Debug, Clone, Default)]
+pub struct Lease {
+    /// The term of the last confirmation.
+    term: Option<u64>,
+    /// Served until then (asked + `LEASE`).
+    valid_until: Option<Instant>,
+    /// In a new term: nothing is served before then.
+    ready_at: Option<Instant>,
+    /// The lease length the last confirmation used.
+    length: Duration,
+}
+
+/// What a confirmation found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmed {
+    /// Same term as the last one: the lease is renewed.
+    Renewed,
+    /// This node leads in a term it had not confirmed before: read the
+    /// persisted mark again, and serve only after `ready_at`.
+    NewTerm,
+}
+
+impl Lease {
+    /// Whether the oracle may hand out timestamps at `now` without asking
+    /// the quorum again.
+    pub fn serves(&self, now: Instant) -> bool {
+        let ready = self.ready_at.is_none_or(|r| now >= r);
+        ready && self.valid_until.is_some_and(|v| now < v)
+    }
+
+    /// Whether the lease is in its last half: a busy oracle asks the
+    /// quorum again then, before it expires.
+    pub fn renewal_due(&self, now: Instant) -> bool {
+        self.valid_until.is_none_or(|v| now + self.length / 2 >= v)
+    }
+
+    /// When a new term's wait ends (`None`: no wait).
+    pub fn ready_at(&self, now: Instant) -> Option<Instant> {
+        self.ready_at.filter(|r| *r > now)
+    }
+
+    /// A confirmation in `term`, asked at `asked`, answered at `answered`;
+    /// `lease` and `wait` are `LEASE` and `TAKEOVER_WAIT` in true time.
+    pub fn confirmed(
+        &mut self,
+        term: u64,
+        asked: Instant,
+        answered: Instant,
+        lease: Duration,
+        wait: Duration,
+    ) -> Confirmed {
+        self.length = lease;
+        let renewed = self.term == Some(term);
+        if !renewed {
+            self.term = Some(term);
+            self.ready_at = if crate::chaos::canary(crate::chaos::Canary::OracleLeaseNoWait) {
+                None
+            } else {
+                Some(answered + wait)
+            };
+        }
+        // A lease never shrinks within a term (an older confirmation may
+        // finish after a newer one).
+        let until = asked + lease;
+        self.valid_until = Some(self.valid_until.map_or(until, |v| v.max(until)));
+        if renewed {
+            Confirmed::Renewed
+        } else {
+            Confirmed::NewTerm
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +255,44 @@ mod tests {
         let before = o.clone();
         o.observe(mine);
         assert_eq!(o, before);
+    }
+
+    fn lease_ms(l: &mut Lease, term: u64, asked: Instant) -> Confirmed {
+        let answered = asked + Duration::from_millis(1);
+        l.confirmed(term, asked, answered, LEASE, TAKEOVER_WAIT)
+    }
+
+    #[tokio::test]
+    async fn a_new_term_waits_out_any_earlier_lease_before_serving() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut l = Lease::default();
+        assert!(!l.serves(t), "no confirmation, no lease");
+        assert_eq!(lease_ms(&mut l, 5, t), Confirmed::NewTerm);
+        assert!(!l.serves(t + ms(2)), "a new term waits");
+        assert_eq!(l.ready_at(t), Some(t + ms(1) + TAKEOVER_WAIT));
+        // After the wait, a confirmation in the same term serves at once.
+        let later = t + ms(1) + TAKEOVER_WAIT;
+        assert_eq!(lease_ms(&mut l, 5, later), Confirmed::Renewed);
+        assert!(l.serves(later + ms(1)) && !l.renewal_due(later + ms(1)));
+        assert!(
+            l.renewal_due(later + LEASE / 2),
+            "the last half of a lease asks the quorum again"
+        );
+        assert!(!l.serves(later + LEASE), "an expired lease serves nothing");
+        // A later term waits again.
+        assert_eq!(lease_ms(&mut l, 7, later + ms(10)), Confirmed::NewTerm);
+        assert!(!l.serves(later + ms(12)));
+    }
+
+    #[test]
+    fn the_wait_outlasts_any_lease_under_the_worst_drift() {
+        let d = crate::clock::MAX_DRIFT_PPM as f64 / 1e6;
+        let longest_lease = LEASE.as_secs_f64() / (1.0 - d);
+        let shortest_wait = TAKEOVER_WAIT.as_secs_f64() / (1.0 + d);
+        assert!(
+            shortest_wait > longest_lease,
+            "{shortest_wait} <= {longest_lease}"
+        );
     }
 }

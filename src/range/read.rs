@@ -40,13 +40,17 @@ pub enum ReadOp {
         span: Option<(Vec<u8>, Vec<u8>)>,
         start_ts: u64,
     },
+    /// The Raft term in which this replica leads the range holding the key
+    /// (`Term`): with `Linearizable`, confirmed by a quorum after the read
+    /// was asked — the timestamp oracle's lease (`server::tso`).
+    LeaderTerm(Vec<u8>),
 }
 
 impl ReadOp {
     /// The key the read is routed (and load-sampled) by.
     pub fn key(&self) -> &[u8] {
         match self {
-            ReadOp::Get(k) => k,
+            ReadOp::Get(k) | ReadOp::LeaderTerm(k) => k,
             ReadOp::Scan { start, .. } => start,
             ReadOp::TxnStatus { primary, .. } => primary,
             ReadOp::Validate { reads, span, .. } => match (reads.first(), span) {
@@ -67,6 +71,8 @@ pub enum ReadResult {
     /// A transaction's status (`None`: it left nothing on its primary —
     /// never prewritten there, or collected).
     Txn(Option<TxnStatus>),
+    /// The term this replica leads in (`ReadOp::LeaderTerm`).
+    Term(u64),
 }
 
 /// A read waiting for its ReadIndex round and for the apply to catch up.
@@ -233,6 +239,12 @@ impl Replica {
                 span,
                 start_ts,
             } => self.validate(reads, span.as_ref(), Timestamp(*start_ts), ts),
+            ReadOp::LeaderTerm(_) if self.is_leader() => {
+                // Served after the ReadIndex round: the term now is at or
+                // above the one the quorum confirmed (never below).
+                Ok(ReadResult::Term(self.group.raft.term))
+            }
+            ReadOp::LeaderTerm(_) => Err(self.not_leader()),
         }
     }
 

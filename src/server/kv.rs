@@ -185,7 +185,7 @@ impl Kv for KvService {
                 found: false,
                 value: Vec::new(),
             })),
-            ReadResult::Pairs(..) | ReadResult::Txn(_) => {
+            ReadResult::Pairs(..) | ReadResult::Txn(_) | ReadResult::Term(_) => {
                 Err(Status::internal("unexpected read result"))
             }
         }
@@ -255,7 +255,7 @@ impl Kv for KvService {
             .map_err(status)?
         {
             ReadResult::Pairs(p, r) => (p, r),
-            ReadResult::Value(_) | ReadResult::Txn(_) => {
+            ReadResult::Value(_) | ReadResult::Txn(_) | ReadResult::Term(_) => {
                 return Err(Status::internal("unexpected read result"))
             }
         };

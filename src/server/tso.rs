@@ -4,9 +4,11 @@
 //!
 //! Requests arriving while a round runs are served together by the next
 //! round (`TsoBatcher`). Per round, under one lock:
-//! 1. a linearizable read of the mark — it fails unless this node leads the
-//!    system range (so a deposed leader hands out nothing), and it tells a
-//!    node that leads again whether another oracle ran meanwhile;
+//! 1. unless the oracle's lease serves (`placement::tso::Lease`), a
+//!    confirmation: a linearizable read of the term this node leads the
+//!    system range in — it fails unless this node leads it. In a term it
+//!    had not confirmed before, it reads the mark again (another oracle may
+//!    have run) and waits out any predecessor's lease before serving;
 //! 2. allocate; when the batch would reach the persisted mark, first write
 //!    a new mark (`HIGH_WATER_WINDOW_MS` ahead) through Raft.
 //!
@@ -19,6 +21,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::api::{meta, Timestamp};
 use crate::chaos::{self, Canary};
@@ -27,7 +30,9 @@ use crate::clock::NodeClock;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::node::{Consistency, StoreHandle};
-use crate::placement::tso::{Allocation, Oracle, MAX_BATCH};
+use crate::placement::tso::{
+    Allocation, Confirmed, Lease, Oracle, LEASE, MAX_BATCH, TAKEOVER_WAIT,
+};
 use crate::range::{Op, ReadOp, ReadResult};
 
 /// The oracle service: requests that arrive while a round is under way are
@@ -41,8 +46,14 @@ pub struct TsoService {
 struct OracleRound {
     store: StoreHandle,
     clock: NodeClock,
-    /// The oracle, once this node has served as it.
-    oracle: Mutex<Option<Oracle>>,
+    /// The oracle, once this node has served as it, and its lease.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    oracle: Option<Oracle>,
+    lease: Lease,
 }
 
 impl TsoService {
@@ -50,7 +61,7 @@ impl TsoService {
         let round = OracleRound {
             store,
             clock,
-            oracle: Mutex::new(None),
+            state: Mutex::default(),
         };
         TsoService {
             batcher: TsoBatcher::new(Arc::new(round)),
@@ -76,12 +87,19 @@ impl TimestampSource for OracleRound {
 
 impl OracleRound {
     async fn allocate(&self, count: u64) -> Result<Timestamp> {
-        let mut guard = self.oracle.lock().await;
-        let persisted = self.read_mark().await?;
-        let oracle = guard.get_or_insert_with(|| Oracle::starting_above(persisted));
-        oracle.observe(persisted);
+        let mut guard = self.state.lock().await;
+        let st = &mut *guard;
         // At most two rounds: the second one fits under the new mark.
         for _ in 0..2 {
+            let now = Instant::now();
+            if st.oracle.is_none() || !st.lease.serves(now) || st.lease.renewal_due(now) {
+                self.confirm(st).await?;
+            }
+            // No await from the confirmation (or the check) to the answer:
+            // the lease serves when the timestamps are handed out.
+            let Some(oracle) = st.oracle.as_mut() else {
+                return Err(Error::Internal("the oracle was not set up".into()));
+            };
             let now = Timestamp::new(self.clock.now_ms(), 0);
             match oracle.allocate(now, count) {
                 Allocation::Ready { first, .. } => return Ok(first),
@@ -91,7 +109,7 @@ impl OracleRound {
                         if let Err(e) = self.store.write(vec![op]).await {
                             // The mark may or may not have landed: a later
                             // oracle starts above whichever is persisted.
-                            *guard = None;
+                            st.oracle = None;
                             return Err(e);
                         }
                     }
@@ -102,6 +120,48 @@ impl OracleRound {
         Err(Error::Internal(
             "the oracle could not fit a batch under its new mark".into(),
         ))
+    }
+
+    /// Confirms this node leads the system range, renewing the lease; in a
+    /// new term (or with no oracle yet) reads the mark and waits out any
+    /// predecessor's lease. Ends with the lease serving, or fails.
+    async fn confirm(&self, st: &mut State) -> Result<()> {
+        for _ in 0..3 {
+            let asked = Instant::now();
+            let term = self.leader_term().await?;
+            let answered = Instant::now();
+            let lease = self.clock.to_true(LEASE);
+            let wait = self.clock.to_true(TAKEOVER_WAIT);
+            let confirmed = st.lease.confirmed(term, asked, answered, lease, wait);
+            if confirmed == Confirmed::NewTerm || st.oracle.is_none() {
+                let persisted = self.read_mark().await?;
+                match st.oracle.as_mut() {
+                    Some(o) => o.observe(persisted),
+                    None => st.oracle = Some(Oracle::starting_above(persisted)),
+                }
+            }
+            let now = Instant::now();
+            if st.lease.serves(now) {
+                return Ok(());
+            }
+            if let Some(ready) = st.lease.ready_at(now) {
+                tokio::time::sleep_until(ready).await;
+            }
+        }
+        Err(Error::Unavailable(
+            "the timestamp oracle could not confirm its lease".into(),
+        ))
+    }
+
+    /// The term this node leads the system range in, confirmed by a quorum.
+    async fn leader_term(&self) -> Result<u64> {
+        let op = ReadOp::LeaderTerm(keys::system(meta::TSO));
+        match self.store.read(op, Consistency::Linearizable).await? {
+            ReadResult::Term(t) => Ok(t),
+            _ => Err(Error::Internal(
+                "a term read answered something else".into(),
+            )),
+        }
     }
 
     async fn read_mark(&self) -> Result<Timestamp> {
@@ -117,7 +177,7 @@ impl OracleRound {
                         v.len()
                     ))
                 }),
-            ReadResult::Pairs(..) | ReadResult::Txn(_) => {
+            ReadResult::Pairs(..) | ReadResult::Txn(_) | ReadResult::Term(_) => {
                 Err(Error::Internal("a get answered something else".into()))
             }
         }
