@@ -360,3 +360,34 @@ fn gc_pins_are_released_and_expire() {
     });
     drop(server);
 }
+
+/// An SDK transaction open past `PIN_AFTER` (2 s) pins its own start: its
+/// key overwritten, with `gc_ttl` 10 s, it still reads its snapshot 14 s
+/// later (unpinned, GC would have collected the old version by then and
+/// the read would fail with `TxnTooOld`) — and, having read a key written
+/// after it began, it cannot commit. The pin goes once the transaction
+/// ends and the client flushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_sdk_transaction_pins_its_snapshot_against_gc() {
+    use rangedb::client::{Client, ClientOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ep, _) = txn_node(dir.path(), ("/sdkpin/a", "old"));
+    set_config(&ep, "gc_ttl", "10");
+    let pins = || stdout(&cli(&ep, &["admin", "meta", "list", "_/txn/pins/"]));
+    let client = Client::new(vec![ep.clone()], ClientOptions::default()).unwrap();
+
+    let mut t = client.begin().await.unwrap();
+    for v in ["new1", "new2", "new3"] {
+        client.put(b"/sdkpin/a", v.as_bytes()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert!(pins().contains("sdk-"), "pinned: {}", pins());
+    assert_eq!(t.get(b"/sdkpin/a").await.unwrap(), Some(b"old".to_vec()));
+    // It read a key written after it began: committing must fail.
+    t.put(b"/sdkpin/b", b"1").unwrap();
+    let e = t.commit().await.unwrap_err();
+    assert!(e.is_txn_retryable(), "{e}");
+    client.flush().await;
+    assert!(!pins().contains("sdk-"), "released: {}", pins());
+    drop(server);
+}

@@ -38,6 +38,7 @@ use crate::wire::{from_status, is_server_status};
 
 mod admin;
 pub mod faults;
+mod gc_pin;
 mod kv;
 pub mod transaction;
 pub mod tso;
@@ -103,6 +104,18 @@ pub struct Inner {
     /// transaction's secondaries): one permit each, so it is bounded and
     /// `flush` can wait for all of it.
     background: Arc<Semaphore>,
+    /// Transactions whose secondaries all committed, waiting to be marked
+    /// on their primaries in one batch (`txn_rpc::queue_done_mark`).
+    done_marks: Mutex<DoneMarks>,
+    /// Open transactions and the client's GC pin (`gc_pin.rs`).
+    open_txns: Mutex<gc_pin::OpenTxns>,
+}
+
+/// The pending secondaries-done marks, and whether a batch is scheduled.
+#[derive(Default)]
+struct DoneMarks {
+    pending: Vec<(Vec<u8>, crate::api::Timestamp)>,
+    scheduled: bool,
 }
 
 impl std::ops::Deref for Client {
@@ -163,6 +176,8 @@ impl Client {
             state: Mutex::new(State::default()),
             faults: None,
             background: Arc::new(Semaphore::new(MAX_BACKGROUND as usize)),
+            done_marks: Mutex::default(),
+            open_txns: Mutex::default(),
         })))
     }
 
@@ -193,6 +208,7 @@ impl Client {
         if let Ok(all) = self.background.acquire_many(MAX_BACKGROUND).await {
             drop(all);
         }
+        self.release_idle_pin().await;
     }
 
     /// The options this client was made with.

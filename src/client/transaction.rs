@@ -91,6 +91,14 @@ pub struct Transaction<'c> {
     spans: Vec<(Vec<u8>, Vec<u8>)>,
     /// When this process began or resumed it, less the time it had run.
     began: tokio::time::Instant,
+    /// Its registration among the client's open transactions (GC pin).
+    ticket: u64,
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        self.client.txn_closed(self.ticket);
+    }
 }
 
 fn check_write(key: &[u8], value: Option<&[u8]>) -> Result<()> {
@@ -149,6 +157,7 @@ impl Client {
             reads: rec.reads.into_iter().collect(),
             spans: rec.spans,
             began: now.checked_sub(elapsed).unwrap_or(now),
+            ticket: self.txn_opened(Timestamp(rec.start_ts)),
         }
     }
 
@@ -547,6 +556,13 @@ impl<'c> Transaction<'c> {
             Err(e) if e.is_ambiguous() || e.is_retryable() => {
                 settle_own(self.client, primary, self.start_ts).await?;
             }
+            // Nothing of it left below the GC horizon: an earlier attempt
+            // may have committed it (its record since collected).
+            Err(Error::TxnTooOld(m)) => {
+                return Err(Error::Indeterminate(format!(
+                    "the commit's outcome can no longer be told: {m}"
+                )))
+            }
             Err(e) => return Err(e),
         }
         self.fault(CommitPoint::AfterCommitPrimary, stalled).await?;
@@ -556,14 +572,9 @@ impl<'c> Transaction<'c> {
         if !secondaries.is_empty() {
             let (client, start, primary) = (self.client.clone(), self.start_ts, primary.to_vec());
             let finish = async move {
-                let finished = async {
-                    client
-                        .txn_finish(secondaries, start, Some(commit_ts))
-                        .await?;
-                    client.txn_secondaries_done(&primary, start).await
-                };
-                if let Err(e) = finished.await {
-                    tracing::debug!(%e, "secondaries left for readers to resolve");
+                match client.txn_finish(secondaries, start, Some(commit_ts)).await {
+                    Ok(()) => client.queue_done_mark(primary, start).await,
+                    Err(e) => tracing::debug!(%e, "secondaries left for readers to resolve"),
                 }
             };
             self.client.in_background(finish).await;

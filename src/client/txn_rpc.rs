@@ -18,6 +18,9 @@ use crate::proto::txn_client::TxnClient;
 use crate::proto::txn_status_response::State;
 use crate::proto::*;
 
+/// How long a secondaries-done mark waits for others to go with it.
+const DONE_MARK_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A transaction's status as its primary says (`None`: nothing there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnState {
@@ -256,15 +259,60 @@ impl Client {
         self.finish_step(vec![primary.to_vec()], template).await
     }
 
-    /// Every secondary of the transaction (`primary`, `start_ts`) is
-    /// committed: the primary's record may be collected.
-    pub async fn txn_secondaries_done(&self, primary: &[u8], start_ts: Timestamp) -> Result<()> {
-        let template = FinishRequest {
-            start_ts: start_ts.0,
-            secondaries_done: true,
-            ..Default::default()
+    /// Every secondary of the transaction (`primary`, `start`) committed:
+    /// its primary's record may be collected. Marks wait `DONE_MARK_BATCH`
+    /// and go out together, a request per range (one Raft write marks
+    /// every transaction that finished meanwhile, instead of one each).
+    pub(super) async fn queue_done_mark(&self, primary: Vec<u8>, start: Timestamp) {
+        let schedule = {
+            let mut m = self.done_marks.lock().unwrap_or_else(|e| e.into_inner());
+            m.pending.push((primary, start));
+            !std::mem::replace(&mut m.scheduled, true)
         };
-        self.finish_step(vec![primary.to_vec()], template).await
+        if !schedule {
+            return;
+        }
+        let client = self.clone();
+        self.in_background(async move {
+            tokio::time::sleep(DONE_MARK_BATCH).await;
+            let marks = {
+                let mut m = client.done_marks.lock().unwrap_or_else(|e| e.into_inner());
+                m.scheduled = false;
+                std::mem::take(&mut m.pending)
+            };
+            if let Err(e) = client.txn_secondaries_done_many(marks).await {
+                // Records left pending stay (GC keeps them): harmless.
+                tracing::debug!(%e, "secondaries-done marks not sent");
+            }
+        })
+        .await;
+    }
+
+    /// Every secondary of each transaction (primary, start) is committed:
+    /// one request per range for all of them.
+    pub async fn txn_secondaries_done_many(&self, marks: Vec<(Vec<u8>, Timestamp)>) -> Result<()> {
+        self.per_range(
+            marks,
+            |m| &m.0,
+            |first, marks| {
+                let req = FinishRequest {
+                    start_ts: marks.first().map_or(0, |m| m.1 .0),
+                    secondaries_done: true,
+                    done_start_ts: marks.iter().map(|m| m.1 .0).collect(),
+                    keys: marks.into_iter().map(|m| m.0).collect(),
+                    ..Default::default()
+                };
+                async move {
+                    self.with_retry(&first, Retry::Steps, |ch| {
+                        let req = req.clone();
+                        async move { TxnClient::new(ch).finish(req).await }
+                    })
+                    .await
+                    .map(drop)
+                }
+            },
+        )
+        .await
     }
 
     /// A `Finish` step on `keys`, a request per range made from `template`.

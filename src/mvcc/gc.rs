@@ -24,6 +24,22 @@ fn keeps_nothing(w: &Write) -> bool {
     !w.pending_secondaries || crate::chaos::canary(crate::chaos::Canary::GcCollectsPendingPrimary)
 }
 
+/// Whether GC at `horizon` drops the record at `ts` of `kind`
+/// (`kept_visible`: a newer put or delete at or below the horizon exists).
+/// A rollback record sits at its transaction's start, and a transaction
+/// starting exactly at the horizon is still admitted
+/// (`RangeDescriptor::check_gc_horizon`): its rollback record must stay,
+/// or its late one-command commit or prewrite would land after it was
+/// settled as rolled back (seed 1927: an SDK pin held the horizon exactly
+/// at such a start).
+fn dropped(kind: WriteKind, ts: Timestamp, horizon: Timestamp, kept_visible: bool) -> bool {
+    match kind {
+        WriteKind::Rollback => ts < horizon,
+        WriteKind::Delete => true,
+        WriteKind::Put => kept_visible,
+    }
+}
+
 /// The deletes that collect `data_key`'s garbage at `horizon`.
 pub fn gc_key(r: &Reader, data_key: &[u8], horizon: Timestamp) -> Result<WriteBatch> {
     let mut wb = WriteBatch::new();
@@ -31,11 +47,7 @@ pub fn gc_key(r: &Reader, data_key: &[u8], horizon: Timestamp) -> Result<WriteBa
     let mut cursor = horizon;
     while let Some((ts, w)) = r.newest_at_or_below(data_key, cursor)? {
         let kind = w.write_kind()?;
-        let drop = keeps_nothing(&w)
-            && match kind {
-                WriteKind::Rollback | WriteKind::Delete => true,
-                WriteKind::Put => kept_visible,
-            };
+        let drop = keeps_nothing(&w) && dropped(kind, ts, horizon, kept_visible);
         // Below a delete or the newest put, nothing is visible any more.
         if matches!(kind, WriteKind::Put | WriteKind::Delete) {
             kept_visible = true;
@@ -115,10 +127,7 @@ impl GarbageFinder {
         match decoded {
             Ok((kind, w)) => {
                 let drop = keeps_nothing(&w)
-                    && match kind {
-                        WriteKind::Rollback | WriteKind::Delete => true,
-                        WriteKind::Put => self.kept_visible,
-                    };
+                    && dropped(kind, Timestamp(ts), self.horizon, self.kept_visible);
                 if matches!(kind, WriteKind::Put | WriteKind::Delete) {
                     self.kept_visible = true;
                 }
@@ -186,6 +195,10 @@ mod tests {
         record(&mut wb, &k("pending-old"), 4, WriteKind::Put, true);
         record(&mut wb, &k("pending-newest"), 5, WriteKind::Delete, true);
         version(&mut wb, &k("pending-newest"), 3, WriteKind::Put);
+        // A transaction started exactly at the horizon is still admitted:
+        // its rollback record stays (seed 1927).
+        version(&mut wb, &k("rollback-at-horizon"), 10, WriteKind::Rollback);
+        version(&mut wb, &k("rollback-at-horizon"), 7, WriteKind::Put);
         e.write(&wb, true).unwrap();
         let horizon = Timestamp(10);
         let mut f = GarbageFinder::new(horizon, 100);
@@ -202,5 +215,10 @@ mod tests {
         assert_eq!(found.len(), 4);
         let dropped = gc_key(&r, &k("pending-old"), horizon).unwrap();
         assert!(dropped.is_empty(), "a pending primary record was collected");
+        let at_horizon = gc_key(&r, &k("rollback-at-horizon"), horizon).unwrap();
+        assert!(
+            at_horizon.is_empty(),
+            "the rollback at the horizon was collected"
+        );
     }
 }

@@ -191,6 +191,10 @@ pub struct FinishCmd {
     /// primary is `keys` committed, so its record may be collected.
     #[prost(bool, tag = "5")]
     pub secondaries_done: bool,
+    /// With `secondaries_done`: each key's transaction's start (empty:
+    /// `start_ts` for every key), so one command marks many transactions.
+    #[prost(uint64, repeated, tag = "6")]
+    pub done_starts: Vec<u64>,
 }
 
 /// Settles a transaction's primary at `now_ts` (`mvcc::check_status`): an

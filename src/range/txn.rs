@@ -16,6 +16,7 @@ use super::replica::{Admit, Replica};
 use super::state_machine::{ApplyCtx, Effects, SizeChange};
 use super::timestamped::{mutations, ops_bytes, txn_error};
 use crate::api::Timestamp;
+use crate::chaos::{self, Canary};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::mvcc::{self, Reader};
@@ -24,7 +25,11 @@ impl Replica {
     /// The command for a transaction step on `keys`, if this leader may
     /// propose it.
     pub(super) fn prepare_txn(&self, kind: Kind) -> Result<Command> {
-        self.admit(Admit::LEADER)?;
+        // The canary lets steps into a range frozen for a merge (lost).
+        self.admit(Admit {
+            frozen_ok: chaos::canary(Canary::MergeLosesWrites),
+            ..Admit::LEADER
+        })?;
         let keys: Vec<&[u8]> = match &kind {
             Kind::Prewrite(p) => p.ops.iter().map(|o| o.key.as_slice()).collect(),
             Kind::Finish(f) => f.keys.iter().map(Vec::as_slice).collect(),
@@ -51,7 +56,8 @@ impl Replica {
 
 fn check_span<'a>(ctx: &ApplyCtx, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
     let desc = ctx.desc;
-    if desc.frozen || keys.into_iter().any(|k| !desc.contains(k)) {
+    let frozen = desc.frozen && !chaos::canary(Canary::MergeLosesWrites);
+    if frozen || keys.into_iter().any(|k| !desc.contains(k)) {
         return Err(desc.epoch_mismatch());
     }
     Ok(())
@@ -80,7 +86,8 @@ pub(super) fn apply_finish(cmd: &FinishCmd, ctx: &ApplyCtx) -> Result<Effects> {
     let start = Timestamp(cmd.start_ts);
     if cmd.secondaries_done {
         let mut writes = crate::storage::WriteBatch::new();
-        for k in &cmd.keys {
+        for (i, k) in cmd.keys.iter().enumerate() {
+            let start = cmd.done_starts.get(i).map_or(start, |s| Timestamp(*s));
             writes.append(mvcc::secondaries_done(&r, k, start)?);
         }
         return Ok(Effects {
@@ -88,10 +95,13 @@ pub(super) fn apply_finish(cmd: &FinishCmd, ctx: &ApplyCtx) -> Result<Effects> {
             ..Effects::default()
         });
     }
+    // Neither a rollback nor a commit is decided from records GC may
+    // have collected: a commit retried after its first attempt landed
+    // finds nothing once later writes superseded the record (seed 2039).
+    for k in &cmd.keys {
+        check_nothing_left(&r, k, start, ctx)?;
+    }
     let outcome = if cmd.commit_ts == 0 {
-        for k in &cmd.keys {
-            check_nothing_left(&r, k, start, ctx)?;
-        }
         mvcc::rollback(&r, &cmd.keys, start)?
     } else {
         let commit = Timestamp(cmd.commit_ts);

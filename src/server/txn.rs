@@ -349,6 +349,14 @@ impl Txn for KvService {
                     "the commit timestamp must be above the start".into(),
                 ));
             }
+            let many = &req.done_start_ts;
+            if !many.is_empty()
+                && (!req.secondaries_done || many.len() != req.keys.len() || many.contains(&0))
+            {
+                return Err(Error::InvalidArgument(
+                    "done_start_ts needs secondaries_done and one start timestamp per key".into(),
+                ));
+            }
             let keys = req
                 .keys
                 .iter()
@@ -364,6 +372,7 @@ impl Txn for KvService {
                     commit_ts: req.commit_ts,
                     primary_of_many: req.primary_of_many,
                     secondaries_done: req.secondaries_done,
+                    done_starts: req.done_start_ts,
                 }))
                 .await?;
             Ok(FinishResponse {})

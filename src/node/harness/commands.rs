@@ -74,9 +74,8 @@ impl Harness {
             }
             "stabilize" => self.stabilize(verbose, out)?,
             "put" | "delete" | "get" => self.kv(&cmd.name, a)?,
-            "prewrite" | "commit" | "rollback" | "check-txn" | "txn-status" | "commit-one-pc" => {
-                self.txn_command(&cmd.name, a)?
-            }
+            "prewrite" | "commit" | "rollback" | "check-txn" | "txn-status" | "commit-one-pc"
+            | "gc" => self.txn_command(&cmd.name, a)?,
             "split" => self.split(a)?,
             "change" => self.change(a)?,
             "freeze" => self.freeze(a)?,

@@ -6,6 +6,7 @@
 //! check-txn <node> start=<ts> primary=<key> now=<ts>   (rolls back an expired primary)
 //! txn-status <node> start=<ts> primary=<key>
 //! commit-one-pc <node> start=<ts> commit=<ts> [read=<key>]... <key>=<value>...
+//! gc <node> <range> horizon=<ts> <key>...   (MVCC GC of the keys, as the node's GC proposes it)
 //! ```
 //! (`commit-one-pc`: a one-range transaction in one command, proposed at
 //! exactly `commit`; a leader that wants a timestamp from its own term
@@ -113,6 +114,25 @@ impl Harness {
                     ..Default::default()
                 };
                 self.one_pc(node, label, cmd)
+            }
+            "gc" => {
+                let range_id = num(a
+                    .next_pos()
+                    .ok_or("usage: gc <node> <range> horizon=<ts> <key>...")?)?;
+                let horizon = Timestamp(ts(a, "horizon")?);
+                let keys_: Vec<Vec<u8>> = super::rest(a)
+                    .iter()
+                    .map(|k| keys::data_key(k.as_bytes()))
+                    .collect();
+                let store = self.store(node)?;
+                let version = store
+                    .replicas
+                    .get(&range_id)
+                    .ok_or("no such replica")?
+                    .descriptor()
+                    .version;
+                store.propose_gc(range_id, version, horizon, keys_);
+                Ok(())
             }
             other => Err(format!("unknown transaction command {other}").into()),
         }
