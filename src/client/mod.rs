@@ -208,6 +208,7 @@ impl Client {
         if let Ok(all) = self.background.acquire_many(MAX_BACKGROUND).await {
             drop(all);
         }
+        self.send_done_marks().await;
         self.release_idle_pin().await;
     }
 

@@ -573,7 +573,7 @@ impl<'c> Transaction<'c> {
             let (client, start, primary) = (self.client.clone(), self.start_ts, primary.to_vec());
             let finish = async move {
                 match client.txn_finish(secondaries, start, Some(commit_ts)).await {
-                    Ok(()) => client.queue_done_mark(primary, start).await,
+                    Ok(()) => client.queue_done_mark(primary, start),
                     Err(e) => tracing::debug!(%e, "secondaries left for readers to resolve"),
                 }
             };

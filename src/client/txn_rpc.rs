@@ -263,7 +263,7 @@ impl Client {
     /// its primary's record may be collected. Marks wait `DONE_MARK_BATCH`
     /// and go out together, a request per range (one Raft write marks
     /// every transaction that finished meanwhile, instead of one each).
-    pub(super) async fn queue_done_mark(&self, primary: Vec<u8>, start: Timestamp) {
+    pub(super) fn queue_done_mark(&self, primary: Vec<u8>, start: Timestamp) {
         let schedule = {
             let mut m = self.done_marks.lock().unwrap_or_else(|e| e.into_inner());
             m.pending.push((primary, start));
@@ -272,20 +272,30 @@ impl Client {
         if !schedule {
             return;
         }
+        // Not counted as background work: the caller holds a permit
+        // already, and waiting for another behind a `flush` (which takes
+        // them all) would deadlock; `flush` sends what is pending itself.
         let client = self.clone();
-        self.in_background(async move {
+        tokio::spawn(async move {
             tokio::time::sleep(DONE_MARK_BATCH).await;
-            let marks = {
-                let mut m = client.done_marks.lock().unwrap_or_else(|e| e.into_inner());
-                m.scheduled = false;
-                std::mem::take(&mut m.pending)
-            };
-            if let Err(e) = client.txn_secondaries_done_many(marks).await {
-                // Records left pending stay (GC keeps them): harmless.
-                tracing::debug!(%e, "secondaries-done marks not sent");
-            }
-        })
-        .await;
+            client.send_done_marks().await;
+        });
+    }
+
+    /// Sends the pending secondaries-done marks (whoever takes them).
+    pub(super) async fn send_done_marks(&self) {
+        let marks = {
+            let mut m = self.done_marks.lock().unwrap_or_else(|e| e.into_inner());
+            m.scheduled = false;
+            std::mem::take(&mut m.pending)
+        };
+        if marks.is_empty() {
+            return;
+        }
+        if let Err(e) = self.txn_secondaries_done_many(marks).await {
+            // Records left pending stay (GC keeps them): harmless.
+            tracing::debug!(%e, "secondaries-done marks not sent");
+        }
     }
 
     /// Every secondary of each transaction (primary, start) is committed:
