@@ -183,3 +183,22 @@ impl OracleRound {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::placement::tso::{LEASE, TAKEOVER_WAIT};
+
+    /// The wait a new term takes, on a clock running fast by the most the
+    /// simulator drifts one, outlasts a predecessor's lease on a clock
+    /// running slow by as much.
+    #[test]
+    fn the_wait_outlasts_any_lease_under_the_worst_drift() {
+        let d = crate::clock::MAX_DRIFT_PPM as f64 / 1e6;
+        let longest_lease = LEASE.as_secs_f64() / (1.0 - d);
+        let shortest_wait = TAKEOVER_WAIT.as_secs_f64() / (1.0 + d);
+        assert!(
+            shortest_wait > longest_lease,
+            "{shortest_wait} <= {longest_lease}"
+        );
+    }
+}
