@@ -312,14 +312,7 @@ impl Client {
                     keys: marks.into_iter().map(|m| m.0).collect(),
                     ..Default::default()
                 };
-                async move {
-                    self.with_retry(&first, Retry::Steps, |ch| {
-                        let req = req.clone();
-                        async move { TxnClient::new(ch).finish(req).await }
-                    })
-                    .await
-                    .map(drop)
-                }
+                self.finish_one(first, req)
             },
         )
         .await
@@ -335,17 +328,20 @@ impl Client {
                     keys,
                     ..template.clone()
                 };
-                async move {
-                    self.with_retry(&first, Retry::Steps, |ch| {
-                        let req = req.clone();
-                        async move { TxnClient::new(ch).finish(req).await }
-                    })
-                    .await
-                    .map(drop)
-                }
+                self.finish_one(first, req)
             },
         )
         .await
+    }
+
+    /// One `Finish` request, to the range holding route key `first`.
+    async fn finish_one(&self, first: Vec<u8>, req: FinishRequest) -> Result<()> {
+        self.with_retry(&first, Retry::Steps, |ch| {
+            let req = req.clone();
+            async move { TxnClient::new(ch).finish(req).await }
+        })
+        .await
+        .map(drop)
     }
 
     /// Validates the transaction's reads (`reads`: keys, `spans`: scanned
