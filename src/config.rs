@@ -67,6 +67,28 @@ pub struct ServerConfig {
     pub max_msgs_per_loop: usize,
     /// This node's clock (skewed and drifted by the simulator).
     pub clock: crate::clock::NodeClock,
+    /// The HTTP listener (`/healthz`, `/readyz`); `None`: none (the
+    /// simulator, embedded test nodes). `rangedb server` always has one
+    /// (`http_address_for`).
+    pub http_address: Option<String>,
+}
+
+/// The default HTTP address of a node serving clients at `client`: the
+/// same host, port + 1000 (8081 -> 9081), so the three nodes of the
+/// README's one-machine cluster (8081, 8083, 8085) get three listeners.
+pub fn http_address_for(client: &str) -> Result<String> {
+    let (host, port) = client
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Config(format!("client address {client:?} has no port")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| Error::Config(format!("client address {client:?} has a bad port")))?;
+    let http = port.checked_add(1000).ok_or_else(|| {
+        Error::Config(format!(
+            "no default HTTP port above client port {port}: give --http-address"
+        ))
+    })?;
+    Ok(format!("{host}:{http}"))
 }
 
 impl Default for ServerConfig {
@@ -84,6 +106,7 @@ impl Default for ServerConfig {
             log_compact_entries: DEFAULT_LOG_COMPACT_ENTRIES,
             max_msgs_per_loop: DEFAULT_MAX_MSGS_PER_LOOP,
             clock: Default::default(),
+            http_address: None,
         }
     }
 }

@@ -185,6 +185,11 @@ pub struct ServerArgs {
     /// Where this node keeps its data [default: ./rangedb-data/<peer-address>].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP listener: /healthz (the node is alive) and
+    /// /readyz (it serves; `?verbose` says why not) [default: the client
+    /// address's port + 1000, e.g. 127.0.0.1:9081].
+    #[arg(long)]
+    pub http_address: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -240,6 +245,10 @@ impl ServerArgs {
                 .collect(),
             cluster_init: self.cluster_init,
             data_dir,
+            http_address: Some(match &self.http_address {
+                Some(a) => a.clone(),
+                None => config::http_address_for(&self.client_address)?,
+            }),
             ..Default::default()
         };
         cfg.validate()?;

@@ -17,6 +17,8 @@ mod admin;
 mod bootstrap;
 pub mod convert;
 mod health;
+#[cfg(not(madsim))]
+mod http;
 mod kv;
 mod placement_loop;
 mod raft_service;
@@ -148,12 +150,16 @@ pub async fn run_node(
         (peer_addr, client_addr),
         &stop_rx,
     );
+    let http_task = spawn_http(&cfg, &handle, &stop_rx).await?;
     spawn_background(&cfg, &ident, handle, addresses, settings_tx, &stop_rx);
-    tracing::info!(node_id, peer = %cfg.peer_address, client = %cfg.client_address, cluster_id = %ident.cluster_id, "rangedb node started");
+    tracing::info!(node_id, peer = %cfg.peer_address, client = %cfg.client_address,
+        http = cfg.http_address.as_deref().unwrap_or("none"), cluster_id = %ident.cluster_id,
+        "rangedb node started");
     let mut tasks = NodeTasks {
         store: store_task,
         peer: peer_task,
         client: client_task,
+        http: http_task,
     };
     let (ended, result) = tasks.first_to_end(&cfg, shutdown).await;
     match &result {
@@ -206,11 +212,46 @@ fn spawn_services(
     (tokio::spawn(peer_server), tokio::spawn(client_server))
 }
 
+/// The HTTP listener (`http.rs`), when the config has an address
+/// (production only). Binding fails the start with one clear line.
+#[cfg(not(madsim))]
+async fn spawn_http(
+    cfg: &ServerConfig,
+    handle: &StoreHandle,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<HttpTask>> {
+    let Some(addr) = &cfg.http_address else {
+        return Ok(None);
+    };
+    let at = resolve_listen(addr).await?;
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .map_err(|e| Error::Config(format!("cannot serve HTTP address {addr}: {e}")))?;
+    Ok(Some(tokio::spawn(http::serve(
+        listener,
+        handle.clone(),
+        stop.clone(),
+    ))))
+}
+
+#[cfg(madsim)]
+async fn spawn_http(
+    _cfg: &ServerConfig,
+    _handle: &StoreHandle,
+    _stop: &watch::Receiver<bool>,
+) -> Result<Option<HttpTask>> {
+    Ok(None)
+}
+
+type HttpTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
 /// The tasks a node lives by: when one ends, the node stops.
 struct NodeTasks {
     store: tokio::task::JoinHandle<Result<()>>,
     peer: ServeTask,
     client: ServeTask,
+    /// The HTTP listener, if any (its end stops the node too).
+    http: Option<HttpTask>,
 }
 
 /// Which task ended the node (its JoinHandle must not be polled again).
@@ -220,6 +261,7 @@ enum Ended {
     Peer,
     Client,
     Store,
+    Http,
 }
 
 impl NodeTasks {
@@ -247,6 +289,15 @@ impl NodeTasks {
             _ = until_shutdown(shutdown) => (Ended::Signal, Ok(())),
             r = &mut self.peer => (Ended::Peer, Err(served("peer", &cfg.peer_address, r))),
             r = &mut self.client => (Ended::Client, Err(served("client", &cfg.client_address, r))),
+            r = async { match self.http.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
+                let why = match r {
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(())) => "stopped".into(),
+                    Err(e) => e.to_string(),
+                };
+                let addr = cfg.http_address.as_deref().unwrap_or("");
+                (Ended::Http, Err(Error::Config(format!("cannot serve HTTP address {addr}: {why}"))))
+            }
             r = &mut self.store => (Ended::Store, match r {
                 Ok(Err(e)) => Err(e),
                 Ok(Ok(())) => Err(Error::Internal("store stopped".into())),
@@ -265,6 +316,9 @@ impl NodeTasks {
         }
         if ended != Ended::Client {
             let _ = self.client.await;
+        }
+        if let (false, Some(h)) = (ended == Ended::Http, self.http) {
+            let _ = h.await;
         }
     }
 }

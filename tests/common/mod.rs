@@ -30,21 +30,34 @@ pub struct Server {
     pub args: Vec<String>,
     pub client_address: String,
     pub peer_address: String,
+    /// The HTTP listener (`/healthz`, `/readyz`): always a free port here,
+    /// never the default (client port + 1000, which another test's free
+    /// port may be).
+    pub http_address: String,
     pub log: PathBuf,
 }
 
 impl Server {
     pub fn start(
-        args: Vec<String>,
+        mut args: Vec<String>,
         client_address: String,
         peer_address: String,
         log: PathBuf,
     ) -> Server {
+        let given = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--http-address=").map(str::to_string));
+        let http_address = given.unwrap_or_else(|| {
+            let a = format!("127.0.0.1:{}", free_port());
+            args.push(format!("--http-address={a}"));
+            a
+        });
         let mut s = Server {
             child: None,
             args,
             client_address,
             peer_address,
+            http_address,
             log,
         };
         s.spawn();

@@ -1,0 +1,104 @@
+//! The node's HTTP listener (production only: the simulator's nodes have
+//! none): `/healthz` and `/readyz`, for load balancers, orchestrators
+//! (Kubernetes probes) and people.
+//!
+//! - `/healthz`: 200 `ok` when the process answers and its Store loop
+//!   turns (a status request answered within `LOOP_DEADLINE`), else 503.
+//! - `/readyz`: 200 `ready` when this node can serve: its Store answers and
+//!   every range it holds knows a leader (the same rule as grpc.health.v1,
+//!   `health.rs`, so the two never disagree); else 503 `not ready`.
+//!   `?verbose` lists each check and, for a failing one, why.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::node::StoreHandle;
+
+/// How long the Store loop may take to answer a status request.
+const LOOP_DEADLINE: Duration = Duration::from_secs(2);
+
+/// `?verbose`.
+#[derive(Deserialize)]
+struct Verbose {
+    verbose: Option<String>,
+}
+
+/// Serves on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: StoreHandle,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(store);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(super::until_shutdown(stop))
+        .await
+}
+
+async fn healthz(State(store): State<StoreHandle>) -> (StatusCode, String) {
+    match tokio::time::timeout(LOOP_DEADLINE, store.status()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ok\n".into()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {e}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: the store loop did not answer within {LOOP_DEADLINE:?}\n"),
+        ),
+    }
+}
+
+async fn readyz(
+    State(store): State<StoreHandle>,
+    Query(q): Query<Verbose>,
+) -> (StatusCode, String) {
+    let mut checks: Vec<(&str, Result<(), String>)> = Vec::new();
+    match tokio::time::timeout(LOOP_DEADLINE, store.status()).await {
+        Ok(Ok(s)) => {
+            checks.push(("store", Ok(())));
+            let leaderless: Vec<String> = s
+                .ranges
+                .iter()
+                .filter(|r| r.leader_id == 0)
+                .map(|r| r.range_id.to_string())
+                .collect();
+            let ranges = if s.ranges.is_empty() {
+                Err("this node holds no range yet (starting or joining)".to_string())
+            } else if leaderless.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "no known leader for range(s) {}",
+                    leaderless.join(", ")
+                ))
+            };
+            checks.push(("ranges", ranges));
+        }
+        Ok(Err(e)) => checks.push(("store", Err(e.to_string()))),
+        Err(_) => checks.push(("store", Err(format!("no answer within {LOOP_DEADLINE:?}")))),
+    }
+    let ready = checks.iter().all(|(_, r)| r.is_ok());
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = String::new();
+    if q.verbose.is_some() {
+        for (name, r) in &checks {
+            match r {
+                Ok(()) => body.push_str(&format!("[+] {name} ok\n")),
+                Err(why) => body.push_str(&format!("[-] {name} failed: {why}\n")),
+            }
+        }
+    }
+    body.push_str(if ready { "ready\n" } else { "not ready\n" });
+    (code, body)
+}
