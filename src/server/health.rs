@@ -1,5 +1,6 @@
 //! grpc.health.v1. The overall service ("") and `rangedb.Kv` report SERVING
-//! when this node knows a leader for every range it holds, NOT_SERVING
+//! when this node holds a range and knows a leader for every range it
+//! holds (`readiness`, which the HTTP `/readyz` shares), NOT_SERVING
 //! otherwise. Generated with madsim-tonic-build so it also runs in simulation
 //! (the tonic-health crate is bound to real tonic).
 
@@ -8,7 +9,29 @@ use std::pin::Pin;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::node::StoreHandle;
+use crate::node::{NodeStatus, StoreHandle};
+
+/// Whether a node with status `s` serves: it holds a range and knows a
+/// leader for each; else why not.
+pub fn readiness(s: &NodeStatus) -> Result<(), String> {
+    if s.ranges.is_empty() {
+        return Err("this node holds no range yet (starting or joining)".into());
+    }
+    let leaderless: Vec<String> = s
+        .ranges
+        .iter()
+        .filter(|r| r.leader_id == 0)
+        .map(|r| r.range_id.to_string())
+        .collect();
+    if leaderless.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "no known leader for range(s) {}",
+            leaderless.join(", ")
+        ))
+    }
+}
 
 pub mod pb {
     tonic::include_proto!("grpc.health.v1");
@@ -36,7 +59,7 @@ impl HealthService {
             return Err(Status::not_found(format!("unknown service {service:?}")));
         }
         Ok(match self.store.status().await {
-            Ok(s) if s.ranges.iter().all(|r| r.leader_id != 0) => ServingStatus::Serving,
+            Ok(s) if readiness(&s).is_ok() => ServingStatus::Serving,
             _ => ServingStatus::NotServing,
         })
     }

@@ -5,8 +5,8 @@
 //! - `/healthz`: 200 `ok` when the process answers and its Store loop
 //!   turns (a status request answered within `LOOP_DEADLINE`), else 503.
 //! - `/readyz`: 200 `ready` when this node can serve: its Store answers and
-//!   every range it holds knows a leader (the same rule as grpc.health.v1,
-//!   `health.rs`, so the two never disagree); else 503 `not ready`.
+//!   it holds a range and knows a leader for each (`health::readiness`,
+//!   grpc.health.v1's rule, so the two never disagree); else 503.
 //!   `?verbose` lists each check and, for a failing one, why.
 
 use std::time::Duration;
@@ -63,23 +63,7 @@ async fn readyz(
     match tokio::time::timeout(LOOP_DEADLINE, store.status()).await {
         Ok(Ok(s)) => {
             checks.push(("store", Ok(())));
-            let leaderless: Vec<String> = s
-                .ranges
-                .iter()
-                .filter(|r| r.leader_id == 0)
-                .map(|r| r.range_id.to_string())
-                .collect();
-            let ranges = if s.ranges.is_empty() {
-                Err("this node holds no range yet (starting or joining)".to_string())
-            } else if leaderless.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "no known leader for range(s) {}",
-                    leaderless.join(", ")
-                ))
-            };
-            checks.push(("ranges", ranges));
+            checks.push(("ranges", super::health::readiness(&s)));
         }
         Ok(Err(e)) => checks.push(("store", Err(e.to_string()))),
         Err(_) => checks.push(("store", Err(format!("no answer within {LOOP_DEADLINE:?}")))),
