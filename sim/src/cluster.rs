@@ -261,14 +261,20 @@ impl Cluster {
         }
     }
 
-    /// Node statuses as seen from the client host (unreachable nodes omitted).
-    pub async fn statuses(&self) -> Vec<NodeStatusResponse> {
+    /// A client for the harness's admin calls: short deadlines, so a call
+    /// to a dead or cut-off node fails fast.
+    fn admin_client(&self) -> Client {
         let opts = ClientOptions {
             deadline: Duration::from_secs(2),
             rpc_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(500),
         };
-        let client = Client::new(self.endpoints(), opts).expect("valid endpoints");
+        Client::new(self.endpoints(), opts).expect("valid endpoints")
+    }
+
+    /// Node statuses as seen from the client host (unreachable nodes omitted).
+    pub async fn statuses(&self) -> Vec<NodeStatusResponse> {
+        let client = self.admin_client();
         let eps = self.endpoints();
         self.client_host
             .spawn(async move {
@@ -313,12 +319,7 @@ impl Cluster {
         if from == to {
             return Err(format!("node {to} leads it already"));
         }
-        let opts = ClientOptions {
-            deadline: Duration::from_secs(2),
-            rpc_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_millis(500),
-        };
-        let client = Client::new(self.endpoints(), opts).map_err(|e| e.to_string())?;
+        let client = self.admin_client();
         let change = rangedb::api::ReplicaChange::TransferLeader(to);
         self.client_host
             .spawn(async move {

@@ -82,6 +82,10 @@ pub fn txn_id(start_ts: u64) -> String {
     format!("{:08x}", (z ^ (z >> 31)) as u32)
 }
 
+/// Wall-clock milliseconds: a CLI transaction spans processes, so how long
+/// it has run is measured between wall-clock readings saved in its state
+/// file (no monotonic clock outlives a process). CLI-only: never part of
+/// a simulated node.
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -58,20 +58,18 @@ impl OpenTxns {
 impl Client {
     /// Registers an open transaction; the ticket for `txn_closed`.
     pub(super) fn txn_opened(&self, start: Timestamp) -> u64 {
-        let start_task = {
+        let (ticket, start_pinner) = {
             let mut o = self.open_txns.lock().unwrap_or_else(|e| e.into_inner());
             o.next += 1;
             let ticket = o.next;
             o.open.insert(ticket, (start, Instant::now()));
             o.id.get_or_insert_with(|| format!("sdk-{:016x}", start.0));
-            let start_task = !std::mem::replace(&mut o.running, true);
-            (ticket, start_task)
+            (ticket, !std::mem::replace(&mut o.running, true))
         };
-        if start_task.1 {
-            let weak = Arc::downgrade(&self.0);
-            tokio::spawn(pinner(weak));
+        if start_pinner {
+            tokio::spawn(pinner(Arc::downgrade(&self.0)));
         }
-        start_task.0
+        ticket
     }
 
     /// The transaction `ticket` ended (committed, rolled back or dropped).

@@ -114,14 +114,15 @@ impl Oracle {
 }
 
 /// How long one confirmation lets the oracle serve, on its node's clock.
-pub const LEASE: Duration = Duration::from_millis(300);
+pub const LEASE: Duration = Duration::from_millis(LEASE_MS);
+const LEASE_MS: u64 = 300;
 
 /// How long a node that starts leading waits before it serves, on its
 /// clock: a predecessor's `LEASE` on a clock running `MAX_DRIFT` slow lasts
 /// `LEASE / (1 - d)` of true time; this wait on a clock running `d` fast
 /// lasts `TAKEOVER_WAIT / (1 + d)` — with d = 50%, three leases, plus a
 /// margin.
-pub const TAKEOVER_WAIT: Duration = Duration::from_millis(3 * 300 + 100);
+pub const TAKEOVER_WAIT: Duration = Duration::from_millis(3 * LEASE_MS + 100);
 
 /// The oracle's lease (see the module docs). Instants are true time (the
 /// runtime's monotonic clock); durations arrive already converted from the

@@ -245,6 +245,22 @@ async fn spawn_http(
 
 type HttpTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
+/// Why a listener task (`what`, serving `addr`) ended the node.
+fn served<E: std::error::Error>(
+    what: &str,
+    addr: &str,
+    r: std::result::Result<std::result::Result<(), E>, tokio::task::JoinError>,
+) -> Error {
+    Error::Config(format!(
+        "cannot serve {what} address {addr}: {}",
+        match r {
+            Ok(Err(e)) => error_chain(&e),
+            Ok(Ok(())) => "stopped".into(),
+            Err(e) => e.to_string(),
+        }
+    ))
+}
+
 /// The tasks a node lives by: when one ends, the node stops.
 struct NodeTasks {
     store: tokio::task::JoinHandle<Result<()>>,
@@ -271,32 +287,12 @@ impl NodeTasks {
         cfg: &ServerConfig,
         shutdown: watch::Receiver<bool>,
     ) -> (Ended, Result<()>) {
-        type Served = std::result::Result<
-            std::result::Result<(), tonic::transport::Error>,
-            tokio::task::JoinError,
-        >;
-        let served = |what: &str, addr: &str, r: Served| {
-            Error::Config(format!(
-                "cannot serve {what} address {addr}: {}",
-                match r {
-                    Ok(Err(e)) => error_chain(&e),
-                    Ok(Ok(())) => "stopped".into(),
-                    Err(e) => e.to_string(),
-                }
-            ))
-        };
         tokio::select! {
             _ = until_shutdown(shutdown) => (Ended::Signal, Ok(())),
             r = &mut self.peer => (Ended::Peer, Err(served("peer", &cfg.peer_address, r))),
             r = &mut self.client => (Ended::Client, Err(served("client", &cfg.client_address, r))),
             r = async { match self.http.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
-                let why = match r {
-                    Ok(Err(e)) => e.to_string(),
-                    Ok(Ok(())) => "stopped".into(),
-                    Err(e) => e.to_string(),
-                };
-                let addr = cfg.http_address.as_deref().unwrap_or("");
-                (Ended::Http, Err(Error::Config(format!("cannot serve HTTP address {addr}: {why}"))))
+                (Ended::Http, Err(served("HTTP", cfg.http_address.as_deref().unwrap_or(""), r)))
             }
             r = &mut self.store => (Ended::Store, match r {
                 Ok(Err(e)) => Err(e),
