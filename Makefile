@@ -97,3 +97,15 @@ lint:
 clean:
 	$(CARGO) clean
 	rm -rf $(SIM_TARGET_DIR)
+
+# Container packaging (issue 11, item 7; docs/docker-deployment.md).
+# docker-lint: hadolint, the compose schema, kubernetes-validate, yamllint,
+# shellcheck, all offline. docker-test: builds the image and runs the 3-node
+# compose cluster through the README's commands, a `docker kill` and a
+# network partition; prints "docker-test: SKIPPED: ..." without Docker.
+.PHONY: docker-lint docker-test
+docker-lint:
+	bash scripts/docker-lint.sh
+
+docker-test:
+	bash scripts/docker-test.sh
