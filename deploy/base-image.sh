@@ -16,7 +16,10 @@
 #
 # Environment: RANGEDB_BASE_IMAGE, RANGEDB_BUILDER_IMAGE (image names),
 # DEBIAN_MIRROR (default http://deb.debian.org/debian), RUST_TOOLCHAIN_DIR
-# (default: the sysroot of the `rustc` on PATH; must be >= 1.88).
+# (default: the sysroot of the `rustc` on PATH; must be >= 1.88),
+# RANGEDB_EXTRA_CA_DIR (default /usr/local/share/ca-certificates: its *.crt,
+# e.g. a TLS-inspecting proxy's CA, are trusted in the builder image, so that
+# cargo reaches crates.io from inside the build as it does from this machine).
 set -euo pipefail
 
 BASE_IMAGE=${RANGEDB_BASE_IMAGE:-rangedb-base:bookworm}
@@ -24,6 +27,7 @@ BUILDER_IMAGE=${RANGEDB_BUILDER_IMAGE:-rangedb-builder:bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 MIN_RUST=1.88
+EXTRA_CA_DIR=${RANGEDB_EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
 RUNTIME_PACKAGES=ca-certificates,curl
 BUILD_PACKAGES=(clang libclang-dev g++ make pkg-config ca-certificates git)
 
@@ -164,6 +168,16 @@ if [ "$need_builder" -eq 1 ]; then
   in_root apt-get install -y -qq "${BUILD_PACKAGES[@]}" >/dev/null 2>"$work/apt.log" \
     || { cat "$work/apt.log" >&2; die "apt-get install failed"; }
   umount_root
+  # cargo fetches crates over HTTPS: a machine behind a TLS-inspecting proxy
+  # trusts extra CAs, and so must the build (builder image only).
+  shopt -s nullglob
+  cas=("$EXTRA_CA_DIR"/*.crt)
+  shopt -u nullglob
+  if [ ${#cas[@]} -gt 0 ]; then
+    log "trusting this machine's extra CAs in the builder: ${cas[*]##*/}"
+    cp "${cas[@]}" "$root/usr/local/share/ca-certificates/"
+    in_root update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates failed"
+  fi
   clean_root
   log "copying the Rust toolchain into /usr/local/rust (without its docs)"
   mkdir -p "$root/usr/local/rust" "$root/usr/local/cargo"
