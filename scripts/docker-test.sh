@@ -325,9 +325,10 @@ for n in "${NODES[@]}"; do
     fail "$missing acknowledged keys missing or wrong through $n's endpoint (e.g. $(comm -23 "$LOGDIR/acked.txt" "$LOGDIR/range-$n.txt" | head -n 3 | tr '\n' ' '))"
   fi
 done
-# From each node's own replica (`get --local`), once it has caught up.
-for n in "${NODES[@]}"; do
-  if docker exec -i "$(container "$n")" bash -c '
+# From each node's own replica (`get --local`), once it has caught up; the
+# three nodes at once.
+check_local() {
+  docker exec -i "$(container "$1")" bash -c '
     ep=$1; pending=$(cat); deadline=$((SECONDS + 60))
     while [ -n "$pending" ]; do
       left=""
@@ -339,7 +340,15 @@ for n in "${NODES[@]}"; do
       [ -z "$pending" ] && break
       [ $SECONDS -ge $deadline ] && { printf "%s\n" "$pending"; exit 1; }
       sleep 2
-    done' _ "$n:${CLIENT_PORT[$n]}" <"$LOGDIR/acked.txt" >"$LOGDIR/local-missing-$n.txt" 2>&1; then
+    done' _ "$1:${CLIENT_PORT[$1]}" <"$LOGDIR/acked.txt" >"$LOGDIR/local-missing-$1.txt" 2>&1
+}
+declare -A checker
+for n in "${NODES[@]}"; do
+  check_local "$n" &
+  checker[$n]=$!
+done
+for n in "${NODES[@]}"; do
+  if wait "${checker[$n]}"; then
     say "  ok: $n's replica holds all $acked acknowledged keys (get --local)"
   else
     fail "$(wc -l <"$LOGDIR/local-missing-$n.txt") acknowledged keys missing from $n's replica after 60 s (get --local; see $LOGDIR/local-missing-$n.txt)"
