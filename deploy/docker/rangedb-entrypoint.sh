@@ -10,7 +10,8 @@
 # host names resolve to (it has no separate listen address). Inside a
 # container the default host is the container's own host name, which resolves
 # to the container's IP: other containers and published ports reach it, but
-# 127.0.0.1 inside the container does not (use `--endpoints $(hostname):8081`).
+# 127.0.0.1 inside the container does not (`rangedb` on PATH, the wrapper
+# rangedb-cli.sh, points client commands at this node's --client-address).
 #
 # Defaults, each only when its flag is absent:
 #   --peer-address    $RANGEDB_ADVERTISE_HOST:8080   (host default: `hostname`)
