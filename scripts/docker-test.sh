@@ -205,6 +205,8 @@ expect "txn commit" "OK" "$(docker exec -e RANGEDB_ENDPOINTS="$ENDPOINTS" "$(con
   'set -e; t=$(rangedb txn begin | awk "{print \$NF}"); export RANGEDB_TXN=$t
    rangedb txn put /user/555 "{\"name\": \"Ann\"}" >/dev/null; rangedb txn commit >/dev/null; echo OK' 2>&1)"
 expect "get after txn" '{"name": "Ann"}' "$(rdb rangedb3 get /user/555 2>&1)"
+expect "docker exec <node> rangedb get, no endpoints given (the node's own)" '{"name": "Ann"}' \
+  "$(docker exec "$(container rangedb2)" env -u RANGEDB_ENDPOINTS rangedb get /user/555 2>&1)"
 
 say "from the host, through the published ports"
 host_eps=""
