@@ -28,6 +28,10 @@
 # /etc/hosts), else from POD_NAMESPACE (or the service account's namespace
 # file) and RANGEDB_K8S_DOMAIN (default cluster.local).
 #
+# A node started with --cluster-init on an empty data directory first asks
+# the other listed peers whether they already form a cluster, and refuses to
+# start a second one (RANGEDB_FORCE_INIT=1 overrides; see the end).
+#
 # RANGEDB_ENTRYPOINT_DRY_RUN=1 prints the command instead of running it.
 set -euo pipefail
 
@@ -143,4 +147,33 @@ if ! has_flag data-dir; then
   extra+=(--data-dir="${RANGEDB_DATA_DIR:-/var/lib/rangedb/data}")
 fi
 
-run rangedb server "${extra[@]}" "${args[@]}"
+# A node that creates the cluster (--cluster-init) on an empty data directory
+# while its peers already belong to a cluster has lost its data (a deleted
+# volume, a new PVC): starting would make a second cluster beside the first.
+# Refuse, unless RANGEDB_FORCE_INIT=1. (Peers that are starting or joining
+# answer with no cluster id yet, or not at all: a new cluster goes ahead.)
+all=("${extra[@]}" "${args[@]}")
+args=("${all[@]}")
+if has_flag cluster-init && [ "${RANGEDB_FORCE_INIT:-}" != 1 ]; then
+  data_dir=$(flag_value data-dir)
+  if [ -z "$(ls -A "$data_dir" 2>/dev/null)" ]; then
+    self=$(flag_value peer-address)
+    others=()
+    IFS=, read -r -a listed <<<"$(flag_value peers)"
+    for p in "${listed[@]}"; do
+      [ -n "$p" ] && [ "$p" != "$self" ] && others+=("$p")
+    done
+    for p in "${others[@]}"; do
+      # Peer listeners serve the admin API too.
+      id=$(rangedb --endpoints "$p" --timeout 3 --output json admin node status 2>/dev/null \
+        | sed -n 's/.*"cluster_id":"\([^"][^"]*\)".*/\1/p' | head -n 1) || true
+      if [ -n "$id" ]; then
+        die "refusing --cluster-init: the data directory $data_dir is empty, but peer $p already belongs \
+to cluster $id. This node's data is gone (a new volume?); starting would create a second cluster. \
+Restore its data directory, or set RANGEDB_FORCE_INIT=1 to start a new cluster anyway."
+      fi
+    done
+  fi
+fi
+
+run rangedb server "${args[@]}"
