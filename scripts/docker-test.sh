@@ -16,6 +16,7 @@
 #   RANGEDB_SKIP_BUILD=1    test the image as it is (no docker build)
 #   RANGEDB_BUILD_CONTEXT   worktree (default: the files as they are) or a
 #                           git revision, e.g. HEAD (its committed files only)
+#   RANGEDB_BUILD_STAGE_IMAGE  tag kept on the build stage (rangedb-build:latest)
 #   CARGO_BUILD_JOBS        compile jobs inside the build (default: all cores)
 #   RANGEDB_TEST_PHASE_SECS seconds of writing in each phase (default 12)
 #   RANGEDB_TEST_KEEP=1     leave the cluster running after the test
@@ -113,17 +114,26 @@ else
   context=${RANGEDB_BUILD_CONTEXT:-worktree}
   say "docker build -t $IMAGE (context: $context; log: $LOGDIR/build.log)"
   b0=$(now)
-  build=(docker build --build-arg CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-}" -t "$IMAGE")
+  build=(docker build --build-arg CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-}")
+  # The build stage first, tagged (RANGEDB_BUILD_STAGE_IMAGE): its layers,
+  # the compiled dependencies above all, are then no dangling images that
+  # `docker image prune` would delete; the second build reuses them.
+  stage_tag=${RANGEDB_BUILD_STAGE_IMAGE:-rangedb-build:latest}
   if [ "$context" = worktree ]; then
-    build_image() { "${build[@]}" .; }
+    build_image() { "${build[@]}" --target build -t "$stage_tag" . && "${build[@]}" -t "$IMAGE" .; }
   else
-    build_image() { git archive --format=tar "$context" | "${build[@]}" -; }
+    build_image() {
+      git archive --format=tar -o "$LOGDIR/context.tar" "$context" \
+        && "${build[@]}" --target build -t "$stage_tag" - <"$LOGDIR/context.tar" \
+        && "${build[@]}" -t "$IMAGE" - <"$LOGDIR/context.tar"
+    }
   fi
   if ! build_image >"$LOGDIR/build.log" 2>&1; then
     tail -n 40 "$LOGDIR/build.log"
     fail "docker build failed"
     exit 1
   fi
+  rm -f "$LOGDIR/context.tar"
   note "image build: $(elapsed "$b0") s"
 fi
 note "image: $IMAGE, $(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
