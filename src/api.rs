@@ -63,6 +63,8 @@ pub mod meta {
     pub const PARTITIONS_PREFIX: &str = "_/partitions/";
     /// GC pins of open transactions (`_/txn/pins/<id>`: the start timestamp).
     pub const PINS_PREFIX: &str = "_/txn/pins/";
+    /// Finished backups (`_/backups/<id>`: a JSON summary).
+    pub const BACKUPS_PREFIX: &str = "_/backups/";
 
     /// The registry key of node `id`, as the original README shows it.
     pub fn node_key(id: u64) -> String {
@@ -90,10 +92,29 @@ pub mod meta {
     /// The start timestamp a pin holds, if it is still alive at `now_ms`
     /// (physical milliseconds of an oracle timestamp): a transaction may
     /// run `max_ms` (txn_max_duration) from its start.
+    /// A leased pin (`<start>@<until_ms>`, see `lease_pin`) lives until
+    /// `until_ms` instead.
     pub fn live_pin(value: &[u8], now_ms: u64, max_ms: u64) -> Option<u64> {
-        let start: u64 = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+        let text = std::str::from_utf8(value).ok()?.trim();
+        if let Some((start, until)) = text.split_once('@') {
+            let start: u64 = start.parse().ok()?;
+            let until: u64 = until.parse().ok()?;
+            return (until > now_ms).then_some(start);
+        }
+        let start: u64 = text.parse().ok()?;
         let start_ms = start >> crate::api::LOGICAL_BITS;
         (start_ms.saturating_add(max_ms) > now_ms).then_some(start)
+    }
+
+    /// The value of a pin of `start` leased until `until_ms` (wall
+    /// milliseconds; renewed by writing it again): backups.
+    pub fn lease_pin(start: u64, until_ms: u64) -> String {
+        format!("{start}@{until_ms}")
+    }
+
+    /// Where a finished backup is recorded.
+    pub fn backup_key(id: &str) -> String {
+        format!("{BACKUPS_PREFIX}{id}")
     }
 
     pub fn config_key(name: &str) -> String {

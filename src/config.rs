@@ -71,7 +71,13 @@ pub struct ServerConfig {
     /// simulator, embedded test nodes). `rangedb server` always has one
     /// (`http_address_for`).
     pub http_address: Option<String>,
+    /// On a stop signal, drain first (not ready, leaderships moved away)
+    /// for at most this long; zero: stop at once (the simulator's nodes).
+    pub drain_timeout: Duration,
 }
+
+/// How long `rangedb server` drains on SIGTERM by default.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 10;
 
 /// The default HTTP address of a node serving clients at `client`: the
 /// same host, port + 1000 (8081 -> 9081), so the three nodes of the
@@ -107,6 +113,7 @@ impl Default for ServerConfig {
             max_msgs_per_loop: DEFAULT_MAX_MSGS_PER_LOOP,
             clock: Default::default(),
             http_address: None,
+            drain_timeout: Duration::ZERO,
         }
     }
 }

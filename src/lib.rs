@@ -3,9 +3,10 @@
 //! (`--cfg madsim`), where one seed decides every schedule, fault and message.
 //!
 //! Layers, bottom-up (each imports only from layers below it):
-//! - `error`, `api`, `config`, `clock`, `chaos`: the error type, the public
-//!   contract shared with clients (limits, `_/` names), typed settings, the
-//!   node clock, and the simulator's instruments;
+//! - `error`, `api`, `config`, `clock`, `chaos`, `metrics`: the error type,
+//!   the public contract shared with clients (limits, `_/` names), typed
+//!   settings, the node clock, the simulator's instruments, and the node's
+//!   Prometheus registry;
 //! - `keys`: the physical keyspace;
 //! - `storage`: the `Engine` trait, RocksDB (production) and MemEngine
 //!   (tests and simulation, with an explicit durability model);
@@ -46,6 +47,8 @@ pub mod config;
 mod golden;
 #[cfg(feature = "server")]
 pub mod keys;
+#[cfg(feature = "server")]
+pub mod metrics;
 #[cfg(feature = "server")]
 pub mod mvcc;
 #[cfg(feature = "server")]

@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("api", &["error"]),
     ("clock", &[]),
+    ("metrics", &[]),
     ("chaos", &[]),
     // Test support (cfg(test)): golden-script runner.
     ("golden", &[]),
@@ -31,7 +32,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "range",
-        &["error", "api", "keys", "storage", "raft", "mvcc", "chaos"],
+        &[
+            "error", "api", "keys", "storage", "raft", "mvcc", "chaos", "metrics",
+        ],
     ),
     (
         "placement",
@@ -45,6 +48,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "clock",
             "chaos",
+            "metrics",
             "keys",
             "storage",
             "raft",
@@ -65,6 +69,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "clock",
             "chaos",
+            "metrics",
             "keys",
             "storage",
             "raft",

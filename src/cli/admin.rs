@@ -69,8 +69,54 @@ pub(super) async fn run(
             decommission(out, client, id, wait, json).await?
         }
         AdminCommand::Node(NodeCommand::Status) => return node_status(out, client, json).await,
+        AdminCommand::Node(NodeCommand::Drain { id, wait }) => {
+            drain(out, client, id, wait, json).await?
+        }
+        AdminCommand::Backup(cmd) => return super::backup::run(out, client, cmd, json).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks node `id` to drain and stop, then waits until it no longer answers.
+async fn drain(
+    out: &mut impl Write,
+    client: &Client,
+    id: u64,
+    wait: u64,
+    json: bool,
+) -> Result<()> {
+    let registry = Registry::parse(scan_prefix(client, meta::NODES_PREFIX).await?);
+    let addr = registry
+        .entries
+        .get(&id)
+        .and_then(|e| e.client_address.clone())
+        .ok_or_else(|| Error::InvalidArgument(format!("node {id} is not registered")))?;
+    let leading = client.drain_node(&addr, id).await?;
+    if !json {
+        let _ = writeln!(
+            out,
+            "node {id} ({addr}) is draining: moving {leading} leaderships away"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    while client.node_status(&addr).await.is_ok() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "node {id} still answers after {wait} s of draining"
+            )));
+        }
+        tokio::time::sleep(DECOMMISSION_POLL / 5).await;
+    }
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({"node_id": id, "drained": true, "led": leading})
+        );
+    } else {
+        let _ = writeln!(out, "node {id} drained and stopped");
+    }
+    Ok(())
 }
 
 /// Starts draining node `id`, then reports progress until it holds no

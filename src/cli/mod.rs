@@ -6,6 +6,7 @@
 //! `data.rs` (data commands), `admin.rs` (admin commands), `bench.rs`.
 
 mod admin;
+mod backup;
 mod bench;
 mod data;
 mod repl;
@@ -124,6 +125,9 @@ pub enum AdminCommand {
     /// Cluster-wide views.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Consistent backups: create, restore, verify, list.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,6 +160,14 @@ pub enum ConfigCommand {
 pub enum NodeCommand {
     /// Raft state of every range on each endpoint's node.
     Status,
+    /// Stop node ID gracefully: it turns not ready, moves its leaderships
+    /// to other nodes, then exits (what SIGTERM does). Waits until it stopped.
+    Drain {
+        id: u64,
+        /// Seconds to wait for the node to stop.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
     /// Move every replica off node ID (it keeps running); reports progress.
     Decommission {
         id: u64,
@@ -190,12 +202,20 @@ pub struct ServerArgs {
     /// address's port + 1000, e.g. 127.0.0.1:9081].
     #[arg(long)]
     pub http_address: Option<String>,
-    /// Log format.
+    /// On SIGTERM, drain for at most this many seconds before stopping:
+    /// turn not ready (/readyz 503) and move this node's leaderships to
+    /// other nodes, so clients see no election gap. 0: stop at once.
+    #[arg(long, default_value_t = config::DEFAULT_DRAIN_TIMEOUT_SECS)]
+    pub drain_timeout: u64,
+    /// Log format: text lines, or one JSON object per line (with the
+    /// node id and span fields).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "rangedb=debug,raft=info".
-    #[arg(long, env = "RANGEDB_LOG", default_value = "info")]
-    pub log: String,
+    /// Log level or filter (tracing EnvFilter syntax): "warn", "info",
+    /// "debug", or per module, e.g. "info,rangedb::node=debug"
+    /// [default: $RUST_LOG, else info].
+    #[arg(long = "log-level", visible_alias = "log", env = "RANGEDB_LOG")]
+    pub log: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,6 +269,7 @@ impl ServerArgs {
                 Some(a) => a.clone(),
                 None => config::http_address_for(&self.client_address)?,
             }),
+            drain_timeout: Duration::from_secs(self.drain_timeout),
             ..Default::default()
         };
         cfg.validate()?;
@@ -256,9 +277,19 @@ impl ServerArgs {
     }
 }
 
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs to stderr at `level` (flag, RANGEDB_LOG, RUST_LOG, else info); a
+/// filter that does not parse is refused.
+fn init_logging(level: Option<&str>, format: LogFormat) -> Result<()> {
+    let level = level
+        .map(str::to_string)
+        .or_else(|| {
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .map_err(|e| Error::Config(format!("--log-level {level:?} is not a log filter: {e}")))?;
     // Colors only on a terminal: redirected logs stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -269,6 +300,7 @@ fn init_logging(filter: &str, format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    Ok(())
 }
 
 /// Entry point of the binary.
@@ -324,13 +356,13 @@ fn restore_sigpipe() {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Server(args) = &cli.command {
-        init_logging(&args.log, args.log_format);
+        init_logging(args.log.as_deref(), args.log_format)?;
         let cfg = args.to_config()?;
         tracing::info!(data_dir = %cfg.data_dir.display(), "starting rangedb server");
         crate::server::serve(cfg).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    init_logging("warn", LogFormat::Text);
+    init_logging(Some("warn"), LogFormat::Text)?;
     if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
         return Err(Error::Config(
             "--timeout must be a positive number of seconds".into(),

@@ -48,6 +48,26 @@ impl Client {
         Ok(())
     }
 
+    /// Asks node `node_id`, at its client address `addr`, to drain and
+    /// stop; the ranges it led when it started.
+    pub async fn drain_node(&self, addr: &str, node_id: u64) -> Result<u64> {
+        let ch = self.channel(addr)?;
+        match tokio::time::timeout(
+            self.opts.rpc_timeout,
+            AdminClient::new(ch).drain_node(DrainNodeRequest { node_id }),
+        )
+        .await
+        {
+            Ok(Ok(r)) => Ok(r.into_inner().leading),
+            Ok(Err(s)) if !is_server_status(&s) => Err(Error::Unavailable(format!(
+                "cannot reach {addr}: {}",
+                transport_message(&s)
+            ))),
+            Ok(Err(s)) => Err(from_status(&s)),
+            Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
+        }
+    }
+
     /// Asks the cluster for a node id for a new node: (node id, cluster id).
     pub async fn join_cluster(
         &self,
@@ -134,6 +154,7 @@ impl Client {
             id: id.to_string(),
             start_ts,
             release,
+            lease_ms: 0,
         };
         self.with_retry(
             &route::key(meta::pin_key(id).as_bytes()),

@@ -37,6 +37,7 @@ use crate::error::{overlaps, Error, Result, Span};
 use crate::wire::{from_status, is_server_status};
 
 mod admin;
+mod backup;
 pub mod faults;
 mod gc_pin;
 mod kv;

@@ -156,6 +156,7 @@ impl Client {
                 limit: (want - out.len()) as u32,
                 reverse: false,
                 start_ts: start_ts.0,
+                ..Default::default()
             };
             let resp = self
                 .with_retry(&route::key(&from), Retry::Idempotent, |ch| {

@@ -46,7 +46,7 @@ mod tests;
 
 pub use crate::api::{Timestamp, LOGICAL_BITS};
 pub use gc::{gc, gc_key, GarbageFinder};
-pub use reader::{Reader, Source, Visible};
+pub use reader::{Change, Reader, Source, Visible};
 pub use records::{Lock, Write, WriteKind};
 pub use txn::{
     check_status, commit, heartbeat, one_pc, prewrite, resolve, rollback, secondaries_done,

@@ -62,6 +62,10 @@ const FIRST_VERSION_CHUNK: usize = 4;
 /// Records read per engine call while walking versions (at most).
 const VERSION_CHUNK: usize = 64;
 
+/// A key changed since an earlier timestamp: its value now, or `None`
+/// when it was deleted (`Reader::changes`).
+pub type Change = (Vec<u8>, Option<Vec<u8>>);
+
 /// A lock a scan met, and the data key it locks.
 pub type LockedKey = (Vec<u8>, Lock);
 
@@ -331,5 +335,61 @@ impl<'a> Reader<'a> {
             keys.reverse();
         }
         Ok(keys)
+    }
+
+    /// The keys in `[start, end)` with a Put or Delete committed in
+    /// `(since, at]`, each with its value at `at` (`None`: deleted), at
+    /// most `limit`, in order; or the first lock that hides a key from a
+    /// read at `at`. What an incremental backup copies.
+    pub fn changes(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        since: Timestamp,
+        at: Timestamp,
+        limit: usize,
+    ) -> Result<Result<Vec<Change>, LockedKey>> {
+        let mut out = Vec::new();
+        let mut lo = start.to_vec();
+        while out.len() < limit {
+            let chunk = self.src.range(&lo, end, SCAN_CHUNK, false)?;
+            let full = chunk.len() == SCAN_CHUNK;
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            for (k, _) in &chunk {
+                let Some((data_key, _)) = keys::split_mvcc(k) else {
+                    return Err(Error::Corruption(format!("not an MVCC record: {k:02x?}")));
+                };
+                if keys.last().map(Vec::as_slice) != Some(data_key) {
+                    keys.push(data_key.to_vec());
+                }
+            }
+            // Each key is read on its own (a chunk may cut its records).
+            for data_key in keys {
+                if out.len() >= limit {
+                    break;
+                }
+                let value = match self.get(&data_key, at)? {
+                    Visible::Locked(lock) => return Ok(Err((data_key, lock))),
+                    Visible::Value(v) => v,
+                };
+                let changed = self.walk(&data_key, at, |ts, w| {
+                    if ts <= since {
+                        return Ok(Some(false));
+                    }
+                    match w.write_kind()? {
+                        WriteKind::Rollback => Ok(None),
+                        _ => Ok(Some(true)),
+                    }
+                })?;
+                if changed == Some(true) {
+                    out.push((data_key.clone(), value));
+                }
+                lo = keys::versions_bounds(&data_key).1;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(Ok(out))
     }
 }

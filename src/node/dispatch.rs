@@ -141,6 +141,7 @@ impl Store {
                 reverse,
                 ..
             } => self.route_scan(start, end, *reverse),
+            ReadOp::Changes { start, end, .. } => self.route_scan(start, end, false),
         };
         let id = match route {
             Ok(id) => id,

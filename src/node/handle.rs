@@ -6,7 +6,7 @@
 //! Reads of whole ranges (a frozen range's data for a merge) run here, off
 //! the Store task, on the blocking pool (inline in simulation).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,11 +140,41 @@ pub struct StoreHandle {
     pub(super) next_hint: Arc<AtomicUsize>,
     /// For reads that must not run on the Store task.
     pub(super) engine: Arc<dyn Engine>,
+    pub(super) metrics: Arc<crate::metrics::NodeMetrics>,
+    /// Draining: not ready, leaderships moving away, then stopping
+    /// (`server::drain`).
+    pub(super) draining: Arc<AtomicBool>,
+    /// Set when the node should stop (a drain finished).
+    pub(super) stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl StoreHandle {
     pub fn directory(&self) -> &Directory {
         &self.directory
+    }
+
+    /// Marks the node draining (readiness fails from now on).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Asks the node to stop (its serve loop ends as on a signal).
+    pub fn request_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Flips to true when a stop was requested.
+    pub fn stop_requested(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// This node's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::NodeMetrics> {
+        &self.metrics
     }
 
     /// Tells the Store a fresh oracle timestamp (see `StoreMsg::OracleTime`).

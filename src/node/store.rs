@@ -34,6 +34,8 @@ pub struct StoreConfig {
     pub max_msgs_per_loop: usize,
     pub request_timeout: Duration,
     pub clock: crate::clock::NodeClock,
+    /// This node's metrics (one registry per node).
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 /// A split waiting for a range id reservation to become durable.
@@ -200,6 +202,7 @@ impl Store {
             heartbeat_ticks: self.cfg.heartbeat_ticks,
             election_ticks: self.cfg.election_ticks,
             log_compact_entries: self.cfg.log_compact_entries,
+            metrics: self.cfg.metrics.clone(),
         };
         Replica::open(
             cfg,
@@ -360,6 +363,7 @@ mod tests {
             max_msgs_per_loop: 64,
             request_timeout: Duration::from_secs(1),
             clock: Default::default(),
+            metrics: Default::default(),
         }
     }
 

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::handle::{StoreHandle, StoreMsg};
 use super::split_check::{run_checker, MeasureRequest, MEASURE_QUEUE};
 use super::store::Store;
-use super::transport::{Directory, Transport};
+use super::transport::{Directory, Sent, Transport};
 use crate::config::ClusterSettings;
 use crate::error::Result;
 use crate::raft::SnapshotJob;
@@ -91,6 +92,9 @@ impl StoreTask {
             node_id: store.cfg.node_id,
             next_hint: Default::default(),
             engine: engine.clone(),
+            metrics: store.cfg.metrics.clone(),
+            draining: Default::default(),
+            stop: Arc::new(watch::channel(false).0),
         };
         let task = StoreTask {
             store,
@@ -109,10 +113,10 @@ impl StoreTask {
     /// fails (an engine write, or a failure while applying: never skipped).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let (req_tx, req_rx) = mpsc::channel(MEASURE_QUEUE);
-        tokio::spawn(run_checker(self.engine.clone(), req_rx, self.tx.clone()));
+        tokio::spawn(run_checker(self.engine.clone(), req_rx, self.tx.clone()).in_current_span());
         self.checker = Some(req_tx);
         let (snap_tx, snap_rx) = mpsc::channel(SNAPSHOT_QUEUE);
-        tokio::spawn(build_snapshots(snap_rx, self.tx.clone()));
+        tokio::spawn(build_snapshots(snap_rx, self.tx.clone()).in_current_span());
         self.snapshotter = Some(snap_tx);
         self.store.set_settings(self.settings.borrow().clone());
         let clock = self.store.cfg.clock.clone();
@@ -158,9 +162,15 @@ impl StoreTask {
     async fn rounds(&mut self) -> Result<()> {
         for _ in 0..MAX_READY_ROUNDS_PER_LOOP {
             self.send_outbox();
+            let began = tokio::time::Instant::now();
             let Some(mut round) = self.store.begin_round()? else {
                 break;
             };
+            self.store
+                .cfg
+                .metrics
+                .ready_duration
+                .observe(began.elapsed().as_secs_f64());
             self.send_outbox();
             let (wb, sync) = round.take_batch();
             if !wb.is_empty() || sync {
@@ -198,8 +208,21 @@ impl StoreTask {
     }
 
     fn send_outbox(&mut self) {
+        let metrics = self.store.cfg.metrics.clone();
         for (range_id, m) in self.store.take_outbox() {
-            self.transport.send(range_id, m);
+            match self.transport.send(range_id, m) {
+                Sent::Local => {}
+                Sent::Queued => {
+                    metrics.messages_sent.inc();
+                }
+                Sent::Snapshot(bytes) => {
+                    metrics.messages_sent.inc();
+                    metrics.snapshot(crate::metrics::SENT, bytes);
+                }
+                Sent::Dropped => {
+                    metrics.messages_dropped.inc();
+                }
+            }
         }
     }
 
@@ -219,6 +242,16 @@ impl StoreTask {
     /// fsync must not stall the reactor); in simulation MemEngine never
     /// blocks and madsim forbids blocking tasks, so it runs inline.
     async fn write(&self, wb: WriteBatch, sync: bool) -> Result<()> {
+        let (began, bytes) = (tokio::time::Instant::now(), wb.size_bytes());
+        let r = self.write_batch(wb, sync).await;
+        self.store
+            .cfg
+            .metrics
+            .observe_write(sync, bytes, began.elapsed());
+        r
+    }
+
+    async fn write_batch(&self, wb: WriteBatch, sync: bool) -> Result<()> {
         #[cfg(madsim)]
         {
             self.engine.write(&wb, sync)?;

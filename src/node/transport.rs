@@ -16,6 +16,7 @@ use std::time::Duration;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use crate::proto::raft_transport_client::RaftTransportClient;
 use crate::proto::{RaftBatch, RaftEnvelope, SnapshotChunk};
@@ -108,6 +109,18 @@ impl PeerAddresses {
     }
 }
 
+/// What became of a Raft message handed to `Transport::send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Addressed to this node (never sent).
+    Local,
+    Queued,
+    /// A snapshot of this many bytes, queued for its chunked stream.
+    Snapshot(usize),
+    /// Unknown address, full queue, or not encodable.
+    Dropped,
+}
+
 pub struct Transport {
     node_id: u64,
     client_address: String,
@@ -165,7 +178,7 @@ impl Transport {
             self.client_address.clone(),
             self.peer_address.clone(),
         );
-        tokio::spawn(run(me, addr, rx, self.shutdown.clone()));
+        tokio::spawn(run(me, addr, rx, self.shutdown.clone()).in_current_span());
         Some(tx)
     }
 
@@ -178,9 +191,9 @@ impl Transport {
     }
 
     /// Queues a Raft message of `range_id`; never blocks.
-    pub fn send(&self, range_id: u64, msg: Message) {
+    pub fn send(&self, range_id: u64, msg: Message) -> Sent {
         if msg.to == self.node_id {
-            return;
+            return Sent::Local;
         }
         let Some(tx) = self.sender(msg.to) else {
             tracing::debug!(
@@ -188,28 +201,34 @@ impl Transport {
                 range_id,
                 "raft message to a node of unknown address dropped"
             );
-            return;
+            return Sent::Dropped;
         };
         let bytes = match msg.write_to_bytes() {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(%e, "cannot encode raft message");
-                return;
+                return Sent::Dropped;
             }
         };
         if msg.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
-            if let Some(stx) = self.snapshot_sender(msg.to) {
-                if stx.try_send((range_id, bytes)).is_err() {
-                    tracing::debug!(to = msg.to, range_id, "snapshot queue full; dropped");
-                }
+            let len = bytes.len();
+            let queued = self
+                .snapshot_sender(msg.to)
+                .is_some_and(|stx| stx.try_send((range_id, bytes)).is_ok());
+            if !queued {
+                tracing::debug!(to = msg.to, range_id, "snapshot queue full; dropped");
+                return Sent::Dropped;
             }
-            return;
+            return Sent::Snapshot(len);
         }
-        let _ = tx.try_send(RaftEnvelope {
+        match tx.try_send(RaftEnvelope {
             range_id,
             message: bytes,
             chunk: None,
-        });
+        }) {
+            Ok(()) => Sent::Queued,
+            Err(_) => Sent::Dropped,
+        }
     }
 }
 

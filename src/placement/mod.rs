@@ -104,6 +104,34 @@ impl Action {
     }
 }
 
+/// How many ranges lack replicas (`underreplicated`: fewer live voters
+/// than the replication factor) or a quorum (`unavailable`: fewer live
+/// voters than a majority of the voters).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationHealth {
+    pub underreplicated: usize,
+    pub unavailable: usize,
+}
+
+/// `ReplicationHealth` of the ranges the PD sees (those with a leader).
+pub fn replication_health(
+    ranges: &[RangeView],
+    live: &BTreeSet<u64>,
+    rf: usize,
+) -> ReplicationHealth {
+    let mut h = ReplicationHealth::default();
+    for r in ranges {
+        let live_voters = r.voters.iter().filter(|v| live.contains(v)).count();
+        if live_voters < rf {
+            h.underreplicated += 1;
+        }
+        if live_voters < r.voters.len() / 2 + 1 {
+            h.unavailable += 1;
+        }
+    }
+    h
+}
+
 /// Repairs that cannot proceed, and why (shown by `admin cluster status`).
 pub fn blocked(
     ranges: &[RangeView],

@@ -134,7 +134,8 @@ impl Replica {
             let _ = done.send(Err(Error::Unavailable("membership change dropped".into())));
             return;
         }
-        self.track(index, Proposal { id, done });
+        self.metrics.proposals.inc();
+        self.track(index, Proposal::new(id, done));
     }
 
     /// Applies a v1 conf change entry (only ever the empty one raft-rs

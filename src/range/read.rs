@@ -12,7 +12,7 @@ use crate::api::Timestamp;
 use crate::chaos::{self, Canary};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::mvcc::{Reader, TxnError, TxnStatus, Visible, WriteKind};
+use crate::mvcc::{Change, Reader, TxnError, TxnStatus, Visible, WriteKind};
 use crate::storage::KvPair;
 
 /// A read, over internal data keys.
@@ -24,6 +24,14 @@ pub enum ReadOp {
         end: Vec<u8>,
         limit: usize,
         reverse: bool,
+    },
+    /// The user keys in `[start, end)` written in `(since, ts]` with their
+    /// values at the read's timestamp (`Reader::changes`); `Changes`.
+    Changes {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        since: u64,
     },
     /// Where the transaction started at `start_ts` stands, as its primary
     /// key (a data key) says.
@@ -51,7 +59,7 @@ impl ReadOp {
     pub fn key(&self) -> &[u8] {
         match self {
             ReadOp::Get(k) | ReadOp::LeaderTerm(k) => k,
-            ReadOp::Scan { start, .. } => start,
+            ReadOp::Scan { start, .. } | ReadOp::Changes { start, .. } => start,
             ReadOp::TxnStatus { primary, .. } => primary,
             ReadOp::Validate { reads, span, .. } => match (reads.first(), span) {
                 (Some(k), _) => k,
@@ -73,6 +81,9 @@ pub enum ReadResult {
     Txn(Option<TxnStatus>),
     /// The term this replica leads in (`ReadOp::LeaderTerm`).
     Term(u64),
+    /// Keys changed, with their values (`None`: deleted), and where to
+    /// resume (as for `Pairs`).
+    Changes(Vec<Change>, Option<Vec<u8>>),
 }
 
 /// A read waiting for its ReadIndex round and for the apply to catch up.
@@ -189,6 +200,8 @@ impl Replica {
         match (op, ts) {
             (ReadOp::Validate { start_ts, .. }, _) => self.desc.check_gc_horizon(*start_ts)?,
             (ReadOp::Get(_) | ReadOp::Scan { .. }, Some(ts)) => self.desc.check_gc_horizon(ts.0)?,
+            // The versions between `since` and the read must all be here.
+            (ReadOp::Changes { since, .. }, _) => self.desc.check_gc_horizon(*since)?,
             _ => {}
         }
         match op {
@@ -219,6 +232,12 @@ impl Replica {
                 limit,
                 reverse,
             } => self.scan(start, end, *limit, *reverse, ts),
+            ReadOp::Changes {
+                start,
+                end,
+                limit,
+                since,
+            } => self.changes(start, end, *limit, Timestamp(*since), ts),
             ReadOp::TxnStatus { primary, start_ts } => {
                 if !self.desc.contains(primary) {
                     return Err(Error::KeyNotInRange {
@@ -336,6 +355,50 @@ impl Replica {
             (end.is_empty() || d.end_key.as_slice() < end).then(|| d.end_key.clone())
         };
         Ok(ReadResult::Pairs(pairs, resume))
+    }
+}
+
+impl Replica {
+    /// The part of a changes scan inside this range, and where it resumes.
+    fn changes(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        since: Timestamp,
+        ts: Option<Timestamp>,
+    ) -> Result<ReadResult> {
+        let d = &self.desc;
+        let Some(at) = ts else {
+            return Err(Error::Internal("a changes scan without a timestamp".into()));
+        };
+        if start >= d.end_key.as_slice() {
+            return Err(Error::KeyNotInRange {
+                range_id: d.range_id,
+                span: self.span(),
+            });
+        }
+        let s = start.max(d.start_key.as_slice());
+        let e = if end.is_empty() {
+            d.end_key.as_slice()
+        } else {
+            end.min(d.end_key.as_slice())
+        };
+        if !is_user_data(s) {
+            return Err(Error::InvalidArgument(
+                "changes scans read user keys only".into(),
+            ));
+        }
+        let changes = match Reader::new(&self.engine.as_ref()).changes(s, e, since, at, limit)? {
+            Ok(c) => c,
+            Err((key, lock)) => return Err(txn_error(TxnError::Locked { key, lock })),
+        };
+        let resume = if changes.len() >= limit {
+            None
+        } else {
+            (end.is_empty() || d.end_key.as_slice() < end).then(|| d.end_key.clone())
+        };
+        Ok(ReadResult::Changes(changes, resume))
     }
 }
 

@@ -37,6 +37,7 @@ impl Replica {
         }
         let mut rd = self.group.ready();
         if rd.ss().is_some_and(|ss| ss.raft_state == StateRole::Leader) {
+            self.metrics.leader_changes.inc();
             let (range_id, term, node_id) =
                 (self.desc.range_id, self.group.raft.term, self.node_id);
             chaos::raft_event(|| RaftEvent::BecameLeader {
@@ -165,6 +166,7 @@ impl Replica {
         };
         let (index, term) = (e.index, e.term);
         self.group.mut_store().set_applied(index, term, &e.data, wb);
+        self.metrics.entries_applied.inc();
         let (range_id, node_id) = (self.desc.range_id, self.node_id);
         chaos::raft_event(|| RaftEvent::Applied {
             range_id,
@@ -244,6 +246,7 @@ impl Replica {
                 break;
             }
             let p = entry.remove();
+            self.metrics.proposals_failed.inc();
             // Its index was covered by a snapshot: the entry may be in it or not.
             let err =
                 Error::Indeterminate("the write's log position was replaced by a snapshot".into());
@@ -251,10 +254,18 @@ impl Replica {
         }
         if let Some(p) = self.proposals.remove(&index) {
             let result = match outcome {
-                Some((id, res)) if id == p.id => res,
-                _ => Err(Error::Unavailable(
-                    "proposal replaced by a new leader's entry; not applied".into(),
-                )),
+                Some((id, res)) if id == p.id => {
+                    self.metrics
+                        .proposal_duration
+                        .observe(p.at.elapsed().as_secs_f64());
+                    res
+                }
+                _ => {
+                    self.metrics.proposals_failed.inc();
+                    Err(Error::Unavailable(
+                        "proposal replaced by a new leader's entry; not applied".into(),
+                    ))
+                }
             };
             completions.push(Completion::Write(p.done, result));
         }

@@ -19,6 +19,7 @@ use super::state_machine::Absorbed;
 use super::{Command, Op, RangeDescriptor, ReplicaChange};
 use crate::error::{Error, LeaderHint, Result, Span};
 use crate::keys;
+use crate::metrics::NodeMetrics;
 use crate::raft::{group_config, raft_logger, LogStore, SnapshotJobs};
 use crate::storage::{Engine, KvPair, WriteBatch};
 
@@ -96,16 +97,29 @@ impl Admit {
 pub(super) struct Proposal {
     pub id: u64,
     pub done: Responder<()>,
+    /// When it was proposed (`raft_proposal_duration_seconds`).
+    pub at: tokio::time::Instant,
 }
 
-/// Timing and sizes a replica runs with.
-#[derive(Debug, Clone, Copy)]
+impl Proposal {
+    pub fn new(id: u64, done: Responder<()>) -> Proposal {
+        Proposal {
+            id,
+            done,
+            at: tokio::time::Instant::now(),
+        }
+    }
+}
+
+/// Timing and sizes a replica runs with, and its node's metrics.
+#[derive(Debug, Clone)]
 pub struct ReplicaConfig {
     pub node_id: u64,
     pub heartbeat_ticks: usize,
     pub election_ticks: usize,
     /// Compact the log once this many applied entries are kept.
     pub log_compact_entries: u64,
+    pub metrics: Arc<NodeMetrics>,
 }
 
 /// A snapshot of a replica's Raft state, for status and tests.
@@ -147,6 +161,7 @@ pub struct Replica {
     next_cmd_id: u64,
     pub(super) was_leader: bool,
     pub(super) log_compact_entries: u64,
+    pub(super) metrics: Arc<NodeMetrics>,
     /// Ticks each follower has spent waiting for a snapshot (leader only).
     pub(super) snapshot_ticks: BTreeMap<u64, usize>,
     /// Seeded source of election timeouts (see `group_config`).
@@ -230,6 +245,7 @@ impl Replica {
             next_cmd_id,
             was_leader: false,
             log_compact_entries: cfg.log_compact_entries,
+            metrics: cfg.metrics,
             snapshot_ticks: BTreeMap::new(),
             rng,
             timeout_drawn_at: (u64::MAX, StateRole::Follower),
@@ -318,18 +334,21 @@ impl Replica {
         let id = self.next_command_id();
         cmd.id = id;
         let before = self.group.raft.raft_log.last_index();
+        self.metrics.proposals.inc();
         if let Err(e) = self.group.propose(vec![], cmd.encode()) {
+            self.metrics.proposals_failed.inc();
             let _ = done.send(Err(Error::Unavailable(format!("proposal dropped: {e}"))));
             return;
         }
         let index = self.group.raft.raft_log.last_index();
         if index == before {
+            self.metrics.proposals_failed.inc();
             let _ = done.send(Err(Error::Unavailable(
                 "proposal dropped (leader busy)".into(),
             )));
             return;
         }
-        self.track(index, Proposal { id, done });
+        self.track(index, Proposal::new(id, done));
     }
 
     /// Waits for `index` to apply. An older proposal this leader made at the
@@ -337,6 +356,7 @@ impl Replica {
     /// (seed 847).
     pub(super) fn track(&mut self, index: u64, p: Proposal) {
         if let Some(old) = self.proposals.insert(index, p) {
+            self.metrics.proposals_failed.inc();
             let err = Error::Unavailable(
                 "proposal replaced by a newer entry at its log index; not applied".into(),
             );

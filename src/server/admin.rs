@@ -146,6 +146,9 @@ fn replica_change(kind: i32, node_id: u64) -> Result<ReplicaChange> {
     }
 }
 
+/// The largest backup record `_/backups/<id>` holds.
+const MAX_BACKUP_RECORD_BYTES: usize = 64 * 1024;
+
 #[tonic::async_trait]
 impl Admin for KvService {
     async fn publish_range(
@@ -344,11 +347,64 @@ impl Admin for KvService {
         let key = keys::system(&meta::pin_key(&req.id));
         let op = if req.release {
             Op::delete(key)
+        } else if req.lease_ms > 0 {
+            let until = self.versioned.now_ms().saturating_add(req.lease_ms);
+            Op::put(key, meta::lease_pin(req.start_ts, until).into_bytes())
         } else {
             Op::put(key, Timestamp(req.start_ts).0.to_string().into_bytes())
         };
         self.store.write(vec![op]).await.map_err(status)?;
         Ok(Response::new(PinTimestampResponse {}))
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<DrainNodeRequest>,
+    ) -> Result<Response<DrainNodeResponse>, Status> {
+        let want = request.into_inner().node_id;
+        if want != self.info.node_id {
+            return Err(status(Error::InvalidArgument(format!(
+                "this is node {}, not node {want}: send the drain to the node itself",
+                self.info.node_id
+            ))));
+        }
+        let s = self.store.status().await.map_err(status)?;
+        let leading = s.ranges.iter().filter(|r| r.is_leader).count() as u64;
+        if !self.store.is_draining() {
+            let store = self.store.clone();
+            let limit = self.info.drain_limit;
+            tokio::spawn(async move {
+                super::drain::drain(&store, limit).await;
+                store.request_stop();
+            });
+        }
+        Ok(Response::new(DrainNodeResponse { leading }))
+    }
+
+    async fn record_backup(
+        &self,
+        request: Request<RecordBackupRequest>,
+    ) -> Result<Response<RecordBackupResponse>, Status> {
+        let req = request.into_inner();
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if req.id.is_empty() || req.id.len() > 64 || !req.id.chars().all(valid) {
+            return Err(status(Error::InvalidArgument(
+                "a backup id is 1 to 64 characters of [0-9A-Za-z_-]".into(),
+            )));
+        }
+        if req.record.len() > MAX_BACKUP_RECORD_BYTES
+            || serde_json::from_slice::<serde_json::Value>(&req.record).is_err()
+        {
+            return Err(status(Error::InvalidArgument(format!(
+                "a backup record is a JSON document of at most {MAX_BACKUP_RECORD_BYTES} bytes"
+            ))));
+        }
+        let key = keys::system(&meta::backup_key(&req.id));
+        self.store
+            .write(vec![Op::put(key, req.record)])
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RecordBackupResponse {}))
     }
 
     async fn node_status(

@@ -1,6 +1,6 @@
 //! grpc.health.v1. The overall service ("") and `rangedb.Kv` report SERVING
-//! when this node holds a range and knows a leader for every range it
-//! holds (`readiness`, which the HTTP `/readyz` shares), NOT_SERVING
+//! when this node is not draining, holds a range and knows a leader for
+//! every range it holds (`readiness`, which the HTTP `/readyz` shares), NOT_SERVING
 //! otherwise. Generated with madsim-tonic-build so it also runs in simulation
 //! (the tonic-health crate is bound to real tonic).
 
@@ -57,6 +57,9 @@ impl HealthService {
             "" | "rangedb.Kv" | "rangedb.RaftTransport" | "rangedb.Admin"
         ) {
             return Err(Status::not_found(format!("unknown service {service:?}")));
+        }
+        if self.store.is_draining() {
+            return Ok(ServingStatus::NotServing);
         }
         Ok(match self.store.status().await {
             Ok(s) if readiness(&s).is_ok() => ServingStatus::Serving,

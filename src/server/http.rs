@@ -4,15 +4,16 @@
 //!
 //! - `/healthz`: 200 `ok` when the process answers and its Store loop
 //!   turns (a status request answered within `LOOP_DEADLINE`), else 503.
-//! - `/readyz`: 200 `ready` when this node can serve: its Store answers and
-//!   it holds a range and knows a leader for each (`health::readiness`,
+//! - `/readyz`: 200 `ready` when this node can serve: it is not draining,
+//!   its Store answers, and it holds a range and knows a leader for each (`health::readiness`,
 //!   grpc.health.v1's rule, so the two never disagree); else 503.
 //!   `?verbose` lists each check and, for a failing one, why.
 
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
@@ -38,10 +39,21 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(store);
     axum::serve(listener, app)
         .with_graceful_shutdown(super::until_shutdown(stop))
         .await
+}
+
+async fn metrics(State(store): State<StoreHandle>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        super::observe::metrics_text(&store).await,
+    )
 }
 
 async fn healthz(State(store): State<StoreHandle>) -> (StatusCode, String) {
@@ -60,6 +72,14 @@ async fn readyz(
     Query(q): Query<Verbose>,
 ) -> (StatusCode, String) {
     let mut checks: Vec<(&str, Result<(), String>)> = Vec::new();
+    checks.push((
+        "draining",
+        if store.is_draining() {
+            Err("the node is draining: its leaderships are moving away before it stops".into())
+        } else {
+            Ok(())
+        },
+    ));
     match tokio::time::timeout(LOOP_DEADLINE, store.status()).await {
         Ok(Ok(s)) => {
             checks.push(("store", Ok(())));

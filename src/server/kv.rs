@@ -28,6 +28,8 @@ pub struct NodeInfo {
     pub cluster_id: String,
     pub peer_address: String,
     pub client_address: String,
+    /// How long `rangedb admin node drain` may take.
+    pub drain_limit: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -185,9 +187,10 @@ impl Kv for KvService {
                 found: false,
                 value: Vec::new(),
             })),
-            ReadResult::Pairs(..) | ReadResult::Txn(_) | ReadResult::Term(_) => {
-                Err(Status::internal("unexpected read result"))
-            }
+            ReadResult::Pairs(..)
+            | ReadResult::Txn(_)
+            | ReadResult::Term(_)
+            | ReadResult::Changes(..) => Err(Status::internal("unexpected read result")),
         }
     }
 
@@ -255,9 +258,10 @@ impl Kv for KvService {
             .map_err(status)?
         {
             ReadResult::Pairs(p, r) => (p, r),
-            ReadResult::Value(_) | ReadResult::Txn(_) | ReadResult::Term(_) => {
-                return Err(Status::internal("unexpected read result"))
-            }
+            ReadResult::Value(_)
+            | ReadResult::Txn(_)
+            | ReadResult::Term(_)
+            | ReadResult::Changes(..) => return Err(Status::internal("unexpected read result")),
         };
         // Resume only inside the namespace being scanned (its end is no key).
         let ns_end = if api::is_system_key(&req.start) {
@@ -279,13 +283,13 @@ impl Kv for KvService {
                 .collect();
             chunks.push(Ok(ScanResponse {
                 pairs: chunk,
-                resume_key: Vec::new(),
+                ..Default::default()
             }));
         }
         if !resume_key.is_empty() {
             chunks.push(Ok(ScanResponse {
-                pairs: Vec::new(),
                 resume_key,
+                ..Default::default()
             }));
         }
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))

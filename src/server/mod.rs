@@ -16,10 +16,14 @@
 mod admin;
 mod bootstrap;
 pub mod convert;
+pub mod drain;
+#[cfg(not(madsim))]
+mod grpc_metrics;
 mod health;
 #[cfg(not(madsim))]
 mod http;
 mod kv;
+pub mod observe;
 mod placement_loop;
 mod raft_service;
 pub mod registry;
@@ -35,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::api::{meta, MAX_ADMIN_MESSAGE_BYTES};
 use crate::config::{ClusterSettings, ServerConfig};
@@ -107,6 +112,8 @@ pub async fn run_node(
     cfg.validate()?;
     let ident = open_identity(&cfg, engine.as_ref(), &shutdown).await?;
     let node_id = ident.node_id;
+    // Log lines of this node's tasks carry its id (see `serve`).
+    tracing::Span::current().record("node", node_id);
     let peer_addr = resolve_listen(&cfg.peer_address).await?;
     let client_addr = resolve_listen(&cfg.client_address).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -126,12 +133,17 @@ pub async fn run_node(
         settings_rx.clone(),
         &stop_rx,
     )?;
-    let store_task = tokio::spawn(store_task.run(stop_rx.clone()));
+    let store_task = tokio::spawn(store_task.run(stop_rx.clone()).in_current_span());
     let info = Arc::new(kv::NodeInfo {
         node_id,
         cluster_id: ident.cluster_id.clone(),
         peer_address: cfg.peer_address.clone(),
         client_address: cfg.client_address.clone(),
+        drain_limit: if cfg.drain_timeout.is_zero() {
+            Duration::from_secs(crate::config::DEFAULT_DRAIN_TIMEOUT_SECS)
+        } else {
+            cfg.drain_timeout
+        },
     });
     let tso = Arc::new(tso::TsoService::new(handle.clone(), cfg.clock.clone()));
     let versioned = versioned::Versioned::new(
@@ -151,6 +163,7 @@ pub async fn run_node(
         &stop_rx,
     );
     let http_task = spawn_http(&cfg, &handle, &stop_rx).await?;
+    let drain_handle = handle.clone();
     spawn_background(&cfg, &ident, handle, addresses, settings_tx, &stop_rx);
     tracing::info!(node_id, peer = %cfg.peer_address, client = %cfg.client_address,
         http = cfg.http_address.as_deref().unwrap_or("none"), cluster_id = %ident.cluster_id,
@@ -161,7 +174,12 @@ pub async fn run_node(
         client: client_task,
         http: http_task,
     };
-    let (ended, result) = tasks.first_to_end(&cfg, shutdown).await;
+    let (ended, result) = tasks
+        .first_to_end(&cfg, shutdown, drain_handle.stop_requested())
+        .await;
+    if ended == Ended::Signal && !cfg.drain_timeout.is_zero() && !drain_handle.is_draining() {
+        drain::drain(&drain_handle, cfg.drain_timeout).await;
+    }
     match &result {
         Ok(()) => tracing::info!("rangedb node shutting down"),
         Err(e) => tracing::error!(%e, "rangedb node shutting down"),
@@ -194,7 +212,15 @@ fn spawn_services(
         crate::proto::txn_server::TxnServer::new(kv)
             .max_decoding_message_size(crate::api::MAX_TXN_MESSAGE_BYTES)
     };
-    let peer_server = tonic::transport::Server::builder()
+    // Request metrics by method and code (a tower layer: production only).
+    #[cfg(not(madsim))]
+    let builder = || {
+        tonic::transport::Server::builder()
+            .layer(grpc_metrics::MetricsLayer::new(handle.metrics().clone()))
+    };
+    #[cfg(madsim)]
+    let builder = tonic::transport::Server::builder;
+    let peer_server = builder()
         .add_service(
             RaftTransportServer::new(raft_service).max_decoding_message_size(MAX_RAFT_BATCH_BYTES),
         )
@@ -203,13 +229,16 @@ fn spawn_services(
         .add_service(admin(kv_service.clone()))
         .add_service(health::pb::health_server::HealthServer::new(health.clone()))
         .serve_with_shutdown(peer_addr, until_shutdown(stop.clone()));
-    let client_server = tonic::transport::Server::builder()
+    let client_server = builder()
         .add_service(KvServer::new(kv_service.clone()))
         .add_service(txn(kv_service.clone()))
         .add_service(admin(kv_service))
         .add_service(health::pb::health_server::HealthServer::new(health))
         .serve_with_shutdown(client_addr, until_shutdown(stop.clone()));
-    (tokio::spawn(peer_server), tokio::spawn(client_server))
+    (
+        tokio::spawn(peer_server.in_current_span()),
+        tokio::spawn(client_server.in_current_span()),
+    )
 }
 
 /// The HTTP listener (`http.rs`), when the config has an address
@@ -227,11 +256,9 @@ async fn spawn_http(
     let listener = tokio::net::TcpListener::bind(at)
         .await
         .map_err(|e| Error::Config(format!("cannot serve HTTP address {addr}: {e}")))?;
-    Ok(Some(tokio::spawn(http::serve(
-        listener,
-        handle.clone(),
-        stop.clone(),
-    ))))
+    Ok(Some(tokio::spawn(
+        http::serve(listener, handle.clone(), stop.clone()).in_current_span(),
+    )))
 }
 
 #[cfg(madsim)]
@@ -274,6 +301,8 @@ struct NodeTasks {
 #[derive(PartialEq)]
 enum Ended {
     Signal,
+    /// `rangedb admin node drain` drained the node.
+    Drained,
     Peer,
     Client,
     Store,
@@ -286,9 +315,11 @@ impl NodeTasks {
         &mut self,
         cfg: &ServerConfig,
         shutdown: watch::Receiver<bool>,
+        drained: watch::Receiver<bool>,
     ) -> (Ended, Result<()>) {
         tokio::select! {
             _ = until_shutdown(shutdown) => (Ended::Signal, Ok(())),
+            _ = until_shutdown(drained) => (Ended::Drained, Ok(())),
             r = &mut self.peer => (Ended::Peer, Err(served("peer", &cfg.peer_address, r))),
             r = &mut self.client => (Ended::Client, Err(served("client", &cfg.client_address, r))),
             r = async { match self.http.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
@@ -361,7 +392,12 @@ fn open_store(
         max_msgs_per_loop: cfg.max_msgs_per_loop,
         request_timeout: cfg.request_timeout,
         clock: cfg.clock.clone(),
+        metrics: Arc::new(crate::metrics::NodeMetrics::new()),
     };
+    store_cfg
+        .metrics
+        .start_time
+        .set(cfg.clock.now_ms() as f64 / 1000.0);
     let store = Store::open(store_cfg, engine, madsim::rand::random())?;
     Ok(StoreTask::new(store, transport, directory, settings))
 }
@@ -375,22 +411,28 @@ fn spawn_background(
     settings: watch::Sender<ClusterSettings>,
     stop: &watch::Receiver<bool>,
 ) {
-    tokio::spawn(refresh_metadata(
-        ident.peers.clone(),
-        addresses,
-        settings,
-        handle.clone(),
-        stop.clone(),
-    ));
-    tokio::spawn(publish_directory(handle.clone(), stop.clone()));
-    tokio::spawn(placement_loop::run(handle, ident.node_id, stop.clone()));
-    tokio::spawn(register(
-        ident.node_id,
-        ident.peers.clone(),
-        cfg.peer_address.clone(),
-        cfg.client_address.clone(),
-        stop.clone(),
-    ));
+    tokio::spawn(
+        refresh_metadata(
+            ident.peers.clone(),
+            addresses,
+            settings,
+            handle.clone(),
+            stop.clone(),
+        )
+        .in_current_span(),
+    );
+    tokio::spawn(publish_directory(handle.clone(), stop.clone()).in_current_span());
+    tokio::spawn(placement_loop::run(handle, ident.node_id, stop.clone()).in_current_span());
+    tokio::spawn(
+        register(
+            ident.node_id,
+            ident.peers.clone(),
+            cfg.peer_address.clone(),
+            cfg.client_address.clone(),
+            stop.clone(),
+        )
+        .in_current_span(),
+    );
 }
 
 /// Keeps the range directory (`_/partitions/`) current: every second, this
@@ -618,7 +660,10 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
         tracing::info!("signal received; shutting down gracefully");
         let _ = tx.send(true);
     });
-    run_node(cfg, engine, rx).await
+    // Every task the node spawns inherits this span: `node=<id>` on its log lines.
+    run_node(cfg, engine, rx)
+        .instrument(tracing::info_span!("rangedb", node = tracing::field::Empty))
+        .await
 }
 
 #[cfg(not(madsim))]

@@ -25,9 +25,11 @@ use tokio::time::Instant;
 use super::registry::{read_registry, read_settings};
 use crate::api::meta;
 use crate::api::Registry;
+use crate::api::ReplicaChange;
 use crate::client::{Client, ClientOptions};
 use crate::config::ClusterSettings;
 use crate::keys;
+use crate::metrics;
 use crate::node::{Consistency, NodeStatus, StoreHandle};
 use crate::placement::merge::{self, Held, MergeLimits, MergeStep};
 use crate::placement::{self, Action, RangeView, BALANCE_STEPS_PER_ROUND, REPAIRS_PER_ROUND};
@@ -88,6 +90,14 @@ impl Survey {
     }
 }
 
+/// What the placement driver sees of the cluster in a round (its gauges).
+struct ClusterView<'a> {
+    views: &'a [RangeView],
+    live: &'a BTreeSet<u64>,
+    dead: &'a BTreeSet<u64>,
+    rf: usize,
+}
+
 struct PlacementDriver {
     store: StoreHandle,
     node_id: u64,
@@ -123,6 +133,7 @@ impl PlacementDriver {
             return;
         };
         if !self.take_role(&me) {
+            self.publish_gauges(None);
             return;
         }
         let registry = match read_registry(&self.store, Consistency::Local).await {
@@ -143,6 +154,12 @@ impl PlacementDriver {
         collect_stale(&c, &survey, &registry).await;
         let views: Vec<RangeView> = survey.ranges.values().cloned().collect();
         let rf = settings.replication_factor;
+        self.publish_gauges(Some(ClusterView {
+            views: &views,
+            live: &live,
+            dead: &dead,
+            rf,
+        }));
         let mut actions = placement::plan(&views, &live, &dead, rf, REPAIRS_PER_ROUND);
         let merging = self
             .merges(&c, &survey, &views, &settings, !actions.is_empty())
@@ -168,6 +185,10 @@ impl PlacementDriver {
         self.interval = if busy { BUSY_INTERVAL } else { CALM_INTERVAL };
         for a in actions {
             tracing::info!(range_id = a.range_id, change = ?a.change, why = %a.why, "placement");
+            self.store.metrics().job(match a.change {
+                ReplicaChange::TransferLeader(_) => metrics::JOB_LEADER,
+                _ => metrics::JOB_REPLICA,
+            });
             let start = keys::route_key(&a.start_key);
             if let Err(e) = c
                 .change_replicas(&start, a.range_id, a.change, a.conf_ver)
@@ -176,6 +197,38 @@ impl PlacementDriver {
                 tracing::debug!(range_id = a.range_id, %e, "placement change failed; will retry");
             }
         }
+    }
+
+    /// The placement driver's gauges: its view of the cluster (`None`: this
+    /// node is not the driver, every gauge reads 0 so sums over nodes hold).
+    fn publish_gauges(&self, view: Option<ClusterView<'_>>) {
+        let m = self.store.metrics();
+        let Some(ClusterView {
+            views,
+            live,
+            dead,
+            rf,
+        }) = view
+        else {
+            for g in [
+                &m.placement_driver,
+                &m.ranges,
+                &m.ranges_underreplicated,
+                &m.ranges_unavailable,
+                &m.live_nodes,
+                &m.dead_nodes,
+            ] {
+                g.set(0);
+            }
+            return;
+        };
+        let health = placement::replication_health(views, live, rf);
+        m.placement_driver.set(1);
+        m.ranges.set(views.len() as i64);
+        m.ranges_underreplicated.set(health.underreplicated as i64);
+        m.ranges_unavailable.set(health.unavailable as i64);
+        m.live_nodes.set(live.len() as i64);
+        m.dead_nodes.set(dead.len() as i64);
     }
 
     /// Whether this node is the placement driver now (it leads the system
@@ -318,6 +371,7 @@ impl PlacementDriver {
         let step = merge::plan_merge(views, limits, &mut self.merge_streaks);
         let merging = step.is_some() || views.iter().any(|v| v.frozen);
         if let Some(step) = step {
+            self.store.metrics().job(metrics::JOB_MERGE);
             if let Err(e) = execute_merge(c, &step, &survey.ranges).await {
                 tracing::info!(?step, %e, "merge step failed; will retry");
             }

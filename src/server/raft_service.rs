@@ -39,7 +39,11 @@ impl RaftTransport for RaftService {
             for env in batch.messages {
                 let bytes = match &env.chunk {
                     Some(chunk) => match snapshots.add(chunk, env.message) {
-                        Some(whole) => whole,
+                        Some(whole) => {
+                            let m = self.store.metrics();
+                            m.snapshot(crate::metrics::RECEIVED, whole.len());
+                            whole
+                        }
                         None => continue,
                     },
                     None => env.message,

@@ -30,7 +30,10 @@ async fn scan_prefix(
     };
     let pairs = match store.read(op, consistency).await? {
         ReadResult::Pairs(p, _) => p,
-        ReadResult::Value(_) | ReadResult::Txn(_) | ReadResult::Term(_) => Vec::new(),
+        ReadResult::Value(_)
+        | ReadResult::Txn(_)
+        | ReadResult::Term(_)
+        | ReadResult::Changes(..) => Vec::new(),
     };
     pairs
         .into_iter()

@@ -177,7 +177,10 @@ impl OracleRound {
                         v.len()
                     ))
                 }),
-            ReadResult::Pairs(..) | ReadResult::Txn(_) | ReadResult::Term(_) => {
+            ReadResult::Pairs(..)
+            | ReadResult::Txn(_)
+            | ReadResult::Term(_)
+            | ReadResult::Changes(..) => {
                 Err(Error::Internal("a get answered something else".into()))
             }
         }

@@ -15,6 +15,7 @@ use super::versioned::Commit;
 use crate::api::{self, Timestamp, MAX_SCAN_LIMIT, MAX_TXN_BYTES, MAX_TXN_KEYS};
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::metrics;
 use crate::mvcc::TxnStatus;
 use crate::node::Consistency;
 use crate::proto::txn_server::Txn;
@@ -124,6 +125,45 @@ fn status_response(s: Option<TxnStatus>) -> TxnStatusResponse {
 }
 
 impl KvService {
+    /// Counts a transaction step refused for a conflict.
+    fn count<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(Error::TxnConflict { .. } | Error::WriteConflict { .. }) = &r {
+            self.store.metrics().txn_conflicts.inc();
+        }
+        r
+    }
+
+    /// A changes scan (`TxnScanRequest::changes_since`): changed pairs, and
+    /// the keys deleted, in `deleted`.
+    async fn changes(&self, op: ReadOp, ts: Timestamp) -> Result<ScanResponse> {
+        let r = self
+            .versioned
+            .resolving(|| {
+                self.store
+                    .read_at(op.clone(), Consistency::Linearizable, ts)
+            })
+            .await?;
+        let ReadResult::Changes(changes, resume) = r else {
+            return Err(Error::Internal("unexpected read result".into()));
+        };
+        let mut resp = ScanResponse::default();
+        for (k, v) in changes {
+            let Some(key) = keys::user_key(&k) else {
+                continue;
+            };
+            match v {
+                Some(value) => resp.pairs.push(KeyValue { key, value }),
+                None => resp.deleted.push(key),
+            }
+        }
+        let ns_end = keys::user_data_bounds().1;
+        resp.resume_key = resume
+            .filter(|r| *r != ns_end)
+            .and_then(|r| keys::user_key(&r))
+            .unwrap_or_default();
+        Ok(resp)
+    }
+
     /// Runs a step that may meet a lock: a dead owner's lock is resolved
     /// and the step repeated; a live owner's fails it as a conflict.
     async fn step(&self, kind: Kind) -> Result<()> {
@@ -185,12 +225,29 @@ impl Txn for KvService {
         let req = request.into_inner();
         let run = async {
             let ts = start_ts(req.start_ts)?;
-            self.versioned.check_age(ts)?;
+            // A snapshot read is bounded by the GC horizon alone.
+            if !req.snapshot {
+                self.versioned.check_age(ts)?;
+            }
             let (start, end) = read_span(&req.start, &req.end)?;
             let limit = match req.limit as usize {
                 0 => api::DEFAULT_SCAN_LIMIT,
                 n => n.min(MAX_SCAN_LIMIT),
             };
+            if req.changes_since != 0 {
+                if !req.snapshot || req.changes_since >= ts.0 {
+                    return Err(Error::InvalidArgument(
+                        "changes_since needs a snapshot read at a later timestamp".into(),
+                    ));
+                }
+                let op = ReadOp::Changes {
+                    start,
+                    end,
+                    limit,
+                    since: req.changes_since,
+                };
+                return self.changes(op, ts).await;
+            }
             let op = ReadOp::Scan {
                 start,
                 end,
@@ -217,9 +274,10 @@ impl Txn for KvService {
                     .filter(|r| *r != ns_end)
                     .and_then(|r| keys::user_key(&r))
                     .unwrap_or_default(),
+                deleted: Vec::new(),
             })
         };
-        run.await.map(Response::new).map_err(status)
+        self.count(run.await).map(Response::new).map_err(status)
     }
 
     async fn commit_one_pc(
@@ -257,7 +315,11 @@ impl Txn for KvService {
                 commit_ts: commit_ts.0,
             })
         };
-        run.await.map(Response::new).map_err(status)
+        let r = self.count(run.await);
+        if r.is_ok() {
+            self.store.metrics().txn_commit(metrics::ONE_PHASE);
+        }
+        r.map(Response::new).map_err(status)
     }
 
     async fn prewrite(
@@ -279,7 +341,7 @@ impl Txn for KvService {
             .await?;
             Ok(PrewriteResponse {})
         };
-        run.await.map(Response::new).map_err(status)
+        self.count(run.await).map(Response::new).map_err(status)
     }
 
     async fn validate(
@@ -334,7 +396,7 @@ impl Txn for KvService {
                     .unwrap_or_default(),
             })
         };
-        run.await.map(Response::new).map_err(status)
+        self.count(run.await).map(Response::new).map_err(status)
     }
 
     async fn finish(
@@ -342,6 +404,8 @@ impl Txn for KvService {
         request: Request<FinishRequest>,
     ) -> Result<Response<FinishResponse>, Status> {
         let req = request.into_inner();
+        let (commit_ts, primary_of_many, secondaries_done) =
+            (req.commit_ts, req.primary_of_many, req.secondaries_done);
         let run = async {
             let start = start_ts(req.start_ts)?;
             if req.commit_ts != 0 && req.commit_ts <= start.0 {
@@ -377,7 +441,16 @@ impl Txn for KvService {
                 .await?;
             Ok(FinishResponse {})
         };
-        run.await.map(Response::new).map_err(status)
+        let r = run.await;
+        if r.is_ok() {
+            let m = self.store.metrics();
+            if commit_ts != 0 && primary_of_many {
+                m.txn_commit(metrics::TWO_PHASE);
+            } else if commit_ts == 0 && !secondaries_done {
+                m.txn_aborts.inc();
+            }
+        }
+        r.map(Response::new).map_err(status)
     }
 
     async fn check_txn(

@@ -99,6 +99,11 @@ impl Versioned {
     }
 
     /// The settings in effect.
+    /// Milliseconds on this node's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     pub fn settings(&self) -> ClusterSettings {
         self.settings.borrow().clone()
     }

@@ -95,14 +95,15 @@ impl Server {
             .arg("-TERM")
             .arg(c.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // A node drains (up to 10 s by default) before it stops.
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = c.try_wait().expect("wait") {
                 return st;
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!("server did not exit within 10s of SIGTERM");
+                panic!("server did not exit within 20s of SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -251,4 +252,21 @@ pub async fn range_leader(
         }
     }
     None
+}
+
+/// `GET path` on `addr`: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
 }

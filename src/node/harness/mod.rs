@@ -141,6 +141,7 @@ pub(super) fn store_config(node_id: u64, log_compact_entries: u64) -> StoreConfi
         max_msgs_per_loop: 4096,
         request_timeout: std::time::Duration::from_secs(5),
         clock: Default::default(),
+        metrics: Default::default(),
     }
 }
 
