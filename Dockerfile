@@ -65,8 +65,8 @@ COPY deploy/docker/rangedb-entrypoint.sh /usr/local/bin/rangedb-entrypoint
 COPY deploy/docker/rangedb-healthcheck.sh /usr/local/bin/rangedb-healthcheck
 
 # 8080 peer (Raft, inter-node), 8081 client (gRPC Kv API), 9081 HTTP
-# (/healthz, /readyz). The entrypoint's defaults; a node given other ports
-# (the compose files use the original README's 8080-8085) serves those.
+# (/healthz, /readyz, /metrics). The entrypoint's defaults; a node given other
+# ports (the compose files use the original README's 8080-8085) serves those.
 EXPOSE 8080 8081 9081
 # The data directory is /var/lib/rangedb/data (a subdirectory: a fresh
 # volume may hold lost+found).
@@ -82,5 +82,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
 
 # `server ...` starts a node (listening on the container's hostname, see the
 # entrypoint); any other rangedb command runs the CLI; anything else runs as is.
+# SIGTERM (docker stop) drains the node for up to --drain-timeout (10 s), then
+# stops it: run it with `docker run --stop-timeout 30` (Docker's default is 10 s).
 ENTRYPOINT ["rangedb-entrypoint"]
 CMD ["server", "--cluster-init"]

@@ -226,6 +226,9 @@ for n in "${NODES[@]}"; do
   host_eps+="${host_eps:+,}$cp"
   expect "curl http://$hp/healthz" "ok" "$(curl -sS --max-time 5 "http://$hp/healthz" 2>&1)"
   expect "curl http://$hp/readyz" "ready" "$(curl -sS --max-time 5 "http://$hp/readyz" 2>&1)"
+  metrics=$(curl -sS --max-time 5 "http://$hp/metrics" 2>&1 | grep -c '^# TYPE ' || true)
+  if [ "$metrics" -gt 0 ]; then say "  ok: curl http://$hp/metrics ($metrics metric families)"
+  else fail "curl http://$hp/metrics: no Prometheus metric families"; fi
 done
 # The CLI on the host's network (the image's binary): only the published
 # ports are reachable from there. Leader hints name rangedb<i>:<port>: with
