@@ -59,6 +59,10 @@ pub mod meta {
     /// The timestamp oracle's persisted high-water mark (u64 BE): no
     /// timestamp at or above it has been handed out.
     pub const TSO: &str = "_/cluster/tso";
+    /// The term (u64 BE) in which the oracle's holder released its lease
+    /// before handing the system range's leadership over (0: none); a
+    /// leader of the next term may serve without waiting the lease out.
+    pub const TSO_HANDOFF: &str = "_/cluster/tso-handoff";
     /// Prefix of the range directory (`_/partitions/<range id>`).
     pub const PARTITIONS_PREFIX: &str = "_/partitions/";
     /// GC pins of open transactions (`_/txn/pins/<id>`: the start timestamp).

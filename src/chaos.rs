@@ -71,10 +71,13 @@ pub enum Canary {
     /// secondaries may still be locked: a reader resolving one later finds
     /// no record and rolls it back (seeds 484, 492, 539, 820).
     GcCollectsPendingPrimary,
+    /// The oracle records its lease as handed over but keeps serving: the
+    /// next leader serves at once while it still hands out timestamps.
+    OracleHandoffKeepsServing,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 18] = [
+    pub const ALL: [Canary; 19] = [
         Canary::AckBeforeFsync,
         Canary::ReadWithoutReadIndex,
         Canary::ForgetVote,
@@ -93,6 +96,7 @@ impl Canary {
         Canary::BlindRetry,
         Canary::RollbackWithoutTombstone,
         Canary::CommitAfterLockLost,
+        Canary::OracleHandoffKeepsServing,
     ];
 
     /// Canaries that only some seeds can catch (too rare for the 50-seed
@@ -117,6 +121,7 @@ impl Canary {
             Canary::ApplyErrorSkipsEntry => "apply-error-skips-entry",
             Canary::OracleMarkNotPersisted => "oracle-mark-not-persisted",
             Canary::OracleLeaseNoWait => "oracle-lease-no-wait",
+            Canary::OracleHandoffKeepsServing => "oracle-handoff-keeps-serving",
             Canary::SnapshotKeepsDeletedKeys => "snapshot-keeps-deleted-keys",
             Canary::SkipReadValidation => "skip-read-validation",
             Canary::SecondariesBeforePrimary => "secondaries-before-primary",

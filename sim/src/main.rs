@@ -378,7 +378,9 @@ mod runner {
     /// what catches skipped read validation (it cannot see write skew).
     fn expected_checkers(c: Canary) -> Option<&'static [&'static str]> {
         Some(match c {
-            Canary::OracleMarkNotPersisted | Canary::OracleLeaseNoWait => &["oracle:"],
+            Canary::OracleMarkNotPersisted
+            | Canary::OracleLeaseNoWait
+            | Canary::OracleHandoffKeepsServing => &["oracle:"],
             Canary::SkipReadValidation => &["list-append:", "write skew:"],
             Canary::SecondariesBeforePrimary
             | Canary::RollbackWithoutTombstone

@@ -22,7 +22,12 @@
 //! confirmation was asked before the quorum that elected this term moved
 //! on, so before this one finished, and the wait covers both clocks
 //! drifting apart by the most the simulator drifts them
-//! (`clock::MAX_DRIFT_PPM`). Within one term nobody else leads, so a
+//! (`clock::MAX_DRIFT_PPM`). **Handoff**: a holder that gives the
+//! leadership away on purpose (a transfer: draining, balancing) first
+//! stops serving, then records its term in `_/cluster/tso-handoff`
+//! through Raft; a leader of the very next term that reads it serves at
+//! once (`handoff_applies`). The holder serves again in its term only
+//! after clearing the record (a transfer that did not happen). Within one term nobody else leads, so a
 //! confirmation in the same term renews the lease at once. (Placement's
 //! PD and etcd lease their oracle the same way; a ReadIndex per batch cost
 //! every write a quorum round on the oracle's node.)
@@ -163,6 +168,18 @@ impl Lease {
         self.valid_until.is_none_or(|v| now + self.length / 2 >= v)
     }
 
+    /// The term of the last confirmation.
+    pub fn term(&self) -> Option<u64> {
+        self.term
+    }
+
+    /// The holder of the previous term released its lease before it
+    /// handed the leadership over (`handoff_applies`): this term serves
+    /// without waiting.
+    pub fn handed_over(&mut self) {
+        self.ready_at = None;
+    }
+
     /// When a new term's wait ends (`None`: no wait).
     pub fn ready_at(&self, now: Instant) -> Option<Instant> {
         self.ready_at.filter(|r| *r > now)
@@ -200,9 +217,24 @@ impl Lease {
     }
 }
 
+/// Whether a handoff recorded in `released_term` lets a leader confirmed
+/// in `term` skip its wait: only when no other leader can have come in
+/// between (a leadership transfer starts the next term).
+pub fn handoff_applies(released_term: u64, term: u64) -> bool {
+    released_term != 0 && released_term.checked_add(1) == Some(term)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_next_term_skips_the_wait() {
+        assert!(handoff_applies(4, 5));
+        assert!(!handoff_applies(4, 6), "a term in between may hold a lease");
+        assert!(!handoff_applies(4, 4));
+        assert!(!handoff_applies(0, 1));
+    }
 
     fn ready(o: &mut Oracle, now: Timestamp, n: u64) -> Timestamp {
         match o.allocate(now, n) {

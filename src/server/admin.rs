@@ -175,10 +175,24 @@ impl Admin for KvService {
     ) -> Result<Response<ChangeReplicasResponse>, Status> {
         let req = request.into_inner();
         let change = replica_change(req.kind, req.node_id).map_err(status)?;
-        self.store
-            .change_replicas(req.range_id, change, req.expected_conf_ver)
-            .await
-            .map_err(status)?;
+        match change {
+            ReplicaChange::TransferLeader(to) => {
+                super::drain::transfer_leader(
+                    &self.store,
+                    &self.tso,
+                    req.range_id,
+                    to,
+                    req.expected_conf_ver,
+                )
+                .await
+            }
+            _ => {
+                self.store
+                    .change_replicas(req.range_id, change, req.expected_conf_ver)
+                    .await
+            }
+        }
+        .map_err(status)?;
         Ok(Response::new(ChangeReplicasResponse {}))
     }
 
@@ -371,10 +385,10 @@ impl Admin for KvService {
         let s = self.store.status().await.map_err(status)?;
         let leading = s.ranges.iter().filter(|r| r.is_leader).count() as u64;
         if !self.store.is_draining() {
-            let store = self.store.clone();
+            let (store, tso) = (self.store.clone(), self.tso.clone());
             let limit = self.info.drain_limit;
             tokio::spawn(async move {
-                super::drain::drain(&store, limit).await;
+                super::drain::drain(&store, &tso, limit).await;
                 store.request_stop();
             });
         }

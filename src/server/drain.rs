@@ -13,16 +13,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::tso::TsoService;
 use crate::api::ReplicaChange;
+use crate::error::Result;
 use crate::node::StoreHandle;
-use crate::range::ReplicaStatus;
+use crate::range::{ReplicaStatus, SYSTEM_RANGE_ID};
 
 /// How often the drain looks again at what this node still leads.
 const POLL: Duration = Duration::from_millis(100);
 
 /// Drains the node behind `store`; returns how many leaderships it still
 /// held at the end (0 when the drain completed).
-pub async fn drain(store: &StoreHandle, limit: Duration) -> usize {
+pub async fn drain(store: &StoreHandle, tso: &TsoService, limit: Duration) -> usize {
     store.set_draining();
     let deadline = Instant::now() + limit;
     tracing::info!(?limit, "draining: not ready; moving leaderships away");
@@ -47,16 +49,34 @@ pub async fn drain(store: &StoreHandle, limit: Duration) -> usize {
             return led.len();
         }
         for (r, to) in movable {
-            let change = ReplicaChange::TransferLeader(to);
-            if let Err(e) = store
-                .change_replicas(r.range_id, change, r.descriptor.conf_ver)
-                .await
+            if let Err(e) = transfer_leader(store, tso, r.range_id, to, r.descriptor.conf_ver).await
             {
                 tracing::debug!(range_id = r.range_id, %e, "leadership transfer failed; retrying");
             }
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Hands range `range_id`'s leadership to voter `to`. For the system range
+/// the timestamp oracle releases its lease first, so the next leader serves
+/// timestamps at once (no takeover wait); a refused transfer takes it back.
+pub async fn transfer_leader(
+    store: &StoreHandle,
+    tso: &TsoService,
+    range_id: u64,
+    to: u64,
+    conf_ver: u64,
+) -> Result<()> {
+    let system = range_id == SYSTEM_RANGE_ID;
+    let released = system && tso.release().await.is_ok();
+    let r = store
+        .change_replicas(range_id, ReplicaChange::TransferLeader(to), conf_ver)
+        .await;
+    if r.is_err() && released {
+        let _ = tso.resume().await;
+    }
+    r
 }
 
 /// The voter (not `me`) most caught up with the leader's log.

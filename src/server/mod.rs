@@ -7,7 +7,10 @@
 //!
 //! `run_node` is the whole server as one future over an `Engine` and a
 //! shutdown signal; production wraps it with RocksDB and OS signals
-//! (`serve`), the simulator with a MemEngine it keeps across restarts.
+//! (`serve`: SIGTERM drains first, `drain`), the simulator with a MemEngine
+//! it keeps across restarts. The operator's edge: `http` (production only:
+//! `/metrics`, `/healthz`, `/readyz`), `grpc_metrics` (production only),
+//! `observe` (the metrics text, also in simulation), `drain`.
 //!
 //! The server talks to other nodes through the client SDK (registration,
 //! publishing, placement): the SDK depends only on the API, never back on
@@ -153,6 +156,7 @@ pub async fn run_node(
         settings_rx,
         cfg.clock.clone(),
     );
+    let drain_tso = tso.clone();
     let (peer_task, client_task) = spawn_services(
         &handle,
         info,
@@ -178,7 +182,7 @@ pub async fn run_node(
         .first_to_end(&cfg, shutdown, drain_handle.stop_requested())
         .await;
     if ended == Ended::Signal && !cfg.drain_timeout.is_zero() && !drain_handle.is_draining() {
-        drain::drain(&drain_handle, cfg.drain_timeout).await;
+        drain::drain(&drain_handle, &drain_tso, cfg.drain_timeout).await;
     }
     match &result {
         Ok(()) => tracing::info!("rangedb node shutting down"),

@@ -12,6 +12,10 @@
 //! 2. allocate; when the batch would reach the persisted mark, first write
 //!    a new mark (`HIGH_WATER_WINDOW_MS` ahead) through Raft.
 //!
+//! A node giving the system range's leadership away on purpose first
+//! releases the lease (`release`: stop serving, record the handoff) so the
+//! next leader serves at once instead of waiting `TAKEOVER_WAIT`.
+//!
 //! Invariant: every timestamp handed out is below a mark that was durable
 //! (committed by a quorum) before it was handed out, and a new oracle
 //! starts strictly above the mark it read — so timestamps increase across
@@ -31,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::node::{Consistency, StoreHandle};
 use crate::placement::tso::{
-    Allocation, Confirmed, Lease, Oracle, LEASE, MAX_BATCH, TAKEOVER_WAIT,
+    handoff_applies, Allocation, Confirmed, Lease, Oracle, LEASE, MAX_BATCH, TAKEOVER_WAIT,
 };
 use crate::range::{Op, ReadOp, ReadResult};
 
@@ -40,6 +44,7 @@ use crate::range::{Op, ReadOp, ReadResult};
 /// taken after each arrived), through the same batcher nodes use.
 pub struct TsoService {
     batcher: TsoBatcher,
+    round: Arc<OracleRound>,
 }
 
 /// One round of the oracle (the rule above), for the batcher.
@@ -54,7 +59,14 @@ struct OracleRound {
 struct State {
     oracle: Option<Oracle>,
     lease: Lease,
+    /// Released for a handoff (at this instant): serves nothing until the
+    /// record is cleared, after `HANDOFF_HOLD` if this node still leads.
+    released: Option<Instant>,
 }
+
+/// How long a released oracle waits for its leadership to move before it
+/// takes its lease back (clears the record, confirms again).
+const HANDOFF_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl TsoService {
     pub fn new(store: StoreHandle, clock: NodeClock) -> TsoService {
@@ -63,9 +75,29 @@ impl TsoService {
             clock,
             state: Mutex::default(),
         };
+        let round = Arc::new(round);
         TsoService {
-            batcher: TsoBatcher::new(Arc::new(round)),
+            batcher: TsoBatcher::new(round.clone()),
+            round,
         }
+    }
+
+    /// Before this node gives the system range's leadership away: stop
+    /// serving and record the handoff (see `placement::tso`), so the next
+    /// leader need not wait the lease out. Fails (and nothing is recorded)
+    /// unless this node holds the oracle's lease.
+    pub async fn release(&self) -> Result<()> {
+        self.round.release().await
+    }
+
+    /// Takes a released lease back at once (the transfer was refused).
+    pub async fn resume(&self) -> Result<()> {
+        let mut st = self.round.state.lock().await;
+        if st.released.is_some() {
+            self.round.write_handoff(0).await?;
+            st.released = None;
+        }
+        Ok(())
     }
 
     /// `count` (1..=MAX_BATCH) consecutive timestamps: the first one.
@@ -89,6 +121,18 @@ impl OracleRound {
     async fn allocate(&self, count: u64) -> Result<Timestamp> {
         let mut guard = self.state.lock().await;
         let st = &mut *guard;
+        if let Some(at) = st.released {
+            if at.elapsed() < HANDOFF_HOLD {
+                return Err(Error::Unavailable(
+                    "the timestamp oracle is moving to another node; retry".into(),
+                ));
+            }
+            // The leadership did not move: clear the record before serving
+            // again in this term (a next-term leader that read it first
+            // makes this node's confirmation fail).
+            self.write_handoff(0).await?;
+            st.released = None;
+        }
         // At most two rounds: the second one fits under the new mark.
         for _ in 0..2 {
             let now = Instant::now();
@@ -139,6 +183,11 @@ impl OracleRound {
                     Some(o) => o.observe(persisted),
                     None => st.oracle = Some(Oracle::starting_above(persisted)),
                 }
+                if confirmed == Confirmed::NewTerm
+                    && handoff_applies(self.read_handoff().await?, term)
+                {
+                    st.lease.handed_over();
+                }
             }
             let now = Instant::now();
             if st.lease.serves(now) {
@@ -151,6 +200,42 @@ impl OracleRound {
         Err(Error::Unavailable(
             "the timestamp oracle could not confirm its lease".into(),
         ))
+    }
+
+    /// Stops serving, then records the handoff in the term it held the
+    /// lease in (after waiting out its own predecessor's, so the record
+    /// never vouches for a lease it did not outlast).
+    async fn release(&self) -> Result<()> {
+        let mut guard = self.state.lock().await;
+        let st = &mut *guard;
+        if st.released.is_some() {
+            return Ok(());
+        }
+        self.confirm(st).await?;
+        let Some(term) = st.lease.term() else {
+            return Err(Error::Internal("a confirmed lease without a term".into()));
+        };
+        if !chaos::canary(Canary::OracleHandoffKeepsServing) {
+            st.released = Some(Instant::now());
+        }
+        self.write_handoff(term).await
+    }
+
+    async fn write_handoff(&self, term: u64) -> Result<()> {
+        let op = Op::put(keys::system(meta::TSO_HANDOFF), term.to_be_bytes().to_vec());
+        self.store.write(vec![op]).await
+    }
+
+    /// The term recorded by the last handoff (0: none).
+    async fn read_handoff(&self) -> Result<u64> {
+        let op = ReadOp::Get(keys::system(meta::TSO_HANDOFF));
+        match self.store.read(op, Consistency::Linearizable).await? {
+            ReadResult::Value(None) => Ok(0),
+            ReadResult::Value(Some(v)) => <[u8; 8]>::try_from(v.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Corruption(format!("{} is not a term", meta::TSO_HANDOFF))),
+            _ => Err(Error::Internal("a get answered something else".into())),
+        }
     }
 
     /// The term this node leads the system range in, confirmed by a quorum.
