@@ -28,9 +28,21 @@ start)
   exit 1
   ;;
 stop)
+  # SIGTERM drains a node (up to 10 s) before it exits: wait for it, so
+  # the ports are free when this returns.
+  pids=()
   for n in n1 n2 n3; do
-    [ -f "$dir/$n.pid" ] && kill "$(cat "$dir/$n.pid")" 2>/dev/null || true
-    rm -f "$dir/$n.pid"
+    if [ -f "$dir/$n.pid" ]; then
+      pid=$(cat "$dir/$n.pid")
+      kill "$pid" 2>/dev/null && pids+=("$pid")
+      rm -f "$dir/$n.pid"
+    fi
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 200); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
   done
   ;;
 *) echo "usage: $0 start|stop" >&2; exit 2 ;;
