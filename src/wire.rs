@@ -30,7 +30,8 @@ pub const TXN_START: &str = "x-rangedb-start-ts";
 pub const TXN_TTL: &str = "x-rangedb-ttl-ms";
 pub const TXN_TS: &str = "x-rangedb-ts";
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -84,7 +84,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "cli",
-        &["error", "api", "config", "client", "proto", "server"],
+        &[
+            "error", "api", "config", "client", "proto", "wire", "server",
+        ],
     ),
 ];
 

@@ -141,20 +141,27 @@ impl Client {
     /// it could no longer commit (`txn_max_duration`); `release_pin` ends
     /// it. Idempotent.
     pub async fn pin_timestamp(&self, id: &str, start_ts: Timestamp) -> Result<()> {
-        self.pin_step(id, start_ts.0, false).await
+        self.pin_step(id, start_ts.0, false, 0).await
     }
 
     /// Ends the pin `pin_timestamp` made (nothing if there is none).
     pub async fn release_pin(&self, id: &str) -> Result<()> {
-        self.pin_step(id, 0, true).await
+        self.pin_step(id, 0, true, 0).await
     }
 
-    async fn pin_step(&self, id: &str, start_ts: u64, release: bool) -> Result<()> {
+    /// One PinTimestamp request (`lease_ms` > 0: a leased pin).
+    pub(super) async fn pin_step(
+        &self,
+        id: &str,
+        start_ts: u64,
+        release: bool,
+        lease_ms: u64,
+    ) -> Result<()> {
         let req = PinTimestampRequest {
             id: id.to_string(),
             start_ts,
             release,
-            lease_ms: 0,
+            lease_ms,
         };
         self.with_retry(
             &route::key(meta::pin_key(id).as_bytes()),

@@ -75,22 +75,8 @@ impl Client {
     /// Pins `ts` against MVCC GC as a lease of `lease` from now (renew it
     /// by calling again; `release_pin` ends it).
     pub async fn pin_lease(&self, id: &str, ts: Timestamp, lease: Duration) -> Result<()> {
-        let req = PinTimestampRequest {
-            id: id.to_string(),
-            start_ts: ts.0,
-            release: false,
-            lease_ms: lease.as_millis().max(1) as u64,
-        };
-        self.with_retry(
-            &route::key(meta::pin_key(id).as_bytes()),
-            Retry::Idempotent,
-            |ch| {
-                let req = req.clone();
-                async move { AdminClient::new(ch).pin_timestamp(req).await }
-            },
-        )
-        .await
-        .map(drop)
+        let lease_ms = lease.as_millis().max(1) as u64;
+        self.pin_step(id, ts.0, false, lease_ms).await
     }
 
     /// Records a finished backup (`record`: its JSON summary).

@@ -146,6 +146,17 @@ fn replica_change(kind: i32, node_id: u64) -> Result<ReplicaChange> {
     }
 }
 
+/// Ids of pins and backups name metadata keys: 1 to 64 of [0-9A-Za-z_-].
+fn check_id(id: &str, what: &str) -> Result<()> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if id.is_empty() || id.len() > 64 || !id.chars().all(valid) {
+        return Err(Error::InvalidArgument(format!(
+            "a {what} id is 1 to 64 characters of [0-9A-Za-z_-]"
+        )));
+    }
+    Ok(())
+}
+
 /// The largest backup record `_/backups/<id>` holds.
 const MAX_BACKUP_RECORD_BYTES: usize = 64 * 1024;
 
@@ -352,12 +363,7 @@ impl Admin for KvService {
         request: Request<PinTimestampRequest>,
     ) -> Result<Response<PinTimestampResponse>, Status> {
         let req = request.into_inner();
-        let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        if req.id.is_empty() || req.id.len() > 64 || !req.id.chars().all(valid) {
-            return Err(status(Error::InvalidArgument(
-                "a pin id is 1 to 64 characters of [0-9A-Za-z_-]".into(),
-            )));
-        }
+        check_id(&req.id, "pin").map_err(status)?;
         let key = keys::system(&meta::pin_key(&req.id));
         let op = if req.release {
             Op::delete(key)
@@ -400,12 +406,7 @@ impl Admin for KvService {
         request: Request<RecordBackupRequest>,
     ) -> Result<Response<RecordBackupResponse>, Status> {
         let req = request.into_inner();
-        let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        if req.id.is_empty() || req.id.len() > 64 || !req.id.chars().all(valid) {
-            return Err(status(Error::InvalidArgument(
-                "a backup id is 1 to 64 characters of [0-9A-Za-z_-]".into(),
-            )));
-        }
+        check_id(&req.id, "backup").map_err(status)?;
         if req.record.len() > MAX_BACKUP_RECORD_BYTES
             || serde_json::from_slice::<serde_json::Value>(&req.record).is_err()
         {

@@ -133,16 +133,20 @@ impl KvService {
         r
     }
 
-    /// A changes scan (`TxnScanRequest::changes_since`): changed pairs, and
-    /// the keys deleted, in `deleted`.
-    async fn changes(&self, op: ReadOp, ts: Timestamp) -> Result<ScanResponse> {
-        let r = self
-            .versioned
+    /// A linearizable read of user data at `ts`, locks in the way resolved.
+    async fn read_at(&self, op: ReadOp, ts: Timestamp) -> Result<ReadResult> {
+        self.versioned
             .resolving(|| {
                 self.store
                     .read_at(op.clone(), Consistency::Linearizable, ts)
             })
-            .await?;
+            .await
+    }
+
+    /// A changes scan (`TxnScanRequest::changes_since`): changed pairs, and
+    /// the keys deleted, in `deleted`.
+    async fn changes(&self, op: ReadOp, ts: Timestamp) -> Result<ScanResponse> {
+        let r = self.read_at(op, ts).await?;
         let ReadResult::Changes(changes, resume) = r else {
             return Err(Error::Internal("unexpected read result".into()));
         };
@@ -254,13 +258,7 @@ impl Txn for KvService {
                 limit,
                 reverse: false,
             };
-            let r = self
-                .versioned
-                .resolving(|| {
-                    self.store
-                        .read_at(op.clone(), Consistency::Linearizable, ts)
-                })
-                .await?;
+            let r = self.read_at(op, ts).await?;
             let ReadResult::Pairs(pairs, resume) = r else {
                 return Err(Error::Internal("unexpected read result".into()));
             };

@@ -111,19 +111,7 @@ impl Manifest {
     }
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+pub use crate::wire::{hex, unhex};
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::DataDir(format!("{what} {}: {e}", path.display()))
