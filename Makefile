@@ -1,6 +1,8 @@
 # RangeDB — the README's commands.
 #   make run    start a single-node server on the defaults
-#   make test   unit + integration tests + a bounded simulation sweep
+#   make test   unit + integration tests + a bounded simulation sweep, then
+#               the container files' lint and the 3-node Compose cluster test
+#               (skipped, saying so, where no Docker daemon answers)
 #   make sim    simulation sweep (SEED=<n> [CANARY=<bug>] replays one seed)
 #   make bench  a local 3-node cluster and `rangedb bench` against it
 
@@ -30,6 +32,8 @@ run: build
 test: setup
 	$(CARGO) test
 	$(MAKE) sim-ci
+	$(MAKE) docker-lint
+	$(MAKE) docker-test
 
 unit: setup
 	$(CARGO) test --lib

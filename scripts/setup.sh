@@ -19,6 +19,9 @@ command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 # The REPL's pseudo-terminal test drives it with Python's pty module.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# `make docker-lint` installs its linters from PyPI into a venv.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
