@@ -19,6 +19,9 @@ use crate::error::Result;
 use crate::node::StoreHandle;
 use crate::range::{ReplicaStatus, SYSTEM_RANGE_ID};
 
+/// Simulation only: the chance a system-range transfer skips the handoff.
+const SIM_NO_HANDOFF: f64 = 0.5;
+
 /// How often the drain looks again at what this node still leads.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -68,7 +71,10 @@ pub async fn transfer_leader(
     to: u64,
     conf_ver: u64,
 ) -> Result<()> {
-    let system = range_id == SYSTEM_RANGE_ID;
+    // In simulation, half the transfers skip the handoff (always safe: the
+    // next leader then waits the lease out), so leader moves exercise both
+    // the handoff and the takeover wait.
+    let system = range_id == SYSTEM_RANGE_ID && !crate::chaos::sometimes(SIM_NO_HANDOFF);
     let released = system && tso.release().await.is_ok();
     let r = store
         .change_replicas(range_id, ReplicaChange::TransferLeader(to), conf_ver)

@@ -178,14 +178,13 @@ impl OracleRound {
             let wait = self.clock.to_true(TAKEOVER_WAIT);
             let confirmed = st.lease.confirmed(term, asked, answered, lease, wait);
             if confirmed == Confirmed::NewTerm || st.oracle.is_none() {
-                let persisted = self.read_mark().await?;
+                // One read for both: they sit next to each other.
+                let (persisted, handoff) = self.read_mark_and_handoff().await?;
                 match st.oracle.as_mut() {
                     Some(o) => o.observe(persisted),
                     None => st.oracle = Some(Oracle::starting_above(persisted)),
                 }
-                if confirmed == Confirmed::NewTerm
-                    && handoff_applies(self.read_handoff().await?, term)
-                {
+                if confirmed == Confirmed::NewTerm && handoff_applies(handoff, term) {
                     st.lease.handed_over();
                 }
             }
@@ -226,18 +225,6 @@ impl OracleRound {
         self.store.write(vec![op]).await
     }
 
-    /// The term recorded by the last handoff (0: none).
-    async fn read_handoff(&self) -> Result<u64> {
-        let op = ReadOp::Get(keys::system(meta::TSO_HANDOFF));
-        match self.store.read(op, Consistency::Linearizable).await? {
-            ReadResult::Value(None) => Ok(0),
-            ReadResult::Value(Some(v)) => <[u8; 8]>::try_from(v.as_slice())
-                .map(u64::from_be_bytes)
-                .map_err(|_| Error::Corruption(format!("{} is not a term", meta::TSO_HANDOFF))),
-            _ => Err(Error::Internal("a get answered something else".into())),
-        }
-    }
-
     /// The term this node leads the system range in, confirmed by a quorum.
     async fn leader_term(&self) -> Result<u64> {
         let op = ReadOp::LeaderTerm(keys::system(meta::TSO));
@@ -249,26 +236,39 @@ impl OracleRound {
         }
     }
 
-    async fn read_mark(&self) -> Result<Timestamp> {
-        let op = ReadOp::Get(keys::system(meta::TSO));
-        match self.store.read(op, Consistency::Linearizable).await? {
-            ReadResult::Value(None) => Ok(Timestamp::ZERO),
-            ReadResult::Value(Some(v)) => <[u8; 8]>::try_from(v.as_slice())
-                .map(|b| Timestamp(u64::from_be_bytes(b)))
-                .map_err(|_| {
-                    Error::Corruption(format!(
-                        "{} holds {} bytes, not a timestamp",
-                        meta::TSO,
-                        v.len()
-                    ))
-                }),
-            ReadResult::Pairs(..)
-            | ReadResult::Txn(_)
-            | ReadResult::Term(_)
-            | ReadResult::Changes(..) => {
-                Err(Error::Internal("a get answered something else".into()))
+    /// The persisted mark and the last handoff's term (0: none), in one
+    /// linearizable read (`_/cluster/tso` and `_/cluster/tso-handoff` are
+    /// adjacent keys).
+    async fn read_mark_and_handoff(&self) -> Result<(Timestamp, u64)> {
+        let (mark_key, handoff_key) = (keys::system(meta::TSO), keys::system(meta::TSO_HANDOFF));
+        let mut end = handoff_key.clone();
+        end.push(0);
+        let op = ReadOp::Scan {
+            start: mark_key.clone(),
+            end,
+            limit: 2,
+            reverse: false,
+        };
+        let ReadResult::Pairs(pairs, _) = self.store.read(op, Consistency::Linearizable).await?
+        else {
+            return Err(Error::Internal("a scan answered something else".into()));
+        };
+        let (mut mark, mut handoff) = (Timestamp::ZERO, 0);
+        for (k, v) in pairs {
+            let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) else {
+                return Err(Error::Corruption(format!(
+                    "{} holds {} bytes, not 8",
+                    keys::display(&k),
+                    v.len()
+                )));
+            };
+            if k == mark_key {
+                mark = Timestamp(u64::from_be_bytes(b));
+            } else if k == handoff_key {
+                handoff = u64::from_be_bytes(b);
             }
         }
+        Ok((mark, handoff))
     }
 }
 
