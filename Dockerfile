@@ -5,7 +5,7 @@
 #   bash deploy/base-image.sh        # rangedb-base:bookworm, rangedb-builder:bookworm
 # then
 #   docker build -t rangedb:latest .                             # all cores
-#   docker build --build-arg CARGO_BUILD_JOBS=1 -t rangedb .     # gentle on a shared machine
+#   docker build --build-arg JOBS=1 -t rangedb .     # gentle on a shared machine
 # See docs/docker-deployment.md.
 
 ARG BUILDER_IMAGE=rangedb-builder:bookworm
@@ -15,7 +15,7 @@ ARG BASE_IMAGE=rangedb-base:bookworm
 FROM ${BUILDER_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Parallel compile jobs (unset or empty: one per core).
-ARG CARGO_BUILD_JOBS=""
+ARG JOBS=""
 ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
 WORKDIR /src
@@ -30,7 +30,7 @@ RUN mkdir -p src sim/src \
  && echo 'fn main() {}' > src/main.rs \
  && echo 'fn main() {}' > build.rs \
  && touch src/lib.rs sim/src/lib.rs \
- && cargo build --release --locked --bin rangedb ${CARGO_BUILD_JOBS:+--jobs "$CARGO_BUILD_JOBS"} \
+ && cargo build --release --locked --bin rangedb ${JOBS:+--jobs "$JOBS"} \
  && rm -rf src build.rs target/release/rangedb target/release/deps/rangedb-* \
        target/release/deps/librangedb-* target/release/.fingerprint/rangedb-* \
        target/release/build/rangedb-*
@@ -40,7 +40,7 @@ RUN mkdir -p src sim/src \
 #    fingerprints are gone and the sources touched, so cargo rebuilds it.
 COPY . .
 RUN find src proto build.rs -type f -exec touch {} + \
- && cargo build --release --locked --bin rangedb ${CARGO_BUILD_JOBS:+--jobs "$CARGO_BUILD_JOBS"} \
+ && cargo build --release --locked --bin rangedb ${JOBS:+--jobs "$JOBS"} \
  && install -D -m 0755 target/release/rangedb /out/rangedb \
  && /out/rangedb --version
 

@@ -114,7 +114,7 @@ else
   context=${RANGEDB_BUILD_CONTEXT:-worktree}
   say "docker build -t $IMAGE (context: $context; log: $LOGDIR/build.log)"
   b0=$(now)
-  build=(docker build --build-arg CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-}")
+  build=(docker build --build-arg JOBS="${CARGO_BUILD_JOBS:-}")
   # The build stage first, tagged (RANGEDB_BUILD_STAGE_IMAGE): its layers,
   # the compiled dependencies above all, are then no dangling images that
   # `docker image prune` would delete; the second build reuses them.
