@@ -319,12 +319,7 @@ impl Replica {
         ts: Option<Timestamp>,
     ) -> Result<ReadResult> {
         let d = &self.desc;
-        let s = start.max(d.start_key.as_slice());
-        let e = if end.is_empty() {
-            d.end_key.as_slice()
-        } else {
-            end.min(d.end_key.as_slice())
-        };
+        let (s, e) = self.clip(start, end);
         // The range split while the read waited: the scan's start (or,
         // reversed, its end) is no longer here. Let the client re-route.
         let moved = if reverse {
@@ -359,6 +354,17 @@ impl Replica {
 }
 
 impl Replica {
+    /// The part of `[start, end)` ("" end: unbounded) inside this range.
+    fn clip<'a>(&'a self, start: &'a [u8], end: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+        let d = &self.desc;
+        let e = if end.is_empty() {
+            d.end_key.as_slice()
+        } else {
+            end.min(d.end_key.as_slice())
+        };
+        (start.max(d.start_key.as_slice()), e)
+    }
+
     /// The part of a changes scan inside this range, and where it resumes.
     fn changes(
         &self,
@@ -378,12 +384,7 @@ impl Replica {
                 span: self.span(),
             });
         }
-        let s = start.max(d.start_key.as_slice());
-        let e = if end.is_empty() {
-            d.end_key.as_slice()
-        } else {
-            end.min(d.end_key.as_slice())
-        };
+        let (s, e) = self.clip(start, end);
         if !is_user_data(s) {
             return Err(Error::InvalidArgument(
                 "changes scans read user keys only".into(),

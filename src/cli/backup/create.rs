@@ -46,18 +46,12 @@ struct Reader<'a> {
     since: Option<Timestamp>,
     renewed: Instant,
     page_keys: u32,
-    /// Bytes of a pair, on average, in the last page.
-    avg: usize,
 }
 
 impl Reader<'_> {
-    /// The next page from `from`: about `budget` bytes at most (it adapts
-    /// its key count to the sizes it sees).
-    async fn page(
-        &mut self,
-        from: &[u8],
-        budget: u64,
-    ) -> Result<(Vec<format::Record>, Option<Vec<u8>>)> {
+    /// The next page from `from`: about `PAGE_BYTES` (its key count adapts
+    /// to the sizes it sees).
+    async fn page(&mut self, from: &[u8]) -> Result<(Vec<format::Record>, Option<Vec<u8>>)> {
         if self.renewed.elapsed() >= PIN_RENEW {
             self.client
                 .pin_lease(&self.pin_id, self.ts, PIN_LEASE)
@@ -66,7 +60,7 @@ impl Reader<'_> {
         }
         let (page, next) = self
             .client
-            .snapshot_page(from, b"", self.limit(budget), self.ts, self.since)
+            .snapshot_page(from, b"", self.page_keys, self.ts, self.since)
             .await
             .map_err(|e| too_old(e, self.since))?;
         let bytes: usize = page
@@ -74,15 +68,10 @@ impl Reader<'_> {
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
             .sum();
         if !page.is_empty() {
-            self.avg = (bytes / page.len()).max(1);
-            self.page_keys = ((PAGE_BYTES / self.avg) as u32).clamp(1, PAGE_KEYS_MAX);
+            let avg = (bytes / page.len()).max(1);
+            self.page_keys = ((PAGE_BYTES / avg) as u32).clamp(1, PAGE_KEYS_MAX);
         }
         Ok((page, next))
-    }
-
-    fn limit(&self, budget: u64) -> u32 {
-        let fits = (budget / self.avg as u64).clamp(1, u64::from(PAGE_KEYS_MAX)) as u32;
-        self.page_keys.min(fits)
     }
 }
 
@@ -134,7 +123,6 @@ pub async fn create(client: &Client, args: CreateArgs<'_>) -> Result<Manifest> {
         since,
         renewed: Instant::now(),
         page_keys: PAGE_KEYS_FIRST,
-        avg: 1,
     };
     let estimate = if since.is_some() {
         0
@@ -166,7 +154,7 @@ pub async fn create(client: &Client, args: CreateArgs<'_>) -> Result<Manifest> {
         let mut span = OpenSpan::new(dir, m.spans.len(), start)?;
         let mut cur = Some(span.start.clone());
         while let Some(from) = cur {
-            let (page, next) = reader.page(&from, PAGE_BYTES as u64).await?;
+            let (page, next) = reader.page(&from).await?;
             for (k, v) in &page {
                 if span.w.bytes >= args.span_bytes && span.w.rows + span.w.deletes > 0 {
                     let fresh = OpenSpan::new(dir, m.spans.len() + 1, k.clone())?;
@@ -381,7 +369,7 @@ async fn state_at(reader: &mut Reader<'_>) -> Result<format::State> {
     let mut d = StateDigest::default();
     let mut from = Some(Vec::new());
     while let Some(cur) = from {
-        let (page, next) = reader.page(&cur, PAGE_BYTES as u64).await?;
+        let (page, next) = reader.page(&cur).await?;
         for (k, v) in &page {
             if let Some(v) = v {
                 d.add(k, v);
