@@ -22,6 +22,11 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # `make docker-lint` installs its linters from PyPI into a venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+# The web console's test loads the page in headless Chromium (where apt
+# can install it; elsewhere that part of the test says it skips).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -30,7 +35,7 @@ fi
 if command -v apt-get >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  echo "setup: installing ${missing[*]} (to build RocksDB's bindings and run the tests)" >&2
+  echo "setup: installing ${missing[*]} (to build RocksDB's bindings and run the tests; chromium: the console's test)" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 else

@@ -34,6 +34,7 @@ pub mod api;
 pub mod chaos;
 pub mod client;
 pub mod error;
+pub mod trace_context;
 pub mod wire;
 
 // The server and the CLI (the default `server` feature; see Cargo.toml).
@@ -62,7 +63,11 @@ pub mod range;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
+pub mod status;
+#[cfg(feature = "server")]
 pub mod storage;
+#[cfg(all(not(madsim), feature = "server"))]
+pub mod telemetry;
 
 /// The generated gRPC API (real tonic, or madsim's under `--cfg madsim`).
 #[allow(clippy::all)]

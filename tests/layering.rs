@@ -16,6 +16,7 @@ use std::path::Path;
 /// module -> modules it may name.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
+    ("trace_context", &[]),
     ("api", &["error"]),
     ("clock", &[]),
     ("metrics", &[]),
@@ -57,10 +58,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "placement",
             "proto",
             "golden",
+            "trace_context",
         ],
     ),
     ("wire", &["error", "proto"]),
-    ("client", &["error", "api", "chaos", "proto", "wire"]),
+    (
+        "client",
+        &["error", "api", "chaos", "proto", "wire", "trace_context"],
+    ),
+    // The cluster's state as JSON, for the CLI and the web console alike.
+    ("status", &["error", "api", "config", "client", "proto"]),
+    // OpenTelemetry export, at the production edge.
+    ("telemetry", &["error", "trace_context"]),
     (
         "server",
         &[
@@ -80,12 +89,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "proto",
             "wire",
             "client",
+            "status",
+            "telemetry",
         ],
     ),
     (
         "cli",
         &[
-            "error", "api", "config", "client", "proto", "wire", "server",
+            "error",
+            "api",
+            "config",
+            "client",
+            "proto",
+            "wire",
+            "server",
+            "status",
+            "telemetry",
         ],
     ),
 ];

@@ -1,7 +1,6 @@
 //! `rangedb admin …`: cluster and node status, decommissioning, the `_/`
 //! metadata namespace, settings, manual splits.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,11 +9,11 @@ use serde_json::{json, Value};
 
 use super::data::{print_ok, print_pairs, print_value};
 use super::{AdminCommand, ClusterCommand, ConfigCommand, MetaCommand, NodeCommand};
-use crate::api::{meta, Registry, MAX_SCAN_LIMIT};
+use crate::api::{meta, Registry};
 use crate::client::{Client, ReadConsistency};
-use crate::config::ClusterSettings;
 use crate::error::{Error, Result};
 use crate::proto::NodeStatusResponse;
+use crate::status;
 
 /// How often decommissioning progress is polled.
 const DECOMMISSION_POLL: Duration = Duration::from_secs(1);
@@ -29,7 +28,7 @@ pub(super) async fn run(
 ) -> Result<ExitCode> {
     match cmd {
         AdminCommand::Cluster(ClusterCommand::Status) => {
-            let status = cluster_status(client).await?;
+            let status = status::cluster(client).await?;
             if json {
                 let _ = writeln!(out, "{status}");
             } else {
@@ -85,7 +84,7 @@ async fn drain(
     wait: u64,
     json: bool,
 ) -> Result<()> {
-    let registry = Registry::parse(scan_prefix(client, meta::NODES_PREFIX).await?);
+    let registry = Registry::parse(status::scan_prefix(client, meta::NODES_PREFIX).await?);
     let addr = registry
         .entries
         .get(&id)
@@ -132,7 +131,7 @@ async fn decommission(
     let start = tokio::time::Instant::now();
     let mut last = None;
     loop {
-        let status = cluster_status(client).await?;
+        let status = status::cluster(client).await?;
         let held = status["nodes"]
             .as_array()
             .and_then(|n| n.iter().find(|n| n["node_id"].as_u64() == Some(id)))
@@ -169,7 +168,7 @@ async fn node_status(out: &mut impl Write, client: &Client, json: bool) -> Resul
     for ep in client.endpoints() {
         match client.node_status(ep).await {
             Ok(s) if json => {
-                let _ = writeln!(out, "{}", node_status_json(ep, &s));
+                let _ = writeln!(out, "{}", status::node_status_json(ep, &s));
             }
             Ok(s) => print_node_status(out, ep, &s),
             Err(e) => {
@@ -182,24 +181,6 @@ async fn node_status(out: &mut impl Write, client: &Client, json: bool) -> Resul
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
-}
-
-fn node_status_json(ep: &str, s: &NodeStatusResponse) -> Value {
-    let ranges: Vec<_> = s
-        .ranges
-        .iter()
-        .map(|r| {
-            json!({
-                "range_id": r.range_id, "leader_id": r.leader_id, "term": r.term,
-                "is_leader": r.is_leader, "commit": r.commit, "applied": r.applied,
-                "last_index": r.last_index, "voters": r.voters, "sleeping": r.quiesced,
-            })
-        })
-        .collect();
-    json!({
-        "endpoint": ep, "node_id": s.node_id, "cluster_id": s.cluster_id,
-        "peer_address": s.peer_address, "client_address": s.client_address, "ranges": ranges,
     })
 }
 
@@ -224,117 +205,6 @@ fn print_node_status(out: &mut impl Write, ep: &str, s: &NodeStatusResponse) {
     }
 }
 
-/// Every pair under a metadata prefix.
-async fn scan_prefix(client: &Client, prefix: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let end = meta::prefix_end(prefix.as_bytes());
-    client
-        .scan(prefix.as_bytes(), &end, MAX_SCAN_LIMIT as u32, false)
-        .await
-}
-
-/// Gathers `admin cluster status` from the metadata namespace and every
-/// node's own report.
-async fn cluster_status(client: &Client) -> Result<Value> {
-    let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
-    let cluster_id = text(client.get(meta::CLUSTER_ID.as_bytes()).await?).unwrap_or_default();
-    let settings = scan_prefix(client, meta::CONFIG_PREFIX).await?;
-    let rf =
-        ClusterSettings::from_pairs(settings.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?
-            .replication_factor;
-    let parts = scan_prefix(client, meta::PARTITIONS_PREFIX).await?;
-    let registry = Registry::parse(scan_prefix(client, meta::NODES_PREFIX).await?);
-    let (nodes, hosting) = node_reports(client, &registry).await;
-    let mut partitions = Vec::new();
-    let mut under = Vec::new();
-    for (_, v) in &parts {
-        let d: Value = serde_json::from_slice(v).unwrap_or_default();
-        let id = d["range_id"].as_u64().unwrap_or(0);
-        // Under-replicated: fewer running nodes hold it than the
-        // replication factor asks for (the directory may lag a second).
-        let live = hosting.get(&id).map(Vec::len).unwrap_or(0);
-        if live < rf {
-            under.push(json!({"range_id": id, "live_replicas": live, "replicas": rf}));
-        }
-        partitions.push(d);
-    }
-    let placement: Value = client
-        .get(meta::PLACEMENT.as_bytes())
-        .await?
-        .and_then(|v| serde_json::from_slice(&v).ok())
-        .unwrap_or_default();
-    let corrupt: Vec<String> = registry
-        .corrupt
-        .iter()
-        .map(|(_, why)| why.clone())
-        .collect();
-    Ok(json!({
-        "placement": placement,
-        "cluster_id": cluster_id,
-        "replication_factor": rf,
-        "partitions": partitions,
-        "nodes": nodes,
-        "under_replicated": under,
-        "corrupt_registry_entries": corrupt,
-    }))
-}
-
-/// Each registered node's report, and range id -> nodes holding it.
-async fn node_reports(
-    client: &Client,
-    registry: &Registry,
-) -> (Vec<Value>, BTreeMap<u64, Vec<u64>>) {
-    // node id -> client address, as the nodes know it.
-    let mut addresses: BTreeMap<u64, String> = BTreeMap::new();
-    for ep in client.endpoints() {
-        if let Ok(s) = client.node_status(ep).await {
-            addresses.extend(s.client_addresses);
-        }
-    }
-    let mut nodes = Vec::new();
-    let mut hosting: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for (&id, entry) in &registry.entries {
-        let addr = entry
-            .client_address
-            .clone()
-            .or_else(|| addresses.get(&id).cloned());
-        let st = match &addr {
-            Some(a) => client.node_status(a).await.ok(),
-            None => None,
-        };
-        let (ranges, leading): (Vec<u64>, Vec<u64>) = match &st {
-            Some(s) => (
-                s.ranges
-                    .iter()
-                    .filter(|r| !r.end_key.is_empty())
-                    .map(|r| r.range_id)
-                    .collect(),
-                s.ranges
-                    .iter()
-                    .filter(|r| r.is_leader)
-                    .map(|r| r.range_id)
-                    .collect(),
-            ),
-            None => (Vec::new(), Vec::new()),
-        };
-        for r in &ranges {
-            hosting.entry(*r).or_default().push(id);
-        }
-        nodes.push(json!({
-            "node_id": id,
-            "peer_address": entry.peer_address,
-            "client_address": addr,
-            "status": match (&st, entry.decommissioning) {
-                (None, _) => "NODE_UNREACHABLE",
-                (Some(_), true) => "NODE_DECOMMISSIONING",
-                (Some(_), false) => "NODE_RUNNING",
-            },
-            "partitions": ranges,
-            "leader_of": leading,
-        }));
-    }
-    (nodes, hosting)
-}
-
 fn id_list(v: &Value) -> String {
     let ids: Vec<String> = v
         .as_array()
@@ -345,7 +215,7 @@ fn id_list(v: &Value) -> String {
 
 /// `admin cluster status` as the REPL prints it: the original README's lines.
 pub(super) async fn cluster_status_brief(out: &mut impl Write, client: &Client) -> Result<()> {
-    let status = cluster_status(client).await?;
+    let status = status::cluster(client).await?;
     print_status_head(out, &status, true);
     Ok(())
 }

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing::Instrument;
 
 use crate::client::{Client, ClientOptions};
 use crate::config::{self, ServerConfig};
@@ -44,6 +45,13 @@ pub struct Cli {
     /// Overall time limit of a client command in seconds, retries included.
     #[arg(long, global = true, default_value_t = 15.0)]
     pub timeout: f64,
+    /// Export OpenTelemetry trace spans to this OTLP/gRPC collector (e.g.
+    /// http://127.0.0.1:4317). On a server: each request it serves, its
+    /// Raft proposal and apply, its calls to other nodes; on a client
+    /// command: the command, whose trace context travels with its requests
+    /// (gRPC metadata) so the nodes' spans join it. Off when not given.
+    #[arg(long, global = true, env = "RANGEDB_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -197,9 +205,11 @@ pub struct ServerArgs {
     /// Where this node keeps its data [default: ./rangedb-data/<peer-address>].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Address of the HTTP listener: /healthz (the node is alive) and
-    /// /readyz (it serves; `?verbose` says why not) [default: the client
-    /// address's port + 1000, e.g. 127.0.0.1:9081].
+    /// Address of the HTTP listener: the web console (/), its JSON API
+    /// (/api/v1/cluster, /api/v1/backups, /api/v1/node), /metrics
+    /// (Prometheus), /healthz (the node is alive) and /readyz (it serves;
+    /// `?verbose` says why not) [default: the client address's port +
+    /// 1000, e.g. 127.0.0.1:9081].
     #[arg(long)]
     pub http_address: Option<String>,
     /// On SIGTERM, drain for at most this many seconds before stopping:
@@ -278,8 +288,16 @@ impl ServerArgs {
 }
 
 /// Logs to stderr at `level` (flag, RANGEDB_LOG, RUST_LOG, else info); a
-/// filter that does not parse is refused.
-fn init_logging(level: Option<&str>, format: LogFormat) -> Result<()> {
+/// filter that does not parse is refused. With `otlp` (endpoint, this
+/// process's instance name), spans are exported too (`telemetry`).
+fn init_logging(
+    level: Option<&str>,
+    format: LogFormat,
+    otlp: Option<(&str, &str)>,
+) -> Result<Option<crate::telemetry::Telemetry>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let level = level
         .map(str::to_string)
         .or_else(|| {
@@ -292,15 +310,33 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> Result<()> {
         .map_err(|e| Error::Config(format!("--log-level {level:?} is not a log filter: {e}")))?;
     // Colors only on a terminal: redirected logs stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = match format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    }
+    .with_filter(filter);
+    let (export, telemetry) = match otlp {
+        Some((endpoint, instance)) => {
+            let (layer, t) = crate::telemetry::layer(endpoint, instance)?;
+            (Some(layer), Some(t))
+        }
+        None => (None, None),
     };
-    Ok(())
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(export)
+        .try_init();
+    Ok(telemetry)
+}
+
+/// Flushes exported spans (the exporter's thread blocks while it does).
+async fn flush_telemetry(t: Option<crate::telemetry::Telemetry>) {
+    if let Some(t) = t {
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
 }
 
 /// Entry point of the binary.
@@ -355,14 +391,42 @@ fn restore_sigpipe() {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    let otlp = cli.otlp_endpoint.as_deref();
     if let Command::Server(args) = &cli.command {
-        init_logging(args.log.as_deref(), args.log_format)?;
+        let instance = args.peer_address.clone();
+        let telemetry = init_logging(
+            args.log.as_deref(),
+            args.log_format,
+            otlp.map(|e| (e, instance.as_str())),
+        )?;
         let cfg = args.to_config()?;
-        tracing::info!(data_dir = %cfg.data_dir.display(), "starting rangedb server");
-        crate::server::serve(cfg).await?;
+        tracing::info!(data_dir = %cfg.data_dir.display(), otlp_endpoint = otlp.unwrap_or("none"),
+            "starting rangedb server");
+        let r = crate::server::serve(cfg).await;
+        flush_telemetry(telemetry).await;
+        r?;
         return Ok(ExitCode::SUCCESS);
     }
-    init_logging(Some("warn"), LogFormat::Text)?;
+    let telemetry = init_logging(Some("warn"), LogFormat::Text, otlp.map(|e| (e, "cli")))?;
+    let span = match telemetry {
+        Some(_) => crate::telemetry::cli_span(&command_name(&cli.command)),
+        None => tracing::Span::none(),
+    };
+    let r = run_client(cli).instrument(span).await;
+    flush_telemetry(telemetry).await;
+    r
+}
+
+/// A client command's name for its span (`put`, `admin`, ...).
+fn command_name(c: &Command) -> String {
+    let debug = format!("{c:?}");
+    let end = debug
+        .find(|ch: char| !ch.is_ascii_alphanumeric())
+        .unwrap_or(debug.len());
+    debug[..end].to_ascii_lowercase()
+}
+
+async fn run_client(cli: Cli) -> Result<ExitCode> {
     if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
         return Err(Error::Config(
             "--timeout must be a positive number of seconds".into(),

@@ -6,6 +6,7 @@ use crate::api::{meta, route, ReplicaChange, Timestamp, MAX_ADMIN_MESSAGE_BYTES}
 use crate::error::{Error, Result};
 use crate::proto::admin_client::AdminClient;
 use crate::proto::*;
+use crate::trace_context as trace;
 
 impl Client {
     /// One membership change of the range starting at `start_key` (a route key).
@@ -30,7 +31,9 @@ impl Client {
             expected_conf_ver,
         };
         self.with_retry(start_key, Retry::Idempotent, |ch| async move {
-            AdminClient::new(ch).change_replicas(req).await
+            AdminClient::new(ch)
+                .change_replicas(trace::request(req))
+                .await
         })
         .await?;
         Ok(())
@@ -42,7 +45,11 @@ impl Client {
         self.with_retry(
             &route::key(meta::NODES_PREFIX.as_bytes()),
             Retry::Idempotent,
-            |ch| async move { AdminClient::new(ch).decommission_node(req).await },
+            |ch| async move {
+                AdminClient::new(ch)
+                    .decommission_node(trace::request(req))
+                    .await
+            },
         )
         .await?;
         Ok(())
@@ -54,7 +61,7 @@ impl Client {
         let ch = self.channel(addr)?;
         match tokio::time::timeout(
             self.opts.rpc_timeout,
-            AdminClient::new(ch).drain_node(DrainNodeRequest { node_id }),
+            AdminClient::new(ch).drain_node(trace::request(DrainNodeRequest { node_id })),
         )
         .await
         {
@@ -84,7 +91,7 @@ impl Client {
                 Retry::Idempotent,
                 |ch| {
                     let req = req.clone();
-                    async move { AdminClient::new(ch).join_cluster(req).await }
+                    async move { AdminClient::new(ch).join_cluster(trace::request(req)).await }
                 },
             )
             .await?
@@ -109,7 +116,11 @@ impl Client {
             Retry::Idempotent,
             |ch| {
                 let req = req.clone();
-                async move { AdminClient::new(ch).register_node(req).await }
+                async move {
+                    AdminClient::new(ch)
+                        .register_node(trace::request(req))
+                        .await
+                }
             },
         )
         .await?;
@@ -130,7 +141,7 @@ impl Client {
                 Retry::Idempotent,
                 |ch| {
                     let req = req.clone();
-                    async move { AdminClient::new(ch).set_config(req).await }
+                    async move { AdminClient::new(ch).set_config(trace::request(req)).await }
                 },
             )
             .await?;
@@ -168,7 +179,11 @@ impl Client {
             Retry::Idempotent,
             |ch| {
                 let req = req.clone();
-                async move { AdminClient::new(ch).pin_timestamp(req).await }
+                async move {
+                    AdminClient::new(ch)
+                        .pin_timestamp(trace::request(req))
+                        .await
+                }
             },
         )
         .await
@@ -183,7 +198,11 @@ impl Client {
             Retry::Idempotent,
             |ch| {
                 let req = desc.clone();
-                async move { AdminClient::new(ch).publish_range(req).await }
+                async move {
+                    AdminClient::new(ch)
+                        .publish_range(trace::request(req))
+                        .await
+                }
             },
         )
         .await?;
@@ -199,7 +218,7 @@ impl Client {
         };
         self.with_retry(&route::key(key), Retry::Idempotent, |ch| {
             let req = req.clone();
-            async move { AdminClient::new(ch).split_range(req).await }
+            async move { AdminClient::new(ch).split_range(trace::request(req)).await }
         })
         .await?;
         Ok(())
@@ -221,7 +240,7 @@ impl Client {
             .with_retry(start_key, Retry::Idempotent, |ch| async move {
                 AdminClient::new(ch)
                     .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
-                    .freeze_range(req)
+                    .freeze_range(trace::request(req))
                     .await
             })
             .await?;
@@ -248,7 +267,7 @@ impl Client {
             async move {
                 AdminClient::new(ch)
                     .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
-                    .merge_ranges(req)
+                    .merge_ranges(trace::request(req))
                     .await
             }
         })
@@ -270,8 +289,11 @@ impl Client {
             conf_ver,
             merged,
         };
-        match tokio::time::timeout(self.opts.rpc_timeout, AdminClient::new(ch).gc_replica(req))
-            .await
+        match tokio::time::timeout(
+            self.opts.rpc_timeout,
+            AdminClient::new(ch).gc_replica(trace::request(req)),
+        )
+        .await
         {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(s)) => Err(from_status(&s)),
@@ -286,7 +308,7 @@ impl Client {
             self.opts.rpc_timeout,
             AdminClient::new(ch)
                 .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
-                .node_status(NodeStatusRequest {}),
+                .node_status(trace::request(NodeStatusRequest {})),
         )
         .await
         {

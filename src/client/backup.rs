@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::txn_client::TxnClient;
 use crate::proto::*;
+use crate::trace_context as trace;
 
 /// A key changed since an earlier timestamp: its value, or `None` when it
 /// was deleted.
@@ -46,7 +47,7 @@ impl Client {
                     async move {
                         TxnClient::new(ch)
                             .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
-                            .scan(req)
+                            .scan(trace::request(req))
                             .await
                     }
                 })
@@ -90,7 +91,11 @@ impl Client {
             Retry::Idempotent,
             |ch| {
                 let req = req.clone();
-                async move { AdminClient::new(ch).record_backup(req).await }
+                async move {
+                    AdminClient::new(ch)
+                        .record_backup(trace::request(req))
+                        .await
+                }
             },
         )
         .await

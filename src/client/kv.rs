@@ -5,6 +5,7 @@ use crate::api::route;
 use crate::error::{Error, Result};
 use crate::proto::kv_client::KvClient;
 use crate::proto::*;
+use crate::trace_context as trace;
 
 impl Client {
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -23,7 +24,7 @@ impl Client {
         let resp = self
             .with_retry(&route::key(key), Retry::Idempotent, |ch| {
                 let req = req.clone();
-                async move { KvClient::new(ch).get(req).await }
+                async move { KvClient::new(ch).get(trace::request(req)).await }
             })
             .await?
             .into_inner();
@@ -37,7 +38,7 @@ impl Client {
         };
         self.with_retry(&route::key(key), Retry::Write, |ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).put(req).await }
+            async move { KvClient::new(ch).put(trace::request(req)).await }
         })
         .await?;
         Ok(())
@@ -47,7 +48,7 @@ impl Client {
         let req = DeleteRequest { key: key.to_vec() };
         self.with_retry(&route::key(key), Retry::Write, |ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).delete(req).await }
+            async move { KvClient::new(ch).delete(trace::request(req)).await }
         })
         .await?;
         Ok(())
@@ -71,7 +72,7 @@ impl Client {
         let result = self
             .with_retry(&first, Retry::Batch, |ch| {
                 let req = req.clone();
-                async move { KvClient::new(ch).batch_put(req).await }
+                async move { KvClient::new(ch).batch_put(trace::request(req)).await }
             })
             .await;
         match result {
@@ -147,7 +148,10 @@ impl Client {
                 .with_retry(&route, Retry::Idempotent, |ch| {
                     let req = req.clone();
                     async move {
-                        let mut stream = KvClient::new(ch).scan(req).await?.into_inner();
+                        let mut stream = KvClient::new(ch)
+                            .scan(trace::request(req))
+                            .await?
+                            .into_inner();
                         let mut pairs = Vec::new();
                         let mut resume = Vec::new();
                         while let Some(chunk) = stream.message().await? {

@@ -19,6 +19,7 @@ use crate::api::{meta, route, Timestamp};
 use crate::error::{Error, Result};
 use crate::proto::admin_client::AdminClient;
 use crate::proto::GetTimestampsRequest;
+use crate::trace_context as trace;
 
 /// Most timestamps the oracle hands out per request.
 pub const MAX_TIMESTAMPS_PER_REQUEST: u64 = 100_000;
@@ -31,7 +32,11 @@ impl Client {
             .with_retry(
                 &route::key(meta::TSO.as_bytes()),
                 Retry::Idempotent,
-                |ch| async move { AdminClient::new(ch).get_timestamps(req).await },
+                |ch| async move {
+                    AdminClient::new(ch)
+                        .get_timestamps(trace::request(req))
+                        .await
+                },
             )
             .await?
             .into_inner();

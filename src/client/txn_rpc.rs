@@ -17,6 +17,7 @@ use crate::error::{Error, Result, Span};
 use crate::proto::txn_client::TxnClient;
 use crate::proto::txn_status_response::State;
 use crate::proto::*;
+use crate::trace_context as trace;
 
 /// How long a secondaries-done mark waits for others to go with it.
 const DONE_MARK_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
@@ -125,7 +126,7 @@ impl Client {
         let resp = self
             .with_retry(&route::key(key), Retry::Idempotent, |ch| {
                 let req = req.clone();
-                async move { TxnClient::new(ch).get(req).await }
+                async move { TxnClient::new(ch).get(trace::request(req)).await }
             })
             .await?
             .into_inner();
@@ -161,7 +162,7 @@ impl Client {
             let resp = self
                 .with_retry(&route::key(&from), Retry::Idempotent, |ch| {
                     let req = req.clone();
-                    async move { TxnClient::new(ch).scan(req).await }
+                    async move { TxnClient::new(ch).scan(trace::request(req)).await }
                 })
                 .await?
                 .into_inner();
@@ -190,7 +191,7 @@ impl Client {
         let resp = self
             .with_retry(&route::key(&first), Retry::Batch, |ch| {
                 let req = req.clone();
-                async move { TxnClient::new(ch).commit_one_pc(req).await }
+                async move { TxnClient::new(ch).commit_one_pc(trace::request(req)).await }
             })
             .await?
             .into_inner();
@@ -218,7 +219,7 @@ impl Client {
                 async move {
                     self.with_retry(&first, Retry::Steps, |ch| {
                         let req = req.clone();
-                        async move { TxnClient::new(ch).prewrite(req).await }
+                        async move { TxnClient::new(ch).prewrite(trace::request(req)).await }
                     })
                     .await
                     .map(drop)
@@ -339,7 +340,7 @@ impl Client {
     async fn finish_one(&self, first: Vec<u8>, req: FinishRequest) -> Result<()> {
         self.with_retry(&first, Retry::Steps, |ch| {
             let req = req.clone();
-            async move { TxnClient::new(ch).finish(req).await }
+            async move { TxnClient::new(ch).finish(trace::request(req)).await }
         })
         .await
         .map(drop)
@@ -368,7 +369,7 @@ impl Client {
                 async move {
                     self.with_retry(&first, Retry::Steps, |ch| {
                         let req = req.clone();
-                        async move { TxnClient::new(ch).validate(req).await }
+                        async move { TxnClient::new(ch).validate(trace::request(req)).await }
                     })
                     .await
                     .map(drop)
@@ -389,7 +390,7 @@ impl Client {
                 let resp = self
                     .with_retry(&route::key(&from), Retry::Idempotent, |ch| {
                         let req = req.clone();
-                        async move { TxnClient::new(ch).validate(req).await }
+                        async move { TxnClient::new(ch).validate(trace::request(req)).await }
                     })
                     .await?
                     .into_inner();
@@ -417,7 +418,7 @@ impl Client {
         };
         self.with_retry(&route::key(primary), Retry::Steps, |ch| {
             let req = req.clone();
-            async move { TxnClient::new(ch).heartbeat(req).await }
+            async move { TxnClient::new(ch).heartbeat(trace::request(req)).await }
         })
         .await
         .map(drop)
@@ -454,7 +455,7 @@ impl Client {
         let resp = self
             .with_retry(&route::key(primary), Retry::Steps, |ch| {
                 let req = req.clone();
-                async move { TxnClient::new(ch).check_txn(req).await }
+                async move { TxnClient::new(ch).check_txn(trace::request(req)).await }
             })
             .await?
             .into_inner();
@@ -471,7 +472,7 @@ impl Client {
         let resp = self
             .with_retry(&route::key(primary), Retry::Idempotent, |ch| {
                 let req = req.clone();
-                async move { TxnClient::new(ch).status(req).await }
+                async move { TxnClient::new(ch).status(trace::request(req)).await }
             })
             .await?
             .into_inner();

@@ -14,6 +14,7 @@ use crate::storage::KvPair;
 impl Store {
     pub fn handle(&mut self, msg: StoreMsg) {
         match msg {
+            StoreMsg::Traced(msg, span) => span.in_scope(|| self.handle(*msg)),
             StoreMsg::Raft { from, msgs } => self.on_raft(from, msgs),
             StoreMsg::OracleTime(ts) => self.oracle_seen = self.oracle_seen.max(ts),
             StoreMsg::GcPin(pin) => self.gc_pin = pin,
@@ -113,6 +114,7 @@ impl Store {
         };
         match self.route(&key) {
             Ok(id) => {
+                tracing::debug!(range_id = id, kind = req.kind_name(), "request");
                 self.record_load(id, &key);
                 if let Some(r) = self.replicas.get_mut(&id) {
                     r.propose(req, done);
@@ -148,6 +150,12 @@ impl Store {
             Err(e) => return drop(done.send(Err(e))),
         };
         let key = op.key().to_vec();
+        tracing::debug!(
+            range_id = id,
+            kind = op.kind_name(),
+            ?consistency,
+            "request"
+        );
         self.record_load(id, &key);
         if let Some(r) = self.replicas.get_mut(&id) {
             match consistency {

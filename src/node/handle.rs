@@ -34,6 +34,9 @@ pub enum Consistency {
 
 /// A message to the Store task.
 pub enum StoreMsg {
+    /// A request handled inside its caller's span (tracing export is on:
+    /// the Raft proposal and apply join the request's trace).
+    Traced(Box<StoreMsg>, tracing::Span),
     /// A fresh timestamp from the oracle: a lower bound on its clock, from
     /// which MVCC GC takes its horizon on quiet ranges (`gc.rs`).
     OracleTime(Timestamp),
@@ -193,10 +196,11 @@ impl StoreHandle {
 
     async fn call<T>(&self, make: impl FnOnce(Responder<T>) -> StoreMsg) -> Result<T> {
         let (done, rx) = oneshot::channel();
-        self.tx
-            .send(make(done))
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
+        let mut msg = make(done);
+        if crate::trace_context::enabled() {
+            msg = StoreMsg::Traced(Box::new(msg), tracing::Span::current());
+        }
+        self.tx.send(msg).await.map_err(|_| Error::ShuttingDown)?;
         let result = match tokio::time::timeout(self.request_timeout, rx).await {
             Err(_) => Err(Error::Timeout(format!(
                 "no answer within {:?}; a write may or may not have been applied",

@@ -100,6 +100,7 @@ impl RangeDescriptor {
             "conf_ver": self.conf_ver,
             "replicas": self.replicas,
             "sticky": self.sticky,
+            "system": self.range_id == SYSTEM_RANGE_ID,
         })
         .to_string()
         .into_bytes()

@@ -55,6 +55,18 @@ pub enum ReadOp {
 }
 
 impl ReadOp {
+    /// Its name on request log lines.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ReadOp::Get(_) => "get",
+            ReadOp::Scan { .. } => "scan",
+            ReadOp::Changes { .. } => "changes",
+            ReadOp::TxnStatus { .. } => "txn-status",
+            ReadOp::Validate { .. } => "validate",
+            ReadOp::LeaderTerm(_) => "leader-term",
+        }
+    }
+
     /// The key the read is routed (and load-sampled) by.
     pub fn key(&self) -> &[u8] {
         match self {

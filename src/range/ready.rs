@@ -154,6 +154,17 @@ impl Replica {
         wb: &mut WriteBatch,
         completions: &mut Vec<Completion>,
     ) -> Result<()> {
+        // The proposal's span (a traced request's), with the apply inside it.
+        let proposed = self
+            .proposals
+            .get(&e.index)
+            .map(|p| p.span.clone())
+            .filter(|s| !s.is_disabled());
+        let _proposed = proposed.as_ref().map(|s| s.enter());
+        let applying = proposed.as_ref().map(|_| {
+            tracing::debug_span!("raft.apply", range_id = self.desc.range_id, index = e.index)
+        });
+        let _applying = applying.as_ref().map(|s| s.enter());
         let outcome = match e.get_entry_type() {
             // An empty entry: a new leader's first, or a dropped conf change.
             EntryType::EntryNormal if e.data.is_empty() => None,

@@ -77,6 +77,22 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Its name on request log lines.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Request::Write(_) => "write",
+            Request::Txn(_) => "txn",
+            Request::Gc(_) => "gc",
+            Request::OnePc { .. } => "one-pc",
+            Request::Split { .. } => "split",
+            Request::Freeze { .. } => "freeze",
+            Request::Merge { .. } => "merge",
+            Request::Change { .. } => "change",
+        }
+    }
+}
+
 /// What a proposal must be admitted with.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Admit {
@@ -99,6 +115,8 @@ pub(super) struct Proposal {
     pub done: Responder<()>,
     /// When it was proposed (`raft_proposal_duration_seconds`).
     pub at: tokio::time::Instant,
+    /// From proposal to apply (exported inside a traced request only).
+    pub span: tracing::Span,
 }
 
 impl Proposal {
@@ -107,6 +125,12 @@ impl Proposal {
             id,
             done,
             at: tokio::time::Instant::now(),
+            span: tracing::debug_span!(
+                "raft.propose",
+                proposal = id,
+                range_id = tracing::field::Empty,
+                index = tracing::field::Empty
+            ),
         }
     }
 }
@@ -355,6 +379,8 @@ impl Replica {
     /// same index (in an earlier term) was truncated away: it never applies
     /// (seed 847).
     pub(super) fn track(&mut self, index: u64, p: Proposal) {
+        p.span.record("range_id", self.desc.range_id);
+        p.span.record("index", index);
         if let Some(old) = self.proposals.insert(index, p) {
             self.metrics.proposals_failed.inc();
             let err = Error::Unavailable(

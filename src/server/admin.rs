@@ -96,6 +96,7 @@ impl KvService {
             client_address: self.info.client_address.clone(),
             ranges,
             client_addresses: self.store.directory().all().into_iter().collect(),
+            draining: self.store.is_draining(),
         })
     }
 }

@@ -5,6 +5,9 @@
 //!
 //! The Raft transport's stream is not counted: it lives as long as the
 //! connection, and its messages are counted by the Store.
+//!
+//! With tracing export on (`--otlp-endpoint`), each request is served in
+//! its `rpc` span, a child of the caller's trace (`telemetry::rpc_span`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::metrics::NodeMetrics;
 
@@ -59,21 +63,32 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let method = method_label(req.uri().path());
-        let fut = self.inner.call(req);
+        let span = method
+            .as_ref()
+            .and_then(|_| crate::telemetry::rpc_span(req.uri().path(), req.headers()));
+        let fut = match &span {
+            Some(span) => span.in_scope(|| self.inner.call(req)),
+            None => self.inner.call(req),
+        };
         let Some(method) = method else {
             return Box::pin(fut);
         };
+        let span = span.unwrap_or_else(tracing::Span::none);
         let metrics = self.metrics.clone();
         let began = Instant::now();
-        Box::pin(async move {
-            let r = fut.await;
-            let code = match &r {
-                Ok(resp) => code_label(resp.headers()),
-                Err(_) => "Unknown".into(),
-            };
-            metrics.observe_request(&method, &code, began.elapsed());
-            r
-        })
+        Box::pin(
+            async move {
+                let r = fut.await;
+                let code = match &r {
+                    Ok(resp) => code_label(resp.headers()),
+                    Err(_) => "Unknown".into(),
+                };
+                metrics.observe_request(&method, &code, began.elapsed());
+                tracing::Span::current().record("rpc.grpc.status_code", code.as_str());
+                r
+            }
+            .instrument(span),
+        )
     }
 }
 

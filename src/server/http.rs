@@ -8,6 +8,8 @@
 //!   its Store answers, and it holds a range and knows a leader for each (`health::readiness`,
 //!   grpc.health.v1's rule, so the two never disagree); else 503.
 //!   `?verbose` lists each check and, for a failing one, why.
+//! - `/metrics`: Prometheus text exposition (`observe`).
+//! - `/` and `/api/v1/`: the web console and its JSON API (`console`).
 
 use std::time::Duration;
 
@@ -31,16 +33,20 @@ struct Verbose {
 }
 
 /// Serves on `listener` until `stop` turns true.
+/// The console's API reads the cluster through `client_address`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: StoreHandle,
+    client_address: &str,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let console = super::console::routes(client_address).map_err(std::io::Error::other)?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(store);
+        .with_state(store)
+        .merge(console);
     axum::serve(listener, app)
         .with_graceful_shutdown(super::until_shutdown(stop))
         .await

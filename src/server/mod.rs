@@ -18,6 +18,8 @@
 
 mod admin;
 mod bootstrap;
+#[cfg(not(madsim))]
+mod console;
 pub mod convert;
 pub mod drain;
 #[cfg(not(madsim))]
@@ -260,8 +262,9 @@ async fn spawn_http(
     let listener = tokio::net::TcpListener::bind(at)
         .await
         .map_err(|e| Error::Config(format!("cannot serve HTTP address {addr}: {e}")))?;
+    let (handle, client, stop) = (handle.clone(), cfg.client_address.clone(), stop.clone());
     Ok(Some(tokio::spawn(
-        http::serve(listener, handle.clone(), stop.clone()).in_current_span(),
+        async move { http::serve(listener, handle, &client, stop).await }.in_current_span(),
     )))
 }
 

@@ -183,6 +183,11 @@ pub fn start_cluster_n(dir: &Path, n: usize) -> Vec<Server> {
 /// Like `start_cluster_n`, but the nodes numbered in `absent` (1-based) are
 /// listed as peers and never started.
 pub fn start_cluster_except(dir: &Path, n: usize, absent: &[usize]) -> Vec<Server> {
+    start_cluster_with(dir, n, absent, &[])
+}
+
+/// Like `start_cluster_except`, each node started with `extra` arguments.
+pub fn start_cluster_with(dir: &Path, n: usize, absent: &[usize], extra: &[String]) -> Vec<Server> {
     let peers: Vec<String> = (0..n)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
@@ -205,6 +210,7 @@ pub fn start_cluster_except(dir: &Path, n: usize, absent: &[usize]) -> Vec<Serve
             } else {
                 args.push(format!("--join={list}"));
             }
+            args.extend(extra.iter().cloned());
             Server::start(
                 args,
                 clients[i].clone(),

@@ -17,7 +17,6 @@ use clap::Subcommand;
 use indicatif::HumanBytes;
 use serde_json::{json, Value};
 
-use crate::api::{meta, MAX_SCAN_LIMIT};
 use crate::client::Client;
 use crate::error::Result;
 
@@ -178,19 +177,7 @@ pub async fn run(
             }
         }
         BackupCommand::List => {
-            let end = meta::prefix_end(meta::BACKUPS_PREFIX.as_bytes());
-            let pairs = client
-                .scan(
-                    meta::BACKUPS_PREFIX.as_bytes(),
-                    &end,
-                    MAX_SCAN_LIMIT as u32,
-                    false,
-                )
-                .await?;
-            let records: Vec<Value> = pairs
-                .iter()
-                .filter_map(|(_, v)| serde_json::from_slice(v).ok())
-                .collect();
+            let records = crate::status::backups(client).await?;
             if json {
                 let _ = writeln!(out, "{}", Value::Array(records));
             } else if records.is_empty() {
