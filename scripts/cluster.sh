@@ -11,11 +11,11 @@ case "${1:-start}" in
 start)
   mkdir -p "$dir"
   "$bin" server --peer-address=localhost:8080 --client-address=localhost:8081 \
-    --peers=$peers --cluster-init --data-dir="$dir/n1" 2>"$dir/n1.log" & echo $! >"$dir/n1.pid"
+    --peers=$peers --cluster-init --data-dir="$dir/n1" >/dev/null 2>"$dir/n1.log" & echo $! >"$dir/n1.pid"
   "$bin" server --peer-address=localhost:8082 --client-address=localhost:8083 \
-    --join=$peers --data-dir="$dir/n2" 2>"$dir/n2.log" & echo $! >"$dir/n2.pid"
+    --join=$peers --data-dir="$dir/n2" >/dev/null 2>"$dir/n2.log" & echo $! >"$dir/n2.pid"
   "$bin" server --peer-address=localhost:8084 --client-address=localhost:8085 \
-    --join=$peers --data-dir="$dir/n3" 2>"$dir/n3.log" & echo $! >"$dir/n3.pid"
+    --join=$peers --data-dir="$dir/n3" >/dev/null 2>"$dir/n3.log" & echo $! >"$dir/n3.pid"
   export RANGEDB_ENDPOINTS=localhost:8081,localhost:8083,localhost:8085
   for _ in $(seq 1 100); do
     if "$bin" --timeout 2 put /cluster/probe ok >/dev/null 2>&1; then
