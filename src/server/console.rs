@@ -7,7 +7,7 @@
 //! - `/api/v1/cluster`: the document `rangedb admin cluster status
 //!   --output json` prints; `/api/v1/backups`: `rangedb admin backup list
 //!   --output json`; `/api/v1/node`: this node's `rangedb admin node status
-//!   --output json`. All three come from `client::status`, so the CLI and
+//!   --output json`. All three come from `crate::status`, so the CLI and
 //!   the console never disagree on a field.
 //!
 //! The API reads the cluster through this node's own client port, like any
