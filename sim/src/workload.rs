@@ -140,7 +140,7 @@ pub async fn tso_loop(
             .then(|| Client::new(client.endpoints().to_vec(), client.options()).ok())
             .flatten();
         run_recorded(fresh.as_ref().unwrap_or(&client), &history, id, op).await;
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(5..80))).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(2..30))).await;
     }
 }
 
