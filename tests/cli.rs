@@ -43,6 +43,16 @@ fn single_node_readme_flow() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["value"], r#"{"name": "Jane"}"#);
 
+    // An endpoint whose name does not resolve (a stopped container's) was
+    // never sent anything: the write goes on to the next endpoint, and
+    // alone it fails as unreachable (exit 1), not as "outcome unknown" (3).
+    let dead = "no-such-node.invalid:8081";
+    let out = cli(&format!("{dead},{ep}"), &["put", "/dns/a", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(dead, &["--timeout", "2", "put", "/dns/b", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+
     // Batch put, delete.
     let out = cli(&ep, &["batch", "put", "/b/1", "one", "/b/2", "two"]);
     assert_eq!(stdout(&out), "OK (2 keys)\n", "{}", stderr(&out));

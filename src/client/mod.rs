@@ -470,6 +470,9 @@ fn never_sent(reason: &str) -> bool {
     reason == "connection refused"
         || reason.contains("tcp connect")
         || reason.contains("connect error")
+        // The name did not resolve (e.g. a stopped container's): nothing
+        // was sent; the next endpoint may answer.
+        || reason.contains("dns error")
 }
 
 /// A short human reason for a transport-level failure.
@@ -478,7 +481,12 @@ fn transport_message(s: &Status) -> String {
     let mut parts = vec![s.message().to_string()];
     let mut cur = s.source();
     while let Some(e) = cur {
-        parts.push(e.to_string());
+        // Error chains repeat themselves ("dns error: dns error: ..."):
+        // keep what no earlier part said already.
+        let part = e.to_string();
+        if !parts.iter().any(|p| p.contains(part.as_str())) {
+            parts.push(part);
+        }
         cur = e.source();
     }
     let text = parts.join(": ");
