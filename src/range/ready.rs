@@ -158,8 +158,8 @@ impl Replica {
         let proposed = self
             .proposals
             .get(&e.index)
-            .map(|p| p.span.clone())
-            .filter(|s| !s.is_disabled());
+            .filter(|p| !p.span.is_disabled())
+            .map(|p| p.span.clone());
         let _proposed = proposed.as_ref().map(|s| s.enter());
         let applying = proposed.as_ref().map(|_| {
             tracing::debug_span!("raft.apply", range_id = self.desc.range_id, index = e.index)
