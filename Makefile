@@ -4,7 +4,8 @@
 #               the container files' lint and the 3-node Compose cluster test
 #               (skipped, saying so, where no Docker daemon answers)
 #   make sim    simulation sweep (SEED=<n> [CANARY=<bug>] replays one seed)
-#   make bench  a local 3-node cluster and `rangedb bench` against it
+#   make bench  a release build, a local 3-node cluster and `rangedb bench`
+#               against it (benchmarks never use the debug profile)
 
 CARGO ?= cargo
 SIM_TARGET_DIR ?= target/sim
@@ -15,8 +16,9 @@ TEST_SEEDS ?= 1000
 SEED_START ?= 1
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 RANGEDB := $(TARGET_DIR)/debug/rangedb
+RANGEDB_RELEASE := $(TARGET_DIR)/release/rangedb
 
-.PHONY: all setup build run test unit sim sim-build sim-long sim-canaries sim-tests sim-ci bench fmt clippy lint clean
+.PHONY: all setup build release run test unit sim sim-build sim-long sim-canaries sim-tests sim-ci bench fmt clippy lint clean
 
 all: build
 
@@ -25,6 +27,10 @@ setup:
 
 build: setup
 	$(CARGO) build --bin rangedb
+
+# The production build (the Docker image builds the same profile).
+release: setup
+	$(CARGO) build --release --bin rangedb
 
 run: build
 	$(RANGEDB) server --cluster-init
@@ -83,8 +89,8 @@ sim-ci: sim-build
 	$(SIM_BIN) --seeds 1..$(TEST_SEEDS) --jobs $(JOBS) --check-determinism
 	$(SIM_BIN) --canaries 50 --jobs $(JOBS)
 
-bench: build
-	bash scripts/bench.sh
+bench: release
+	RANGEDB=$(RANGEDB_RELEASE) bash scripts/bench.sh
 
 fmt:
 	$(CARGO) fmt --all
