@@ -26,9 +26,11 @@ WORKDIR /src
 #    Cargo.lock change. (The legacy builder has no cache mounts.)
 COPY Cargo.toml Cargo.lock ./
 COPY sim/Cargo.toml sim/Cargo.toml
-RUN mkdir -p src sim/src \
+COPY bench/Cargo.toml bench/Cargo.toml
+RUN mkdir -p src sim/src bench/src \
  && echo 'fn main() {}' > src/main.rs \
  && echo 'fn main() {}' > build.rs \
+ && echo 'fn main() {}' > bench/src/main.rs \
  && touch src/lib.rs sim/src/lib.rs \
  && cargo build --release --locked --bin rangedb ${JOBS:+--jobs "$JOBS"} \
  && rm -rf src build.rs target/release/rangedb target/release/deps/rangedb-* \

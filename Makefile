@@ -4,6 +4,7 @@
 #               the container files' lint and the 3-node Compose cluster test
 #               (skipped, saying so, where no Docker daemon answers)
 #   make sim    simulation sweep (SEED=<n> [CANARY=<bug>] replays one seed)
+#   make bench-compare  RangeDB against etcd on this machine, one table
 #   make bench  a release build, a local 3-node cluster and `rangedb bench`
 #               against it (benchmarks never use the debug profile)
 
@@ -18,7 +19,7 @@ TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 RANGEDB := $(TARGET_DIR)/debug/rangedb
 RANGEDB_RELEASE := $(TARGET_DIR)/release/rangedb
 
-.PHONY: all setup build release run test unit sim sim-build sim-long sim-canaries sim-tests sim-ci bench fmt clippy lint clean
+.PHONY: all setup build release run test unit sim sim-build sim-long sim-canaries sim-tests sim-ci bench bench-compare fmt clippy lint clean
 
 all: build
 
@@ -37,6 +38,7 @@ run: build
 
 test: setup
 	$(CARGO) test
+	$(CARGO) test -p rangedb-bench
 	$(MAKE) sim-ci
 	$(MAKE) docker-lint
 	$(MAKE) docker-test
@@ -92,11 +94,17 @@ sim-ci: sim-build
 bench: release
 	RANGEDB=$(RANGEDB_RELEASE) bash scripts/bench.sh
 
+# RangeDB against etcd (3 members each, loopback, one driver, interleaved
+# runs, medians of ROUNDS=3); installs etcd-server when missing.
+bench-compare: setup
+	bash scripts/bench-compare.sh
+
 fmt:
 	$(CARGO) fmt --all
 
 clippy: setup
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy -p rangedb-bench --all-targets -- -D warnings
 	RUSTFLAGS="$(SIM_FLAGS)" CARGO_TARGET_DIR=$(SIM_TARGET_DIR) $(CARGO) clippy -p rangedb-sim --all-targets -- -D warnings
 
 # What CI checks before the tests: formatting, then lints as errors.
