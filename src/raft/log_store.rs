@@ -56,6 +56,9 @@ pub fn chain_hash(prev: u64, index: u64, term: u64, data: &[u8]) -> u64 {
     h
 }
 
+/// Log compactions of at most this many entries delete them one by one.
+const COMPACT_POINT_DELETES: u64 = 4096;
+
 pub struct LogStore {
     engine: Arc<dyn Engine>,
     /// Snapshots asked for by raft-rs are built off the Store task.
@@ -353,7 +356,9 @@ impl LogStore {
         self.set_hard_state(&hs, wb)
     }
 
-    /// Drops log entries up to and including `to` (which must be applied).
+    /// Drops log entries up to and including `to` (which must be applied):
+    /// with point deletes up to COMPACT_POINT_DELETES entries, else one
+    /// range delete.
     pub fn compact(&mut self, to: u64, wb: &mut WriteBatch) -> Result<()> {
         if to <= self.apply.truncated_index {
             return Ok(());
@@ -363,10 +368,21 @@ impl LogStore {
             "compacting unapplied entries"
         );
         let term = raft::Storage::term(self, to)?;
-        wb.delete_range(
-            keys::log_key(self.range_id, 0),
-            keys::log_key(self.range_id, to + 1),
-        );
+        let from = self.apply.truncated_index + 1;
+        if to - from < COMPACT_POINT_DELETES {
+            // Point deletes, not a range tombstone: every read and iterator
+            // of the engine consults the memtable's range tombstones, and a
+            // busy range compacts every `log_compact_entries` entries, so
+            // range deletes here would pile up under every read.
+            for i in from..=to {
+                wb.delete(keys::log_key(self.range_id, i));
+            }
+        } else {
+            wb.delete_range(
+                keys::log_key(self.range_id, 0),
+                keys::log_key(self.range_id, to + 1),
+            );
+        }
         self.apply.truncated_index = to;
         self.apply.truncated_term = term;
         self.put_apply_state(wb);
