@@ -34,6 +34,7 @@
 //! by `merge_max_bytes`); node ids double as Raft peer ids (see `node`).
 
 mod command;
+mod deferred;
 mod descriptor;
 mod gc;
 mod hibernate;

@@ -194,8 +194,15 @@ impl Replica {
             let r = &self.reads[i];
             if r.index.is_some_and(|idx| idx <= applied) && r.wait <= applied {
                 let r = self.reads.swap_remove(i);
-                let result = self.execute(&r.op, r.ts);
-                completions.push(super::Completion::Read(r.done, result));
+                // Scans of user data run off the Store task (`deferred.rs`).
+                match self.defer_scan(&r.op, r.ts) {
+                    Some(Ok(scan)) => completions.push(super::Completion::Scan(r.done, scan)),
+                    Some(Err(e)) => completions.push(super::Completion::Read(r.done, Err(e))),
+                    None => {
+                        let result = self.execute(&r.op, r.ts);
+                        completions.push(super::Completion::Read(r.done, result));
+                    }
+                }
             } else {
                 i += 1;
             }
@@ -367,7 +374,7 @@ impl Replica {
 
 impl Replica {
     /// The part of `[start, end)` ("" end: unbounded) inside this range.
-    fn clip<'a>(&'a self, start: &'a [u8], end: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+    pub(super) fn clip<'a>(&'a self, start: &'a [u8], end: &'a [u8]) -> (&'a [u8], &'a [u8]) {
         let d = &self.desc;
         let e = if end.is_empty() {
             d.end_key.as_slice()
@@ -416,7 +423,7 @@ impl Replica {
 }
 
 /// Whether a data key (or scan bound) is in the versioned user keyspace.
-fn is_user_data(key: &[u8]) -> bool {
+pub(super) fn is_user_data(key: &[u8]) -> bool {
     key.first() == Some(&keys::USER_DATA)
 }
 

@@ -30,6 +30,8 @@ pub type Responder<T> = oneshot::Sender<Result<T>>;
 pub enum Completion {
     Write(Responder<()>, Result<()>),
     Read(Responder<ReadResult>, Result<ReadResult>),
+    /// A ready scan to run off the Store task (`deferred.rs`).
+    Scan(Responder<ReadResult>, super::deferred::DeferredScan),
 }
 
 impl Completion {
@@ -38,6 +40,7 @@ impl Completion {
         match self {
             Completion::Write(tx, r) => drop(tx.send(r)),
             Completion::Read(tx, r) => drop(tx.send(r)),
+            Completion::Scan(tx, scan) => scan.answer(tx),
         }
     }
 }
