@@ -19,7 +19,7 @@ use super::read::{is_user_data, ReadOp, ReadResult};
 use super::replica::{Replica, Responder};
 use super::timestamped::txn_error;
 use crate::api::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::mvcc::{Reader, Source, TxnError};
 use crate::storage::{KvPair, Snapshot};
 
@@ -121,22 +121,8 @@ impl Replica {
         if let Some(ts) = ts {
             d.check_gc_horizon(ts.0)?;
         }
-        let moved = if reverse {
-            !end.is_empty() && end <= d.start_key.as_slice()
-        } else {
-            start >= d.end_key.as_slice()
-        };
-        if moved {
-            return Err(Error::KeyNotInRange {
-                range_id: d.range_id,
-                span: self.span(),
-            });
-        }
-        let resume_if_short = if reverse {
-            (d.start_key.as_slice() > start).then(|| d.start_key.clone())
-        } else {
-            (end.is_empty() || d.end_key.as_slice() < end).then(|| d.end_key.clone())
-        };
+        self.scan_moved(start, end, reverse)?;
+        let resume_if_short = self.scan_resume(start, end, reverse);
         Ok(DeferredScan {
             snap: self.engine.snapshot()?,
             start: s.to_vec(),

@@ -337,21 +337,8 @@ impl Replica {
         reverse: bool,
         ts: Option<Timestamp>,
     ) -> Result<ReadResult> {
-        let d = &self.desc;
         let (s, e) = self.clip(start, end);
-        // The range split while the read waited: the scan's start (or,
-        // reversed, its end) is no longer here. Let the client re-route.
-        let moved = if reverse {
-            !end.is_empty() && end <= d.start_key.as_slice()
-        } else {
-            start >= d.end_key.as_slice()
-        };
-        if moved {
-            return Err(Error::KeyNotInRange {
-                range_id: d.range_id,
-                span: self.span(),
-            });
-        }
+        self.scan_moved(start, end, reverse)?;
         let pairs = if is_user_data(s) {
             let at = ts.unwrap_or(Timestamp::MAX);
             match Reader::new(&self.engine.as_ref()).scan(s, e, at, limit, reverse)? {
@@ -363,12 +350,39 @@ impl Replica {
         };
         let resume = if pairs.len() >= limit {
             None
-        } else if reverse {
+        } else {
+            self.scan_resume(start, end, reverse)
+        };
+        Ok(ReadResult::Pairs(pairs, resume))
+    }
+
+    /// Fails a scan whose start (or, reversed, its end) left this range
+    /// while the read waited (a split): the client re-routes.
+    pub(super) fn scan_moved(&self, start: &[u8], end: &[u8], reverse: bool) -> Result<()> {
+        let d = &self.desc;
+        let moved = if reverse {
+            !end.is_empty() && end <= d.start_key.as_slice()
+        } else {
+            start >= d.end_key.as_slice()
+        };
+        if moved {
+            return Err(Error::KeyNotInRange {
+                range_id: d.range_id,
+                span: self.span(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Where a scan continues past this range when the range gave it fewer
+    /// pairs than its limit (`None`: the scan ends here).
+    pub(super) fn scan_resume(&self, start: &[u8], end: &[u8], reverse: bool) -> Option<Vec<u8>> {
+        let d = &self.desc;
+        if reverse {
             (d.start_key.as_slice() > start).then(|| d.start_key.clone())
         } else {
             (end.is_empty() || d.end_key.as_slice() < end).then(|| d.end_key.clone())
-        };
-        Ok(ReadResult::Pairs(pairs, resume))
+        }
     }
 }
 
