@@ -74,10 +74,15 @@ pub enum Canary {
     /// The oracle records its lease as handed over but keeps serving: the
     /// next leader serves at once while it still hands out timestamps.
     OracleHandoffKeepsServing,
+    /// Clocks drift beyond the bound leader leases assume (the nemesis
+    /// slows a range leader's clock and speeds up the others', then cuts
+    /// the leader off): the old leader serves reads under a lease that
+    /// outlives its followers' promise while a new leader takes writes.
+    LeaseDriftBeyondBound,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 19] = [
+    pub const ALL: [Canary; 20] = [
         Canary::AckBeforeFsync,
         Canary::ReadWithoutReadIndex,
         Canary::ForgetVote,
@@ -97,6 +102,7 @@ impl Canary {
         Canary::CommitAfterLockLost,
         Canary::OracleHandoffKeepsServing,
         Canary::OracleLeaseNoWait,
+        Canary::LeaseDriftBeyondBound,
     ];
 
     /// Canaries that only some seeds can catch (too rare for the 50-seed
@@ -134,6 +140,7 @@ impl Canary {
             Canary::RollbackWithoutTombstone => "rollback-without-tombstone",
             Canary::CommitAfterLockLost => "commit-after-lock-lost",
             Canary::GcCollectsPendingPrimary => "gc-collects-pending-primary",
+            Canary::LeaseDriftBeyondBound => "lease-drift-beyond-bound",
         }
     }
 

@@ -22,6 +22,10 @@ struct Inner {
     offset_ms: AtomicI64,
     /// Rate error in parts per million: +100_000 runs 10% fast.
     drift_ppm: AtomicI64,
+    /// The monotonic clock's anchor: at true instant `.0` the node's own
+    /// monotonic time read `.1` (`local_now`); moved whenever the drift
+    /// changes, so the node's time runs at the drift in force.
+    anchor: std::sync::Mutex<Option<(tokio::time::Instant, Duration)>>,
 }
 
 impl std::fmt::Debug for NodeClock {
@@ -43,9 +47,54 @@ impl NodeClock {
         self.inner.offset_ms.store(ms, Ordering::Relaxed);
     }
     pub fn set_drift_ppm(&self, ppm: i64) {
+        self.store_drift(ppm.clamp(-MAX_DRIFT_PPM, MAX_DRIFT_PPM));
+    }
+    /// Drift beyond `MAX_DRIFT_PPM` (up to ±90%): only for canaries that
+    /// break the bound on purpose (the simulator's
+    /// `LeaseDriftBeyondBound`).
+    pub fn set_drift_ppm_beyond_bound(&self, ppm: i64) {
+        self.store_drift(ppm.clamp(-900_000, 900_000));
+    }
+
+    fn store_drift(&self, ppm: i64) {
+        let mut anchor = self.lock_anchor();
+        let now = tokio::time::Instant::now();
+        let local = Self::local_at(&anchor, self.drift_ppm(), now);
+        *anchor = Some((now, local));
+        self.inner.drift_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    fn lock_anchor(&self) -> std::sync::MutexGuard<'_, Option<(tokio::time::Instant, Duration)>> {
+        // A panic elsewhere while holding it leaves a valid anchor.
         self.inner
-            .drift_ppm
-            .store(ppm.clamp(-MAX_DRIFT_PPM, MAX_DRIFT_PPM), Ordering::Relaxed);
+            .anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn local_at(
+        anchor: &Option<(tokio::time::Instant, Duration)>,
+        drift_ppm: i64,
+        now: tokio::time::Instant,
+    ) -> Duration {
+        let Some((t0, l0)) = *anchor else {
+            return Duration::ZERO;
+        };
+        let true_ns = now.saturating_duration_since(t0).as_nanos() as i128;
+        let local_ns = true_ns * (1_000_000 + drift_ppm) as i128 / 1_000_000;
+        l0 + Duration::from_nanos(local_ns.max(0) as u64)
+    }
+
+    /// This node's monotonic time: how much time its own clock counted
+    /// since it was first read. It runs fast or slow at the drift in
+    /// force; leader leases are measured on it (`range::lease`).
+    pub fn local_now(&self) -> Duration {
+        let mut anchor = self.lock_anchor();
+        let now = tokio::time::Instant::now();
+        if anchor.is_none() {
+            *anchor = Some((now, Duration::ZERO));
+        }
+        Self::local_at(&anchor, self.drift_ppm(), now)
     }
     pub fn offset_ms(&self) -> i64 {
         self.inner.offset_ms.load(Ordering::Relaxed)
@@ -83,6 +132,28 @@ impl NodeClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_time_runs_at_the_drift_in_force() {
+        let t0 = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        let anchor = Some((t0, ms(100)));
+        assert_eq!(NodeClock::local_at(&None, 0, t0), Duration::ZERO);
+        assert_eq!(NodeClock::local_at(&anchor, 0, t0 + ms(100)), ms(200));
+        assert_eq!(
+            NodeClock::local_at(&anchor, -500_000, t0 + ms(100)),
+            ms(150)
+        );
+        assert_eq!(NodeClock::local_at(&anchor, 250_000, t0 + ms(100)), ms(225));
+        // Changing the drift re-anchors: local time never jumps.
+        let c = NodeClock::default();
+        let a = c.local_now();
+        c.set_drift_ppm(-400_000);
+        let b = c.local_now();
+        c.set_drift_ppm_beyond_bound(-900_000);
+        assert!(a <= b && b <= c.local_now());
+        assert_eq!(c.drift_ppm(), -900_000);
+    }
 
     #[test]
     fn drift_scales_durations() {

@@ -39,6 +39,10 @@ pub const DEFAULT_TICK_MS: u64 = 100;
 pub const DEFAULT_HEARTBEAT_TICKS: usize = 2;
 /// Base election timeout in ticks; each replica draws its own in [base, 2*base).
 pub const DEFAULT_ELECTION_TICKS: usize = 10;
+/// The most a node's clock may run fast or slow, in parts per million,
+/// that leader leases assume (`range::lease`): 10%, far above what quartz
+/// and NTP allow (about 500 ppm), so a VM's clock trouble stays inside it.
+pub const DEFAULT_MAX_CLOCK_DRIFT_PPM: u64 = 100_000;
 /// Server-side deadline for one client request.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Compact a range's Raft log once it holds this many applied entries.
@@ -74,6 +78,10 @@ pub struct ServerConfig {
     /// On a stop signal, drain first (not ready, leaderships moved away)
     /// for at most this long; zero: stop at once (the simulator's nodes).
     pub drain_timeout: Duration,
+    /// Serve linearizable reads under leader leases (`range::lease`).
+    pub read_leases: bool,
+    /// The clock drift those leases assume, in parts per million.
+    pub max_clock_drift_ppm: u64,
 }
 
 /// How long `rangedb server` drains on SIGTERM by default.
@@ -114,6 +122,8 @@ impl Default for ServerConfig {
             clock: Default::default(),
             http_address: None,
             drain_timeout: Duration::ZERO,
+            read_leases: true,
+            max_clock_drift_ppm: DEFAULT_MAX_CLOCK_DRIFT_PPM,
         }
     }
 }
@@ -181,6 +191,12 @@ impl ServerConfig {
             return Err(Error::Config(
                 "election ticks must exceed heartbeat ticks (> 0)".into(),
             ));
+        }
+        if self.max_clock_drift_ppm >= 1_000_000 {
+            return Err(Error::Config(format!(
+                "--max-clock-drift-ppm {} is not below 1000000 (100%)",
+                self.max_clock_drift_ppm
+            )));
         }
         if self.tick.is_zero() || self.request_timeout.is_zero() {
             return Err(Error::Config(

@@ -89,6 +89,10 @@ pub struct NodeMetrics {
     pub entries_applied: Counter,
     pub ready_duration: Histogram,
     pub leader_changes: Counter,
+    /// Linearizable reads served under the leader's lease, and those that
+    /// asked a quorum (ReadIndex).
+    pub reads_lease: Counter,
+    pub reads_read_index: Counter,
     pub messages_sent: Counter,
     pub messages_dropped: Counter,
     pub snapshot_bytes: Family<DirectionLabels, Counter>,
@@ -141,6 +145,8 @@ impl NodeMetrics {
             entries_applied: Counter::default(),
             ready_duration: latency_histogram(),
             leader_changes: Counter::default(),
+            reads_lease: Counter::default(),
+            reads_read_index: Counter::default(),
             messages_sent: Counter::default(),
             messages_dropped: Counter::default(),
             snapshot_bytes: Family::default(),
@@ -217,6 +223,16 @@ impl NodeMetrics {
             "raft_leader_changes",
             "Times a replica on this node became its range's leader",
             m.leader_changes.clone(),
+        );
+        r.register(
+            "raft_reads_lease",
+            "Linearizable reads served under the leader's lease, with no quorum round",
+            m.reads_lease.clone(),
+        );
+        r.register(
+            "raft_reads_read_index",
+            "Linearizable reads that asked a quorum (ReadIndex) before being served",
+            m.reads_read_index.clone(),
         );
         r.register(
             "raft_messages_sent",

@@ -139,6 +139,21 @@ fn metrics_count_requests_raft_work_and_the_cluster() {
         ) > 0.0
     );
     assert!(sample_sum(&t, "rangedb_raft_leader_changes_total") >= 2.0);
+    // Reads: the first asks a quorum (ReadIndex) and gives the leader its
+    // lease; gets soon after are served under it, with no quorum round.
+    wait_until(
+        Duration::from_secs(30),
+        "a get served under the lease",
+        || {
+            for i in 0..3 {
+                let out = cli(&endpoints, &["get", &format!("/metrics/{i}")]);
+                assert!(out.status.success(), "{}", stderr(&out));
+            }
+            let t = scrape();
+            sample_sum(&t, "rangedb_raft_reads_read_index_total") >= 1.0
+                && sample_sum(&t, "rangedb_raft_reads_lease_total") >= 1.0
+        },
+    );
     assert_eq!(sample_sum(&t, "rangedb_ranges_unavailable"), 0.0);
     // Every node holds a replica of every range; each range has one leader.
     let replicas = sample_sum(&t, "rangedb_replicas");

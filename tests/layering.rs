@@ -34,7 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "range",
         &[
-            "error", "api", "keys", "storage", "raft", "mvcc", "chaos", "metrics",
+            "error", "api", "clock", "keys", "storage", "raft", "mvcc", "chaos", "metrics",
         ],
     ),
     (

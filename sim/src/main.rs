@@ -388,6 +388,7 @@ mod runner {
             | Canary::GcCollectsPendingPrimary => &["atomicity:", "list-append:"],
             Canary::ReadsIgnoreLocks => &["list-append:", "bank:"],
             Canary::BlindRetry => &["list-append:", "bank:", "atomicity:"],
+            Canary::LeaseDriftBeyondBound => &["linearizability:"],
             _ => return None,
         })
     }

@@ -9,6 +9,8 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use rangedb::chaos::{self, Canary};
+
 use crate::cluster::Cluster;
 use crate::history::History;
 
@@ -64,6 +66,11 @@ impl Fault {
         Fault::MoveLeader,
     ];
 }
+
+/// The clock drift the simulated nodes' leader leases assume
+/// (`ServerConfig::max_clock_drift_ppm`): `ClockSkew` stays within it,
+/// except in the `LeaseDriftBeyondBound` canary.
+pub const DRIFT_BOUND_PPM: u64 = 250_000;
 
 pub struct Nemesis {
     cluster: Arc<Cluster>,
@@ -134,6 +141,13 @@ impl Nemesis {
         } else {
             fault
         };
+        // The canary breaks the bound in half the faults (and in every
+        // clock fault).
+        if chaos::canary(Canary::LeaseDriftBeyondBound)
+            && (fault == Fault::ClockSkew || self.rng.gen_bool(0.5))
+        {
+            return self.drift_beyond_bound(hold).await;
+        }
         match fault {
             Fault::PartitionHalves => {
                 let mut ids = self.ids();
@@ -260,7 +274,8 @@ impl Nemesis {
             }
             Fault::ClockSkew => {
                 let x = self.pick();
-                let drift = self.rng.gen_range(-400_000..400_000);
+                let bound = DRIFT_BOUND_PPM as i64;
+                let drift = self.rng.gen_range(-bound..=bound);
                 let offset = self.rng.gen_range(-5_000..5_000);
                 self.note(format!(
                     "clock of node {x}: drift {drift} ppm, offset {offset} ms for {hold:?}"
@@ -290,6 +305,58 @@ impl Nemesis {
                 tokio::time::sleep(hold).await;
                 c.node(x).engine.set_sync_latency(Duration::ZERO);
             }
+        }
+    }
+
+    /// The `LeaseDriftBeyondBound` canary's fault: the leader of a
+    /// register's range runs 90% slow (far beyond the bound), the other nodes 50%
+    /// fast; then it is cut off from them (clients still reach it) for
+    /// longer than its stretched lease. The system range's leadership
+    /// moves off that node first: the oracle's own lease assumes at most
+    /// 50% drift, and this canary is about read leases.
+    async fn drift_beyond_bound(&mut self, hold: Duration) {
+        let c = self.cluster.clone();
+        // A register whose range the system range's leader does not lead,
+        // if there is one; else move the system range's leadership away.
+        let system = rangedb::range::SYSTEM_RANGE_ID;
+        let oracle = c.leader(system).await;
+        let mut pick = None;
+        for i in 0..4 {
+            let key = format!("{}{i}", crate::workload::REGISTER_PREFIX);
+            if let Some((range, l)) = c.leader_of_key(key.as_bytes()).await {
+                if pick.is_none() || Some(l) != oracle {
+                    pick = Some((range, l));
+                }
+            }
+        }
+        let Some((range, l)) = pick else {
+            self.note("drift beyond bound: no register's leader known".into());
+            return;
+        };
+        if oracle == Some(l) {
+            let to = self.ids().into_iter().find(|&n| n != l).unwrap_or(l);
+            let moved = c.transfer_leader(system, to).await;
+            self.note(format!(
+                "drift beyond bound: system range leadership to node {to}: {moved:?}"
+            ));
+        }
+        let hold = hold.max(Duration::from_millis(5000));
+        self.note(format!(
+            "drift beyond bound: node {l} (leader of range {range}) 90% slow, others 50% fast; \
+             node {l} isolated for {hold:?}"
+        ));
+        for n in &c.nodes {
+            if n.id == l {
+                n.clock.set_drift_ppm_beyond_bound(-900_000);
+            } else {
+                n.clock.set_drift_ppm(500_000);
+            }
+        }
+        c.isolate(l);
+        tokio::time::sleep(hold).await;
+        c.heal();
+        for n in &c.nodes {
+            n.clock.reset();
         }
     }
 

@@ -217,6 +217,16 @@ pub struct ServerArgs {
     /// other nodes, so clients see no election gap. 0: stop at once.
     #[arg(long, default_value_t = config::DEFAULT_DRAIN_TIMEOUT_SECS)]
     pub drain_timeout: u64,
+    /// Serve every linearizable read with a quorum round (ReadIndex)
+    /// instead of under the leader's lease. Leases are safe while no
+    /// clock runs faster or slower than --max-clock-drift-ppm.
+    #[arg(long)]
+    pub no_read_leases: bool,
+    /// The most any node's clock may run fast or slow, in parts per
+    /// million, that leader leases rely on (100000 = 10%); a lease lasts
+    /// (election timeout - 1 tick) * (1 - drift) / (1 + drift).
+    #[arg(long, default_value_t = config::DEFAULT_MAX_CLOCK_DRIFT_PPM)]
+    pub max_clock_drift_ppm: u64,
     /// Log format: text lines, or one JSON object per line (with the
     /// node id and span fields).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -280,6 +290,8 @@ impl ServerArgs {
                 None => config::http_address_for(&self.client_address)?,
             }),
             drain_timeout: Duration::from_secs(self.drain_timeout),
+            read_leases: !self.no_read_leases,
+            max_clock_drift_ppm: self.max_clock_drift_ppm,
             ..Default::default()
         };
         cfg.validate()?;

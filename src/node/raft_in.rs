@@ -11,6 +11,8 @@
 //!   replica here waits (that range has not applied the split that created
 //!   the snapshot's range yet, and its older entries could overwrite the
 //!   snapshot's newer data);
+//! - with leases, no replica votes in the first election timeout after
+//!   the node starts (`range::lease`: a restart forgets the promise);
 //! - a heartbeat's commit index is clamped to the replica's last index (a
 //!   deposed leader's late heartbeat can name a commit from this node's
 //!   previous membership, which raft-rs would accept into an empty log and
@@ -98,10 +100,24 @@ impl Store {
         }
     }
 
-    /// Whether a recreated replica must not answer this (pre-)vote yet.
-    /// Once it holds a newer membership it is a member again: its
-    /// tombstone is cleared (with the next round's batch).
+    /// Whether a replica must not answer this (pre-)vote yet: any replica
+    /// in the first election timeout after this node started, with leases
+    /// on (it forgot whose lease it promised; `range::lease`), unless the
+    /// leader itself handed over; a recreated replica until it holds a
+    /// newer membership (then it is a member again: its tombstone is
+    /// cleared with the next round's batch).
     fn refuse_vote(&mut self, range_id: u64, m: &Message) -> bool {
+        let vote = matches!(
+            m.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
+        if vote
+            && self.cfg.read_lease.is_some()
+            && self.ticks < self.cfg.election_ticks as u64
+            && m.context != raft::CAMPAIGN_TRANSFER
+        {
+            return true;
+        }
         let Some(&removed_at) = self.no_vote.get(&range_id) else {
             return false;
         };
@@ -114,10 +130,7 @@ impl Store {
             self.staged.delete(keys::tombstone_key(range_id));
             return false;
         }
-        matches!(
-            m.get_msg_type(),
-            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-        )
+        vote
     }
 
     /// Whether a snapshot for an empty replica would overlap another range

@@ -21,7 +21,9 @@ use crate::config::ClusterSettings;
 use crate::error::{Error, Result};
 use crate::keys::{self, RangeMeta, Tombstone};
 use crate::raft::{SnapshotJob, SnapshotJobs};
-use crate::range::{Replica, ReplicaConfig, Responder, SYSTEM_RANGE_ID, USER_RANGE_ID};
+use crate::range::{
+    LeaseConfig, Replica, ReplicaConfig, Responder, SYSTEM_RANGE_ID, USER_RANGE_ID,
+};
 use crate::storage::{Engine, WriteBatch};
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,10 @@ pub struct StoreConfig {
     pub clock: crate::clock::NodeClock,
     /// This node's metrics (one registry per node).
     pub metrics: Arc<crate::metrics::NodeMetrics>,
+    /// How long a leader serves reads under its lease after a quorum
+    /// confirmed it, on this node's clock (`range::lease_length`); `None`:
+    /// no leases, every linearizable read asks a quorum.
+    pub read_lease: Option<Duration>,
 }
 
 /// A split waiting for a range id reservation to become durable.
@@ -203,6 +209,10 @@ impl Store {
             election_ticks: self.cfg.election_ticks,
             log_compact_entries: self.cfg.log_compact_entries,
             metrics: self.cfg.metrics.clone(),
+            lease: self.cfg.read_lease.map(|length| LeaseConfig {
+                length,
+                clock: self.cfg.clock.clone(),
+            }),
         };
         Replica::open(
             cfg,
@@ -364,6 +374,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             clock: Default::default(),
             metrics: Default::default(),
+            read_lease: None,
         }
     }
 

@@ -55,6 +55,7 @@ impl Replica {
         self.touched = true;
         self.group.tick();
         self.reseed_election_timeout();
+        self.renew_lease();
         self.retry_stuck_snapshots();
         // Drop waiters whose clients gave up.
         self.proposals.retain(|_, p| !p.done.is_closed());

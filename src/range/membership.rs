@@ -143,6 +143,8 @@ impl Replica {
     pub(super) fn apply_conf_change_v1(&mut self, e: &Entry, wb: &mut WriteBatch) -> Result<()> {
         let cc = ConfChange::parse_from_bytes(&e.data)?;
         let cs = self.group.apply_conf_change(&cc)?;
+        // The quorum that promised the lease may not be one any more.
+        self.lease.reset();
         self.group.mut_store().set_conf_state(cs, wb)
     }
 
@@ -152,6 +154,7 @@ impl Replica {
         let cc = ConfChangeV2::parse_from_bytes(&e.data)?;
         let voters_before = self.group.store().conf_state().voters.clone();
         let cs = self.group.apply_conf_change(&cc)?;
+        self.lease.reset();
         let (range_id, node_id, voters_after) =
             (self.desc.range_id, self.node_id, cs.voters.clone());
         crate::chaos::raft_event(|| crate::chaos::RaftEvent::MembershipApplied {

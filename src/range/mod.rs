@@ -13,7 +13,8 @@
 //!   `membership.rs` (ConfChangeV2 and leader transfer): one operation each;
 //!   `timestamped.rs` (MVCC writes of user data and the leader's read
 //!   floor); transaction commands will be files of their own beside them;
-//! - `read.rs` (ReadIndex and local reads), `ready.rs` (the two Ready
+//! - `read.rs` (ReadIndex, leased and local reads), `lease.rs` (the
+//!   leader's read lease and why it is safe), `ready.rs` (the two Ready
 //!   phases, applying entries), `hibernate.rs` (ticks and idle sleep).
 //!
 //! Invariants:
@@ -38,6 +39,7 @@ mod deferred;
 mod descriptor;
 mod gc;
 mod hibernate;
+mod lease;
 mod membership;
 mod merge;
 mod read;
@@ -55,6 +57,7 @@ pub use command::{
     OnePcCmd, Op, OpKind, PrewriteCmd, SplitCmd, WriteCmd,
 };
 pub use descriptor::{RangeDescriptor, SYSTEM_RANGE_ID, USER_RANGE_ID};
+pub use lease::{lease_length, LeaseConfig};
 pub use read::{ReadOp, ReadResult};
 pub use replica::{Completion, Replica, ReplicaConfig, ReplicaStatus, Request, Responder};
 pub use timestamped::{txn_error, ReadFloor};

@@ -1,5 +1,6 @@
-//! Reads: linearizable ones through ReadIndex (served once the replica has
-//! applied the index the round returned), and local ones from this
+//! Reads: linearizable ones under the leader's lease (`lease.rs`: served
+//! once the replica applied the commit index) or through ReadIndex (served
+//! once it applied the index the round returned), and local ones from this
 //! replica's state as applied so far.
 //!
 //! raft-rs silently drops a ReadIndex request on a leader that has not yet
@@ -110,6 +111,9 @@ pub(super) struct PendingRead {
     /// A read at a timestamp also waits for every entry proposed before it
     /// registered on the read floor (`timestamped.rs`).
     pub wait: u64,
+    /// When its ReadIndex round was asked (the lease's stamp); `None`: a
+    /// read served under the lease (ctx 0, no round).
+    pub asked: Option<(super::lease::Local, u64)>,
 }
 
 impl Replica {
@@ -132,14 +136,37 @@ impl Replica {
             self.early_reads.push((op, ts, done));
             return;
         }
-        let ctx = self.next_ctx;
-        self.next_ctx += 1;
-        self.group.read_index(ctx.to_be_bytes().to_vec());
         let wait = if ts.is_some() {
             self.group.raft.raft_log.last_index()
         } else {
             0
         };
+        // Under the lease (`lease.rs`) no other leader can have committed
+        // anything: the commit index now is the read's index.
+        if let Some(index) = self.leased_index() {
+            self.metrics.reads_lease.inc();
+            let applied = self.group.store().applied_index();
+            if index <= applied && wait <= applied {
+                let mut out = Vec::new();
+                self.serve(op, ts, done, &mut out);
+                out.into_iter().for_each(super::Completion::send);
+            } else {
+                self.reads.push(PendingRead {
+                    ctx: 0,
+                    op,
+                    ts,
+                    done,
+                    index: Some(index),
+                    wait,
+                    asked: None,
+                });
+            }
+            return;
+        }
+        self.metrics.reads_read_index.inc();
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        self.group.read_index(ctx.to_be_bytes().to_vec());
         self.reads.push(PendingRead {
             ctx,
             op,
@@ -147,7 +174,50 @@ impl Replica {
             done,
             index: None,
             wait,
+            asked: self.lease_cfg.as_ref().map(|c| self.lease.stamp(c.now())),
         });
+    }
+
+    /// The index a read may be served at under the lease, if it holds.
+    fn leased_index(&mut self) -> Option<u64> {
+        let now = self.lease_cfg.as_ref()?.now();
+        self.lease.want();
+        let raft = &self.group.raft;
+        // No lease across a transfer or a membership change in flight
+        // (the module docs of `lease.rs`).
+        if raft.lead_transferee.is_some() || raft.has_pending_conf() {
+            return None;
+        }
+        self.lease
+            .serves(raft.term, now)
+            .then_some(raft.raft_log.committed)
+    }
+
+    /// On a tick: a leader whose lease a read wanted renews it before it
+    /// runs out, with a ReadIndex round of its own.
+    pub(super) fn renew_lease(&mut self) {
+        let Some(cfg) = &self.lease_cfg else {
+            return;
+        };
+        if !self.is_leader() || !self.group.raft.commit_to_current_term() {
+            return;
+        }
+        let (term, length, now) = (self.group.raft.term, cfg.length, cfg.now());
+        self.lease.expire_probe(now, length);
+        if self.lease.renewal_due(term, now, length) && self.group.raft.lead_transferee.is_none() {
+            let ctx = self.next_ctx;
+            self.next_ctx += 1;
+            self.lease.probing(ctx, now);
+            self.group.read_index(ctx.to_be_bytes().to_vec());
+        }
+    }
+
+    /// Ends the lease for this term if `msgs` hand leadership away.
+    pub(super) fn note_sent(&mut self, msgs: &[raft::eraftpb::Message]) {
+        let timeout_now = raft::eraftpb::MessageType::MsgTimeoutNow;
+        if msgs.iter().any(|m| m.get_msg_type() == timeout_now) {
+            self.lease.poison(self.group.raft.term);
+        }
     }
 
     /// A read of this replica's local state, possibly stale.
@@ -155,11 +225,19 @@ impl Replica {
         self.execute(op, ts)
     }
 
-    /// Records the index a ReadIndex round returned for request `ctx`.
+    /// Records the index a ReadIndex round returned for request `ctx`; a
+    /// quorum answered it in this term: the lease runs from when it was
+    /// asked.
     pub(super) fn read_index_done(&mut self, ctx: &[u8], index: u64) {
         let ctx = ctx.try_into().map(u64::from_be_bytes).unwrap_or(0);
-        if let Some(r) = self.reads.iter_mut().find(|r| r.ctx == ctx) {
+        let mut asked = self.lease.take_probe(ctx);
+        if let Some(r) = self.reads.iter_mut().find(|r| r.ctx == ctx && r.ctx != 0) {
             r.index = Some(index);
+            asked = asked.or(r.asked);
+        }
+        if let (Some(asked), Some(cfg), true) = (asked, &self.lease_cfg, self.is_leader()) {
+            let length = cfg.length;
+            self.lease.confirmed(self.group.raft.term, asked, length);
         }
     }
 
@@ -194,17 +272,28 @@ impl Replica {
             let r = &self.reads[i];
             if r.index.is_some_and(|idx| idx <= applied) && r.wait <= applied {
                 let r = self.reads.swap_remove(i);
-                // Scans of user data run off the Store task (`deferred.rs`).
-                match self.defer_scan(&r.op, r.ts) {
-                    Some(Ok(scan)) => completions.push(super::Completion::Scan(r.done, scan)),
-                    Some(Err(e)) => completions.push(super::Completion::Read(r.done, Err(e))),
-                    None => {
-                        let result = self.execute(&r.op, r.ts);
-                        completions.push(super::Completion::Read(r.done, result));
-                    }
-                }
+                self.serve(r.op, r.ts, r.done, completions);
             } else {
                 i += 1;
+            }
+        }
+    }
+
+    /// Answers a read whose index is applied: scans of user data run off
+    /// the Store task (`deferred.rs`), everything else here.
+    fn serve(
+        &self,
+        op: ReadOp,
+        ts: Option<Timestamp>,
+        done: Responder<ReadResult>,
+        completions: &mut Vec<super::Completion>,
+    ) {
+        match self.defer_scan(&op, ts) {
+            Some(Ok(scan)) => completions.push(super::Completion::Scan(done, scan)),
+            Some(Err(e)) => completions.push(super::Completion::Read(done, Err(e))),
+            None => {
+                let result = self.execute(&op, ts);
+                completions.push(super::Completion::Read(done, result));
             }
         }
     }

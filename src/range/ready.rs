@@ -46,7 +46,9 @@ impl Replica {
                 node_id,
             });
         }
+        let sent = msgs.len();
         msgs.extend(rd.take_messages());
+        self.note_sent(&msgs[sent..]);
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             self.group.mut_store().apply_snapshot(&snap, wb)?;
@@ -90,12 +92,14 @@ impl Replica {
                 candidate,
             });
         }
+        let sent = msgs.len();
         msgs.extend(persisted);
         let mut light = self.group.advance(rd);
         if let Some(c) = light.commit_index() {
             self.group.mut_store().set_commit(c, wb)?;
         }
         msgs.extend(light.take_messages());
+        self.note_sent(&msgs[sent..]);
         for e in light.take_committed_entries() {
             self.apply_entry(e, wb, completions)?;
         }

@@ -147,6 +147,9 @@ pub struct ReplicaConfig {
     /// Compact the log once this many applied entries are kept.
     pub log_compact_entries: u64,
     pub metrics: Arc<NodeMetrics>,
+    /// Leader leases for reads (`lease.rs`); `None`: every linearizable
+    /// read asks a quorum (ReadIndex).
+    pub lease: Option<super::LeaseConfig>,
 }
 
 /// A snapshot of a replica's Raft state, for status and tests.
@@ -223,6 +226,9 @@ pub struct Replica {
     pub(super) touched: bool,
     /// The leader's read floor (`timestamped.rs`).
     pub(super) floor: super::timestamped::ReadFloor,
+    /// The leader's read lease (`lease.rs`) and what it needs.
+    pub(super) lease: super::lease::ReadLease,
+    pub(super) lease_cfg: Option<super::LeaseConfig>,
 }
 
 impl Replica {
@@ -287,6 +293,8 @@ impl Replica {
             idle_ticks: 0,
             touched: true,
             floor: Default::default(),
+            lease: Default::default(),
+            lease_cfg: cfg.lease,
         };
         replica.reseed_election_timeout();
         let hs = replica.group.store().hard_state().clone();

@@ -400,6 +400,14 @@ fn open_store(
         request_timeout: cfg.request_timeout,
         clock: cfg.clock.clone(),
         metrics: Arc::new(crate::metrics::NodeMetrics::new()),
+        // How long a leader serves reads after a quorum confirmed it, on
+        // its clock; `None`: leases off (or an election timeout too short).
+        read_lease: cfg
+            .read_leases
+            .then(|| {
+                crate::range::lease_length(cfg.election_ticks, cfg.tick, cfg.max_clock_drift_ppm)
+            })
+            .flatten(),
     };
     store_cfg
         .metrics

@@ -142,6 +142,8 @@ pub(super) fn store_config(node_id: u64, log_compact_entries: u64) -> StoreConfi
         request_timeout: std::time::Duration::from_secs(5),
         clock: Default::default(),
         metrics: Default::default(),
+        // Leases run on the runtime's clock; the harness steps time in ticks.
+        read_lease: None,
     }
 }
 
