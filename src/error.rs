@@ -96,6 +96,10 @@ pub enum Error {
     /// The cluster or node cannot serve the request right now; retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// This node holds as many client requests as it may (admission
+    /// control); nothing was done. Retry shortly.
+    #[error("node busy: {0}")]
+    Busy(String),
     /// The storage engine failed.
     #[error("storage: {0}")]
     Storage(String),
@@ -166,6 +170,7 @@ impl Error {
                 | Error::Timeout(_)
                 | Error::Indeterminate(_)
                 | Error::Unavailable(_)
+                | Error::Busy(_)
                 | Error::ShuttingDown
                 | Error::StaleTimestamp { .. }
         )

@@ -75,6 +75,7 @@ pub fn to_status(e: Error) -> Status {
         Error::Timeout(_) => "timeout",
         Error::Indeterminate(_) => "indeterminate",
         Error::Unavailable(_) => "unavailable",
+        Error::Busy(_) => "busy",
         Error::ShuttingDown => "shutting-down",
         Error::StaleTimestamp { .. } => "stale-timestamp",
         Error::WriteConflict { .. } => "write-conflict",
@@ -139,6 +140,7 @@ fn to_status_inner(e: Error) -> Status {
             s
         }
         Error::Timeout(_) => Status::deadline_exceeded(msg),
+        Error::Busy(_) => Status::resource_exhausted(msg),
         Error::Indeterminate(_) => Status::unknown(msg),
         Error::Unavailable(_) | Error::ShuttingDown | Error::StaleTimestamp { .. } => {
             Status::unavailable(msg)
@@ -254,6 +256,7 @@ pub fn from_status(s: &Status) -> Error {
         (Code::DeadlineExceeded, _) | (Code::Cancelled, _) => {
             Error::Timeout(s.message().to_string())
         }
+        (Code::ResourceExhausted, Some("busy")) => Error::Busy(strip(s.message(), "node busy: ")),
         (Code::Unavailable, _)
         | (Code::Unknown, _)
         | (Code::Aborted, _)
@@ -307,6 +310,13 @@ mod tests {
             from_status(&to_status(Error::RangeNotFound(7))),
             Error::RangeNotFound(7)
         );
+        // Admission control's answer: retryable, and the SDK does not take
+        // it for a wrong leader.
+        let busy = Error::Busy("this node holds 256 MiB of client requests".into());
+        let s = to_status(busy.clone());
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(from_status(&s), busy);
+        assert!(busy.is_retryable() && !busy.is_ambiguous());
         let bad = from_status(&to_status(Error::InvalidArgument("key is empty".into())));
         assert_eq!(bad, Error::InvalidArgument("key is empty".into()));
         assert!(!bad.is_retryable());

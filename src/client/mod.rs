@@ -394,6 +394,8 @@ impl Client {
                     return Next::Fail(e);
                 }
             }
+            // The leader is overloaded, not wrong: back off, ask it again.
+            Error::Busy(_) => {}
             _ => self.demote(key, addr),
         }
         Next::Retry(e)

@@ -41,6 +41,8 @@ pub struct KvService {
     pub(super) tso: Arc<TsoService>,
     /// User data through MVCC.
     pub(super) versioned: Versioned,
+    /// The byte budget of client requests in flight (`admission.rs`).
+    pub(super) admission: super::admission::Admission,
 }
 
 impl KvService {
@@ -55,7 +57,13 @@ impl KvService {
             info,
             tso,
             versioned,
+            admission: Default::default(),
         }
+    }
+
+    /// Admits a client request of `bytes` encoded bytes (`admission.rs`).
+    pub(super) fn admit(&self, bytes: usize) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.admission.admit(bytes).map_err(status)
     }
 }
 
@@ -173,6 +181,7 @@ type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanResponse, Status>> + Send
 impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
+        let _permit = self.admit(req.key.len())?;
         check_key(&req.key).map_err(status)?;
         let c = consistency(req.consistency).map_err(status)?;
         let key = keys::data_key(&req.key);
@@ -196,6 +205,7 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
+        let _permit = self.admit(req.key.len() + req.value.len())?;
         check_writable_key(&req.key)
             .and_then(|_| check_value(&req.value))
             .map_err(status)?;
@@ -211,6 +221,7 @@ impl Kv for KvService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let req = request.into_inner();
+        let _permit = self.admit(req.key.len())?;
         check_writable_key(&req.key).map_err(status)?;
         self.versioned
             .write(vec![Op::delete(keys::data_key(&req.key))])
@@ -299,7 +310,9 @@ impl Kv for KvService {
         &self,
         request: Request<BatchPutRequest>,
     ) -> Result<Response<BatchPutResponse>, Status> {
-        let ops = batch_ops(request.into_inner().pairs).map_err(status)?;
+        let pairs = request.into_inner().pairs;
+        let _permit = self.admit(pairs.iter().map(|p| p.key.len() + p.value.len()).sum())?;
+        let ops = batch_ops(pairs).map_err(status)?;
         self.versioned.write(ops).await.map_err(status)?;
         Ok(Response::new(BatchPutResponse {}))
     }

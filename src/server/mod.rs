@@ -17,6 +17,7 @@
 //! the server.
 
 mod admin;
+pub mod admission;
 mod bootstrap;
 #[cfg(not(madsim))]
 mod console;
