@@ -34,6 +34,9 @@ enum Workload {
     YcsbA,
     /// Linearizable scans of `--scan-limit` keys from a uniformly chosen key.
     Scan,
+    /// Batch puts of `--batch` uniformly chosen keys (RangeDB only): the
+    /// "flood of large batches" overload case.
+    Batch,
 }
 
 #[derive(Parser, Debug)]
@@ -69,6 +72,9 @@ struct Args {
     /// Pairs per scan.
     #[arg(long, default_value_t = 100)]
     scan_limit: u32,
+    /// Pairs per batch put (`--workload batch`).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
     /// Zipfian exponent of ycsb-a.
     #[arg(long, default_value_t = 0.99)]
     theta: f64,
@@ -204,6 +210,12 @@ async fn client(mut target: Target, args: Arc<Args>, c: usize) -> target::Result
                 )
                 .await
                 .map(drop),
+            (Workload::Batch, _) => {
+                let pairs = (0..args.batch)
+                    .map(|_| (key(rng.gen_range(0..args.keys)), value.clone()))
+                    .collect();
+                target.batch_put(pairs).await
+            }
             _ => Err("unreachable workload".to_string()),
         };
         let done = Instant::now();

@@ -73,6 +73,14 @@ impl Target {
         }
     }
 
+    /// One atomic batch of puts (RangeDB only).
+    pub async fn batch_put(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        match self {
+            Target::Rangedb(c) => c.batch_put(pairs).await.map_err(|e| e.to_string()),
+            Target::Etcd(_) => Err("the batch workload drives RangeDB only".into()),
+        }
+    }
+
     /// A linearizable read; whether the key existed.
     pub async fn get(&mut self, key: &[u8]) -> Result<bool> {
         match self {
