@@ -312,7 +312,7 @@ mod tests {
         );
         // Admission control's answer: retryable, and the SDK does not take
         // it for a wrong leader.
-        let busy = Error::Busy("this node holds 256 MiB of client requests".into());
+        let busy = Error::Busy("this node holds 64 MiB of client requests".into());
         let s = to_status(busy.clone());
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert_eq!(from_status(&s), busy);

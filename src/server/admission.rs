@@ -19,9 +19,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::{Error, Result};
 
 /// The bytes of client requests one node holds at most.
-pub const BUDGET_BYTES: usize = 256 << 20;
+pub const BUDGET_BYTES: usize = 64 << 20;
 /// What one request costs at least.
-pub const MIN_COST: usize = 128 << 10;
+pub const MIN_COST: usize = 32 << 10;
 /// Budget accounting unit.
 const UNIT: usize = 1024;
 
@@ -71,8 +71,8 @@ mod tests {
     #[test]
     fn requests_past_the_budget_are_turned_away_and_their_share_returns() {
         let a = Admission::new(1 << 20);
-        // Small requests cost MIN_COST each: 8 fit in 1 MiB.
-        let held: Vec<_> = (0..8).map(|_| a.admit(100).unwrap()).collect();
+        // Small requests cost MIN_COST each: 32 fit in 1 MiB.
+        let held: Vec<_> = (0..32).map(|_| a.admit(100).unwrap()).collect();
         assert_eq!(a.in_use(), 1 << 20);
         let e = a.admit(100).unwrap_err();
         assert!(matches!(e, Error::Busy(_)) && e.is_retryable(), "{e}");
