@@ -164,9 +164,7 @@ impl Replica {
             return;
         }
         self.metrics.reads_read_index.inc();
-        let ctx = self.next_ctx;
-        self.next_ctx += 1;
-        self.group.read_index(ctx.to_be_bytes().to_vec());
+        let ctx = self.ask_read_index();
         self.reads.push(PendingRead {
             ctx,
             op,
@@ -205,11 +203,18 @@ impl Replica {
         let (term, length, now) = (self.group.raft.term, cfg.length, cfg.now());
         self.lease.expire_probe(now, length);
         if self.lease.renewal_due(term, now, length) && self.group.raft.lead_transferee.is_none() {
-            let ctx = self.next_ctx;
-            self.next_ctx += 1;
+            let ctx = self.ask_read_index();
             self.lease.probing(ctx, now);
-            self.group.read_index(ctx.to_be_bytes().to_vec());
         }
+    }
+
+    /// Starts a ReadIndex round under a fresh context (raft-rs ignores a
+    /// context already pending); returns it.
+    fn ask_read_index(&mut self) -> u64 {
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        self.group.read_index(ctx.to_be_bytes().to_vec());
+        ctx
     }
 
     /// Ends the lease for this term if `msgs` hand leadership away.
@@ -236,8 +241,8 @@ impl Replica {
             asked = asked.or(r.asked);
         }
         if let (Some(asked), Some(cfg), true) = (asked, &self.lease_cfg, self.is_leader()) {
-            let length = cfg.length;
-            self.lease.confirmed(self.group.raft.term, asked, length);
+            self.lease
+                .confirmed(self.group.raft.term, asked, cfg.length);
         }
     }
 
