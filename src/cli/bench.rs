@@ -42,9 +42,13 @@ pub struct BenchArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
-    /// Seconds to run.
+    /// Seconds measured.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// Seconds run first and not measured (each client learns where the
+    /// ranges and their leaders are, connections open).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
     /// Distinct keys the workload touches (loaded first for get/scan).
     #[arg(long, default_value_t = 10_000)]
     pub keys: usize,
@@ -88,6 +92,11 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
     if args.clients == 0 || args.keys == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err(Error::InvalidArgument(
             "--clients, --keys and --duration must be positive".into(),
+        ));
+    }
+    if args.warmup.is_nan() || !(0.0..=3600.0).contains(&args.warmup) {
+        return Err(Error::InvalidArgument(
+            "--warmup must be 0 to 3600 seconds".into(),
         ));
     }
     let opts = ClientOptions::default();
@@ -149,6 +158,7 @@ async fn load(loader: &Client, args: &BenchArgs) -> Result<()> {
 /// Runs `--clients` clients for `--duration` seconds.
 async fn drive(endpoints: &[String], opts: &ClientOptions, args: Arc<BenchArgs>) -> Result<Stats> {
     let duration = Duration::from_secs_f64(args.duration);
+    let warmup = Duration::from_secs_f64(args.warmup);
     let start = Instant::now();
     let mut tasks = Vec::new();
     let tso = TsoBatcher::new(Arc::new(Client::new(endpoints.to_vec(), opts.clone())?));
@@ -157,7 +167,7 @@ async fn drive(endpoints: &[String], opts: &ClientOptions, args: Arc<BenchArgs>)
         let args = args.clone();
         let tso = tso.clone();
         tasks.push(tokio::spawn(async move {
-            client_loop(client, tso, args, c as u64, start, duration).await
+            client_loop(client, tso, args, c as u64, start + warmup, duration).await
         }));
     }
     let mut stats = Stats {
@@ -176,7 +186,7 @@ async fn drive(endpoints: &[String], opts: &ClientOptions, args: Arc<BenchArgs>)
             stats.first_error = f;
         }
     }
-    stats.seconds = start.elapsed().as_secs_f64();
+    stats.seconds = start.elapsed().saturating_sub(warmup).as_secs_f64();
     stats.latencies_us.sort_unstable();
     Ok(stats)
 }
@@ -217,13 +227,14 @@ async fn transfer(client: &Client, a: Vec<u8>, b: Vec<u8>) -> Result<()> {
         .map(drop)
 }
 
-/// One client: ops until the time is up; (latencies, errors, first error).
+/// One client: ops until the time is up; (latencies, errors, first error)
+/// of the ops begun at `measured` or later (those before are the warm-up).
 async fn client_loop(
     client: Client,
     tso: TsoBatcher,
     args: Arc<BenchArgs>,
     c: u64,
-    start: Instant,
+    measured: Instant,
     duration: Duration,
 ) -> (Vec<u64>, u64, Option<String>) {
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(c));
@@ -232,7 +243,8 @@ async fn client_loop(
     let mut errors = 0u64;
     let mut first_error = None;
     let mut last_ts = crate::api::Timestamp::ZERO;
-    while start.elapsed() < duration {
+    let end = measured + duration;
+    while Instant::now() < end {
         let k = key(&args.prefix, rng.gen_range(0..args.keys));
         let t = Instant::now();
         let r = match args.workload {
@@ -278,6 +290,7 @@ async fn client_loop(
             },
         };
         match r {
+            _ if t < measured => {} // the warm-up
             Ok(()) => lat.push(t.elapsed().as_micros() as u64),
             Err(e) => {
                 errors += 1;
