@@ -161,8 +161,33 @@ async fn splits_spread_over_every_node() {
         .collect();
     client.batch_put(batch).await.unwrap();
 
-    // Kill -9 the leader of the last range, keep writing, restart it.
+    // Kv/Locate: the nodes tell where each range is and who leads it (a
+    // fresh client loads its routing cache with it).
     let probe = Client::new(endpoints.clone(), opts.clone()).unwrap();
+    let route = |k: &str| rangedb::api::route::key(k.as_bytes());
+    let keys = ["/s/050", "/s/150", "/s/220", "/s/275"];
+    let start = Instant::now();
+    loop {
+        let mut located = Vec::new();
+        for ep in &endpoints {
+            let mut l = probe.locate(ep).await.unwrap_or_default();
+            assert!(l.windows(2).all(|w| w[0].end <= w[1].start), "{l:?}");
+            located.append(&mut l);
+        }
+        let found = keys.iter().all(|k| {
+            located
+                .iter()
+                .any(|r| r.start <= route(k) && route(k) < r.end && endpoints.contains(&r.leader))
+        });
+        let spans: std::collections::BTreeSet<_> = located.iter().map(|r| &r.start).collect();
+        if found && spans.len() >= 4 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{located:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Kill -9 the leader of the last range, keep writing, restart it.
     let mut victim = None;
     for (i, ep) in endpoints.iter().enumerate() {
         if let Ok(st) = probe.node_status(ep).await {

@@ -4,7 +4,9 @@
 //! Routing: the server routes each request by key to the range holding it;
 //! a node that does not lead that range answers `NotLeader` with the range's
 //! span and the leader's address. The SDK caches span -> leader and sends the
-//! next request for any key in that span straight to the leader. A range that
+//! next request for any key in that span straight to the leader; after a
+//! few redirects it loads the whole cache from one node (`locate.rs`,
+//! `Kv/Locate`) rather than learning one range per redirect. A range that
 //! split under a request answers `KeyNotInRange` with its new span. Scans
 //! that cross ranges continue from the `resume_key` the server returns, so
 //! they stream in key order across any number of ranges. A batch whose keys
@@ -41,6 +43,7 @@ mod backup;
 pub mod faults;
 mod gc_pin;
 mod kv;
+mod locate;
 pub mod transaction;
 pub mod tso;
 mod txn_rpc;
@@ -88,6 +91,8 @@ struct State {
     ranges: BTreeMap<Vec<u8>, CachedRange>,
     /// Endpoint to try when no range is known for a key.
     next: usize,
+    /// Loading the range cache in bulk (`locate.rs`).
+    locating: locate::Locating,
 }
 
 /// A handle on the cluster; clones share one connection pool, range cache
@@ -261,13 +266,25 @@ impl Client {
         if !span.is_known() {
             return;
         }
-        let mut st = self.lock();
-        let stale: Vec<Vec<u8>> = st
+        Client::learn_into(&mut self.lock(), span, leader);
+    }
+
+    /// `learn` under the lock: the cached ranges `span` overlaps (those
+    /// starting inside it, and the one before it if it reaches in) go.
+    fn learn_into(st: &mut State, span: &Span, leader: Option<String>) {
+        if !span.is_known() || span.start >= span.end {
+            return;
+        }
+        let mut stale: Vec<Vec<u8>> = st
             .ranges
-            .iter()
-            .filter(|(s, (e, _))| overlaps(s, e, &span.start, &span.end))
+            .range(span.start.clone()..span.end.clone())
             .map(|(s, _)| s.clone())
             .collect();
+        if let Some((s, (e, _))) = st.ranges.range(..span.start.clone()).next_back() {
+            if overlaps(s, e, &span.start, &span.end) {
+                stale.push(s.clone());
+            }
+        }
         for s in stale {
             st.ranges.remove(&s);
         }
@@ -376,6 +393,7 @@ impl Client {
             Error::NotLeader { leader, span, .. } => {
                 let to = leader.as_ref().and_then(|h| h.client_address.clone());
                 self.learn(span, to.clone());
+                self.note_redirect(addr);
                 match to {
                     Some(to) if to != addr && st.hops < MAX_HINT_HOPS => {
                         st.hops += 1;
@@ -390,6 +408,7 @@ impl Client {
             Error::EpochMismatch { current, .. } => self.learn(current, None),
             Error::KeyNotInRange { span, .. } => {
                 self.learn(span, Some(addr.to_string()));
+                self.note_redirect(addr);
                 if matches!(retry, Retry::Batch | Retry::Steps) {
                     return Next::Fail(e);
                 }

@@ -22,6 +22,9 @@ use crate::proto::kv_server::Kv;
 use crate::proto::*;
 use crate::range::{Op, ReadOp, ReadResult};
 
+/// `Kv/Locate` answers at most this many ranges.
+const MAX_LOCATE: usize = 10_000;
+
 /// What a node says about itself in its status.
 pub struct NodeInfo {
     pub node_id: u64,
@@ -228,6 +231,42 @@ impl Kv for KvService {
             .await
             .map_err(status)?;
         Ok(Response::new(DeleteResponse {}))
+    }
+
+    async fn locate(
+        &self,
+        request: Request<LocateRequest>,
+    ) -> Result<Response<LocateResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit as usize {
+            0 => MAX_LOCATE,
+            n => n.min(MAX_LOCATE),
+        };
+        let run = async {
+            let held = self.store.status().await?;
+            let addresses = self.store.directory().all();
+            let mut ranges: Vec<RangeLocation> = held
+                .ranges
+                .into_iter()
+                .filter_map(|r| {
+                    let leader = if r.is_leader {
+                        self.info.client_address.clone()
+                    } else {
+                        addresses.get(&r.leader_id)?.clone()
+                    };
+                    let end = keys::route_key(&r.descriptor.end_key);
+                    (end.as_slice() > req.from.as_slice()).then(|| RangeLocation {
+                        start: keys::route_key(&r.descriptor.start_key),
+                        end,
+                        leader,
+                    })
+                })
+                .collect();
+            ranges.sort_by(|a, b| a.start.cmp(&b.start));
+            ranges.truncate(limit);
+            Ok::<_, Error>(LocateResponse { ranges })
+        };
+        run.await.map(Response::new).map_err(status)
     }
 
     type ScanStream = ScanStream;
