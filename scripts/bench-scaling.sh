@@ -44,12 +44,7 @@ start() {
 # Waits (up to 5 minutes) until placement has no job left (replicas and
 # leaders balanced after the splits), then a few seconds more.
 settle() {
-  for _ in $(seq 1 60); do
-    jobs=$("$bin" --output json admin cluster status 2>/dev/null |
-      python3 -c 'import json,sys; print(len(json.load(sys.stdin)["placement"].get("jobs", [])))' 2>/dev/null || echo 1)
-    [ "$jobs" = 0 ] && break
-    sleep 5
-  done
+  bash scripts/placement-settled.sh 300
   sleep 5
 }
 # RSS of the three nodes in MiB: "max mean".

@@ -24,11 +24,7 @@ start=$(date +%s)
 echo "created $ranges ranges in $(( $(date +%s) - start )) s"
 # Let placement finish balancing replicas and leaders (up to 10 minutes),
 # then the directory publisher and hibernation settle.
-for _ in $(seq 1 120); do
-  jobs=$("$bin" --output json admin cluster status 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["placement"].get("jobs", [])))' 2>/dev/null || echo 1)
-  [ "$jobs" = 0 ] && break
-  sleep 5
-done
+RANGEDB=$bin "$here/placement-settled.sh" 600
 echo "placement settled in $(( $(date +%s) - start )) s after the splits began"
 sleep ${SETTLE_SECS:-30}
 declare -A c0

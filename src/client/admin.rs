@@ -1,7 +1,7 @@
 //! Admin calls through the SDK (membership, splits and merges, registry,
 //! settings, node status).
 
-use super::{from_status, is_server_status, transport_message, Client, Retry};
+use super::{from_status, Client, Retry};
 use crate::api::{meta, route, ReplicaChange, Timestamp, MAX_ADMIN_MESSAGE_BYTES};
 use crate::error::{Error, Result};
 use crate::proto::admin_client::AdminClient;
@@ -58,21 +58,13 @@ impl Client {
     /// Asks node `node_id`, at its client address `addr`, to drain and
     /// stop; the ranges it led when it started.
     pub async fn drain_node(&self, addr: &str, node_id: u64) -> Result<u64> {
-        let ch = self.channel(addr)?;
-        match tokio::time::timeout(
-            self.opts.rpc_timeout,
-            AdminClient::new(ch).drain_node(trace::request(DrainNodeRequest { node_id })),
-        )
-        .await
-        {
-            Ok(Ok(r)) => Ok(r.into_inner().leading),
-            Ok(Err(s)) if !is_server_status(&s) => Err(Error::Unavailable(format!(
-                "cannot reach {addr}: {}",
-                transport_message(&s)
-            ))),
-            Ok(Err(s)) => Err(from_status(&s)),
-            Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
-        }
+        let req = trace::request(DrainNodeRequest { node_id });
+        let r = self
+            .call_at(addr, |ch| async move {
+                AdminClient::new(ch).drain_node(req).await
+            })
+            .await?;
+        Ok(r.leading)
     }
 
     /// Asks the cluster for a node id for a new node: (node id, cluster id).
@@ -303,22 +295,13 @@ impl Client {
 
     /// The status of the node at `addr` (no routing).
     pub async fn node_status(&self, addr: &str) -> Result<NodeStatusResponse> {
-        let ch = self.channel(addr)?;
-        match tokio::time::timeout(
-            self.opts.rpc_timeout,
+        let req = trace::request(NodeStatusRequest {});
+        self.call_at(addr, |ch| async move {
             AdminClient::new(ch)
                 .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
-                .node_status(trace::request(NodeStatusRequest {})),
-        )
+                .node_status(req)
+                .await
+        })
         .await
-        {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) if !is_server_status(&s) => Err(Error::Unavailable(format!(
-                "cannot reach {addr}: {}",
-                transport_message(&s)
-            ))),
-            Ok(Err(s)) => Err(from_status(&s)),
-            Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
-        }
     }
 }

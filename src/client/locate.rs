@@ -15,11 +15,10 @@
 use std::time::Duration;
 
 use super::Client;
-use crate::error::{Error, Result, Span};
+use crate::error::{Result, Span};
 use crate::proto::kv_client::KvClient;
 use crate::proto::{LocateRequest, RangeLocation};
 use crate::trace_context as trace;
-use crate::wire::from_status;
 
 /// Redirects after which the client loads the cache in bulk.
 const LOCATE_AFTER: u32 = 8;
@@ -82,17 +81,17 @@ impl Client {
     /// each range it holds a replica of and whose leader it knows, in key
     /// order, spans as route keys (`api::route`).
     pub async fn locate(&self, addr: &str) -> Result<Vec<RangeLocation>> {
-        let ch = self.channel(addr)?;
-        let req = LocateRequest {
+        let req = trace::request(LocateRequest {
             from: Vec::new(),
             limit: 0,
-        };
-        let mut kv = KvClient::new(ch);
-        match tokio::time::timeout(self.opts.rpc_timeout, kv.locate(trace::request(req))).await {
-            Ok(Ok(r)) => Ok(r.into_inner().ranges),
-            Ok(Err(s)) => Err(from_status(&s)),
-            Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
-        }
+        });
+        let r = self
+            .call_at(
+                addr,
+                |ch| async move { KvClient::new(ch).locate(req).await },
+            )
+            .await?;
+        Ok(r.ranges)
     }
 }
 

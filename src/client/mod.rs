@@ -263,9 +263,6 @@ impl Client {
 
     /// Records a range's span and leader, replacing what it overlaps.
     fn learn(&self, span: &Span, leader: Option<String>) {
-        if !span.is_known() {
-            return;
-        }
         Client::learn_into(&mut self.lock(), span, leader);
     }
 
@@ -314,6 +311,26 @@ impl Client {
             Some(i) => i + 1,
             None => st.next + 1,
         };
+    }
+
+    /// One call to the node at `addr` itself (no routing, no retry): its
+    /// answer; `Unavailable` when it cannot be reached, `Timeout` when it
+    /// does not answer within one attempt's budget.
+    async fn call_at<T, F, Fut>(&self, addr: &str, call: F) -> Result<T>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let ch = self.channel(addr)?;
+        match tokio::time::timeout(self.opts.rpc_timeout, call(ch)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) if !is_server_status(&s) => Err(Error::Unavailable(format!(
+                "cannot reach {addr}: {}",
+                transport_message(&s)
+            ))),
+            Ok(Err(s)) => Err(from_status(&s)),
+            Err(_) => Err(Error::Timeout(format!("{addr} did not answer"))),
+        }
     }
 
     /// Runs `call` against the node that should serve `key` (a route key),
