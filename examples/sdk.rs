@@ -15,7 +15,11 @@
 //! ```
 //!
 //! It writes two accounts, moves 10 from one to the other in a transaction
-//! (retried on conflicts by `transact`), and prints the balances.
+//! (retried on conflicts by `transact`), and prints the balances. Against a
+//! TLS cluster, set `RANGEDB_CERTS_DIR` (and `RANGEDB_USER`, default root)
+//! as for the CLI.
+
+use std::sync::Arc;
 
 use rangedb::client::{Client, ClientOptions, TxnOptions};
 use rangedb::error::Result;
@@ -40,7 +44,11 @@ async fn main() {
 }
 
 async fn run(endpoint: String) -> Result<()> {
-    let client = Client::new(vec![endpoint], ClientOptions::default())?;
+    let opts = ClientOptions {
+        tls: rangedb::tls::client_from_env()?.map(Arc::new),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(vec![endpoint], opts)?;
     client.put(b"/example/alice", b"100").await?;
     client.put(b"/example/bob", b"100").await?;
 

@@ -27,6 +27,10 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const MAX_BATCH_PAIRS: usize = 1000;
 /// Largest total size (keys + values) of one BatchPut, in bytes.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Largest Kv message, in bytes: a largest BatchPut with its framing
+/// (tonic's 4 MiB default would refuse it); larger ones are refused
+/// before they are decoded.
+pub const MAX_KV_MESSAGE_BYTES: usize = MAX_BATCH_BYTES + 1024 * 1024;
 /// Scan limit used when the request says 0.
 pub const DEFAULT_SCAN_LIMIT: usize = 1000;
 /// Most pairs one Scan returns.

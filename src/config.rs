@@ -82,7 +82,19 @@ pub struct ServerConfig {
     pub read_leases: bool,
     /// The clock drift those leases assume, in parts per million.
     pub max_clock_drift_ppm: u64,
+    /// The node's TLS identity (`--certs-dir`): client traffic is TLS and
+    /// peer traffic mutual TLS. `None`: plaintext (`security` decides
+    /// where that is allowed).
+    pub tls: Option<std::sync::Arc<crate::tls::TlsMaterial>>,
+    /// Serve plaintext on addresses other than loopback (`--insecure`).
+    pub insecure: bool,
+    /// Open connections per gRPC listener (a quarter of it per source
+    /// address; `server::conn_limit`, production only).
+    pub max_connections: usize,
 }
+
+/// `rangedb server --max-connections` by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// How long `rangedb server` drains on SIGTERM by default.
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 10;
@@ -124,6 +136,9 @@ impl Default for ServerConfig {
             drain_timeout: Duration::ZERO,
             read_leases: true,
             max_clock_drift_ppm: DEFAULT_MAX_CLOCK_DRIFT_PPM,
+            tls: None,
+            insecure: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -186,6 +201,12 @@ impl ServerConfig {
         }
         if !self.is_new_node() {
             self.node_id()?;
+        }
+        if self.max_connections < 16 {
+            return Err(Error::Config(
+                "--max-connections must be at least 16 (nodes hold several connections to each other)"
+                    .into(),
+            ));
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return Err(Error::Config(

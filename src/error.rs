@@ -154,6 +154,13 @@ pub enum Error {
     /// is older than the GC horizon: nothing of it was committed.
     #[error("transaction too old: {0}")]
     TxnTooOld(String),
+    /// The client could not prove who it is (no certificate, another
+    /// cluster's, plaintext against TLS); nothing was done.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this; nothing was done.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

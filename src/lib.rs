@@ -34,6 +34,7 @@ pub mod api;
 pub mod chaos;
 pub mod client;
 pub mod error;
+pub mod tls;
 pub mod trace_context;
 pub mod wire;
 
@@ -60,6 +61,8 @@ pub mod placement;
 pub mod raft;
 #[cfg(feature = "server")]
 pub mod range;
+#[cfg(feature = "server")]
+pub mod security;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -29,6 +29,21 @@ pub const TXN_PRIMARY: &str = "x-rangedb-primary";
 pub const TXN_START: &str = "x-rangedb-start-ts";
 pub const TXN_TTL: &str = "x-rangedb-ttl-ms";
 pub const TXN_TS: &str = "x-rangedb-ts";
+/// Every metadata key above (what the SDK reads from a status).
+pub const METADATA_KEYS: &[&str] = &[
+    ERROR_KIND,
+    RANGE_ID,
+    LEADER_ID,
+    LEADER_ADDRESS,
+    RANGE_START,
+    RANGE_END,
+    RANGE_VERSION,
+    TXN_KEY,
+    TXN_PRIMARY,
+    TXN_START,
+    TXN_TTL,
+    TXN_TS,
+];
 
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
@@ -85,6 +100,8 @@ pub fn to_status(e: Error) -> Status {
         Error::TxnConflict { .. } => "txn-conflict",
         Error::TxnTooOld(_) => "txn-too-old",
         Error::DataDir(_) | Error::Config(_) => "precondition",
+        Error::Unauthenticated(_) => "unauthenticated",
+        Error::PermissionDenied(_) => "permission-denied",
         _ => "internal",
     };
     let mut s = to_status_inner(e);
@@ -176,6 +193,8 @@ fn to_status_inner(e: Error) -> Status {
             s
         }
         Error::TxnTooOld(_) => Status::failed_precondition(msg),
+        Error::Unauthenticated(_) => Status::unauthenticated(msg),
+        Error::PermissionDenied(_) => Status::permission_denied(msg),
         Error::DataDir(_) | Error::Config(_) => Status::failed_precondition(msg),
         Error::Storage(_) | Error::Corruption(_) | Error::Raft(_) | Error::Internal(_) => {
             Status::internal(msg)
@@ -262,6 +281,12 @@ pub fn from_status(s: &Status) -> Error {
         | (Code::Aborted, _)
         | (Code::ResourceExhausted, _) => Error::Unavailable(describe(s)),
         (Code::FailedPrecondition, _) => Error::Config(s.message().to_string()),
+        (Code::Unauthenticated, _) => {
+            Error::Unauthenticated(strip(s.message(), "not authenticated: "))
+        }
+        (Code::PermissionDenied, _) => {
+            Error::PermissionDenied(strip(s.message(), "permission denied: "))
+        }
         _ => Error::Internal(strip(&describe(s), "internal error: ")),
     }
 }

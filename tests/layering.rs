@@ -1,9 +1,10 @@
 //! Dependencies point one way (`../shared/ARCHITECTURE.md`, docs/architecture.md):
 //!
 //! ```text
-//! error, api, clock, chaos (shared plain types and instruments)
+//! error, api, clock, chaos, tls (shared plain types, instruments, TLS material)
 //!   <- config <- keys <- storage <- raft, mvcc <- range <- placement <- node <- server
 //! wire (Error <-> Status) <- client (the SDK: the API only) <- cli
+//! security (certificates, the edge's TLS and peer identity) <- server, cli
 //! ```
 //! Each module of `src/` may name (as `crate::<module>`) only the modules
 //! listed for it below; `cli` may call `server::serve` and nothing else of
@@ -19,11 +20,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("trace_context", &[]),
     ("api", &["error"]),
     ("clock", &[]),
+    // TLS material and endpoints: the SDK's, the node's, the transport's.
+    ("tls", &["error"]),
+    ("security", &["error", "config", "tls"]),
     ("metrics", &[]),
     ("chaos", &[]),
     // Test support (cfg(test)): golden-script runner.
     ("golden", &[]),
-    ("config", &["error", "api", "clock"]),
+    ("config", &["error", "api", "clock", "tls"]),
     ("keys", &["error", "api"]),
     ("storage", &["error"]),
     ("raft", &["error", "keys", "storage", "chaos"]),
@@ -59,12 +63,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "proto",
             "golden",
             "trace_context",
+            "tls",
         ],
     ),
     ("wire", &["error", "proto"]),
     (
         "client",
-        &["error", "api", "chaos", "proto", "wire", "trace_context"],
+        &[
+            "error",
+            "api",
+            "chaos",
+            "proto",
+            "wire",
+            "trace_context",
+            "tls",
+        ],
     ),
     // The cluster's state as JSON, for the CLI and the web console alike.
     ("status", &["error", "api", "config", "client", "proto"]),
@@ -91,6 +104,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "client",
             "status",
             "telemetry",
+            "tls",
+            "security",
         ],
     ),
     (
@@ -105,6 +120,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "server",
             "status",
             "telemetry",
+            "tls",
+            "security",
         ],
     ),
 ];

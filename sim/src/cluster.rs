@@ -275,6 +275,7 @@ impl Cluster {
             deadline: Duration::from_secs(2),
             rpc_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(500),
+            tls: None,
         };
         Client::new(self.endpoints(), opts).expect("valid endpoints")
     }

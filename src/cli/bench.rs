@@ -88,7 +88,12 @@ const SPLIT_REPORT_EVERY: usize = 500;
 const LOAD_REPORT: Duration = Duration::from_secs(1);
 const LOAD_BATCH: usize = 500;
 
-pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Result<()> {
+pub async fn run(
+    endpoints: &[String],
+    tls: Option<Arc<crate::tls::TlsMaterial>>,
+    args: BenchArgs,
+    json_only: bool,
+) -> Result<()> {
     if args.clients == 0 || args.keys == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err(Error::InvalidArgument(
             "--clients, --keys and --duration must be positive".into(),
@@ -99,7 +104,10 @@ pub async fn run(endpoints: &[String], args: BenchArgs, json_only: bool) -> Resu
             "--warmup must be 0 to 3600 seconds".into(),
         ));
     }
-    let opts = ClientOptions::default();
+    let opts = ClientOptions {
+        tls,
+        ..Default::default()
+    };
     if args.ranges > 1 {
         presplit(&Client::new(endpoints.to_vec(), opts.clone())?, &args).await?;
     }
@@ -319,7 +327,7 @@ fn report(args: &BenchArgs, s: &Stats, json_only: bool) {
         w => format!("{w:?}").to_lowercase(),
     };
     if !json_only {
-        println!(
+        outln!(
             "{name}: {ops} ops in {secs:.1}s with {} clients = {ops_per_sec:.0} ops/s; latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; {errors} errors",
             args.clients,
             pct(0.50),
@@ -327,10 +335,10 @@ fn report(args: &BenchArgs, s: &Stats, json_only: bool) {
             pct(0.999)
         );
         if let Some(e) = &s.first_error {
-            println!("first error: {e}");
+            outln!("first error: {e}");
         }
     }
-    println!(
+    outln!(
         "{}",
         serde_json::json!({
             "workload": name, "clients": args.clients, "seconds": secs, "ops": ops, "errors": errors,

@@ -53,6 +53,7 @@ pub(super) async fn run(
         | Command::Bench(_)
         | Command::Admin(_)
         | Command::Txn { .. }
+        | Command::Cert(_)
         | Command::Repl => {}
     }
     Ok(ExitCode::SUCCESS)

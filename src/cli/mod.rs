@@ -5,9 +5,20 @@
 //! with a non-zero exit code. Files: `mod.rs` (flags and dispatch),
 //! `data.rs` (data commands), `admin.rs` (admin commands), `bench.rs`.
 
+/// `println!` that ignores a closed stdout (`rangedb … | head`): client
+/// commands keep SIGPIPE ignored (a reset connection must be an error, not
+/// a silent kill), so a failed print must not panic either.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod admin;
 mod backup;
 mod bench;
+mod cert;
 mod data;
 mod repl;
 pub mod txn;
@@ -52,6 +63,16 @@ pub struct Cli {
     /// (gRPC metadata) so the nodes' spans join it. Off when not given.
     #[arg(long, global = true, env = "RANGEDB_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// Directory of the cluster's certificates (`rangedb cert`). A client
+    /// command connects over TLS with `ca.crt` and the user's
+    /// `client.<user>.crt`; `server` serves TLS (clients) and mutual TLS
+    /// (peers) with `node.crt`. Without it, plaintext.
+    #[arg(long, global = true, env = "RANGEDB_CERTS_DIR", value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// The user a client command acts as: its certificate is
+    /// `client.<user>.crt` in --certs-dir.
+    #[arg(long, global = true, env = "RANGEDB_USER", default_value = crate::tls::DEFAULT_USER)]
+    pub user: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -106,6 +127,9 @@ pub enum Command {
     /// Node administration and introspection.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Create and list the cluster's TLS certificates (in --certs-dir).
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,6 +255,18 @@ pub struct ServerArgs {
     /// node id and span fields).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve plaintext on addresses other than loopback (without
+    /// --certs-dir RangeDB refuses to: anyone who can reach such an
+    /// address can read and write every key, call every admin command and
+    /// send Raft traffic as any node). For a private network you trust
+    /// (containers: RANGEDB_INSECURE=1).
+    #[arg(long, env = "RANGEDB_INSECURE")]
+    pub insecure: bool,
+    /// Most open connections per gRPC listener (peer, client); one source
+    /// address may hold a quarter of them. Connections over the cap are
+    /// closed at once.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Log level or filter (tracing EnvFilter syntax): "warn", "info",
     /// "debug", or per module, e.g. "info,rangedb::node=debug"
     /// [default: $RUST_LOG, else info].
@@ -292,6 +328,8 @@ impl ServerArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             read_leases: !self.no_read_leases,
             max_clock_drift_ppm: self.max_clock_drift_ppm,
+            insecure: self.insecure,
+            max_connections: self.max_connections,
             ..Default::default()
         };
         cfg.validate()?;
@@ -354,9 +392,6 @@ async fn flush_telemetry(t: Option<crate::telemetry::Telemetry>) {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Server(_)) {
-        restore_sigpipe();
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -367,12 +402,26 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let plaintext_client = cli.certs_dir.is_none() && !matches!(cli.command, Command::Server(_));
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("Error: {e}{}", tls_hint(&e, plaintext_client));
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// A plaintext client whose connection broke as a TLS server breaks it
+/// (the server hangs up on the HTTP/2 preface) gets a hint.
+fn tls_hint(e: &Error, plaintext_client: bool) -> &'static str {
+    let m = e.to_string();
+    let broken = ["broken pipe", "connection reset", "frame with invalid size"];
+    let said = matches!(e, Error::Unauthenticated(_));
+    if plaintext_client && !said && broken.iter().any(|b| m.contains(b)) {
+        " (if the cluster uses TLS, give --certs-dir or set RANGEDB_CERTS_DIR)"
+    } else {
+        ""
     }
 }
 
@@ -389,19 +438,6 @@ pub fn exit_code(e: &Error) -> u8 {
     }
 }
 
-/// Client commands end quietly when their output pipe closes (`rangedb
-/// range / | head`), as Unix tools do, instead of panicking on a failed
-/// print. The server keeps Rust's default (SIGPIPE ignored: sockets report
-/// EPIPE).
-fn restore_sigpipe() {
-    #[cfg(all(unix, not(madsim)))]
-    // SAFETY: called once at startup before any thread is spawned; it only
-    // restores the default disposition of one signal.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 async fn run(cli: Cli) -> Result<ExitCode> {
     let otlp = cli.otlp_endpoint.as_deref();
     if let Command::Server(args) = &cli.command {
@@ -411,8 +447,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             args.log_format,
             otlp.map(|e| (e, instance.as_str())),
         )?;
-        let cfg = args.to_config()?;
-        tracing::info!(data_dir = %cfg.data_dir.display(), otlp_endpoint = otlp.unwrap_or("none"),
+        let mut cfg = args.to_config()?;
+        if let Some(dir) = &cli.certs_dir {
+            if cfg.insecure {
+                return Err(Error::Config(
+                    "--insecure and --certs-dir contradict each other; give one".into(),
+                ));
+            }
+            cfg.tls = Some(std::sync::Arc::new(crate::security::load_node_tls(dir)?));
+        }
+        tracing::info!(tls = cfg.tls.is_some(),data_dir = %cfg.data_dir.display(), otlp_endpoint = otlp.unwrap_or("none"),
             "starting rangedb server");
         let r = crate::server::serve(cfg).await;
         flush_telemetry(telemetry).await;
@@ -439,23 +483,33 @@ fn command_name(c: &Command) -> String {
 }
 
 async fn run_client(cli: Cli) -> Result<ExitCode> {
+    if let Command::Cert(cmd) = cli.command {
+        return cert::run(cli.certs_dir.as_deref(), cmd);
+    }
     if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
         return Err(Error::Config(
             "--timeout must be a positive number of seconds".into(),
         ));
     }
+    let tls = match &cli.certs_dir {
+        Some(dir) => Some(std::sync::Arc::new(crate::security::load_client_tls(
+            dir, &cli.user,
+        )?)),
+        None => None,
+    };
     let opts = ClientOptions {
         deadline: Duration::from_secs_f64(cli.timeout),
+        tls: tls.clone(),
         ..Default::default()
     };
     let client = Client::new(cli.endpoints.clone(), opts)?;
     let json = cli.output == Output::Json;
     let mut out = std::io::stdout().lock();
     let r = match cli.command {
-        Command::Server(_) => Ok(ExitCode::SUCCESS), // handled above
+        Command::Server(_) | Command::Cert(_) => Ok(ExitCode::SUCCESS), // handled above
         Command::Bench(args) => {
             drop(out);
-            bench::run(&cli.endpoints, args, json).await?;
+            bench::run(&cli.endpoints, tls, args, json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(cmd) => admin::run(&mut out, &client, cmd, json).await,

@@ -317,7 +317,7 @@ pub(super) async fn run(client: &Client) -> Result<ExitCode> {
             }
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => {
-                println!("Goodbye!");
+                outln!("Goodbye!");
                 break;
             }
             Err(e) => return Err(Error::Config(format!("reading the terminal: {e}"))),

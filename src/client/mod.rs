@@ -32,10 +32,11 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::error::{overlaps, Error, Result, Span};
+use crate::tls::TlsMaterial;
 use crate::wire::{from_status, is_server_status};
 
 mod admin;
@@ -60,6 +61,9 @@ pub struct ClientOptions {
     /// Budget of one attempt (must exceed the server's request timeout).
     pub rpc_timeout: Duration,
     pub connect_timeout: Duration,
+    /// TLS: the CA to trust and the identity to present (`crate::tls`);
+    /// `None`: plaintext.
+    pub tls: Option<Arc<TlsMaterial>>,
 }
 
 /// First retry waits this long (plus jitter), doubling up to MAX_BACKOFF.
@@ -77,6 +81,7 @@ impl Default for ClientOptions {
             deadline: Duration::from_secs(15),
             rpc_timeout: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -236,8 +241,7 @@ impl Client {
         if let Some(c) = st.channels.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Config(format!("bad endpoint {addr}: {e}")))?
+        let ch = crate::tls::endpoint(addr, self.opts.tls.as_deref())?
             .connect_timeout(self.opts.connect_timeout)
             .timeout(self.opts.rpc_timeout)
             .connect_lazy();
@@ -393,6 +397,11 @@ impl Client {
         if !is_server_status(status) {
             self.demote(key, addr);
             let reason = transport_message(status);
+            if let Some(why) = tls_mismatch(&reason, self.opts.tls.is_some()) {
+                // Nothing was sent, and every node of a cluster is set up
+                // alike: say so at once rather than retry until the deadline.
+                return Next::Fail(Error::Unauthenticated(format!("{addr}: {why}")));
+            }
             if !never_sent(&reason) && !retry.idempotent() {
                 return Next::Fail(Error::Indeterminate(format!(
                     "connection to {addr} failed during the write: {reason}"
@@ -511,6 +520,34 @@ fn never_sent(reason: &str) -> bool {
         // The name did not resolve (e.g. a stopped container's): nothing
         // was sent; the next endpoint may answer.
         || reason.contains("dns error")
+}
+
+/// A connection that failed because the two ends disagree on TLS (or the
+/// certificates do not chain to the client's CA): what to tell the user.
+/// The handshake failed, so no request was sent.
+fn tls_mismatch(reason: &str, tls: bool) -> Option<String> {
+    const TLS_FAILURES: &[&str] = &[
+        "invalid peer certificate",
+        "received corrupt message",
+        "peer is incompatible",
+        "received fatal alert",
+        "HandshakeFailure",
+        "CertificateRequired",
+    ];
+    if tls && TLS_FAILURES.iter().any(|m| reason.contains(m)) {
+        return Some(format!(
+            "the TLS handshake failed ({reason}): is the node serving plaintext, or are these \
+             certificates from another cluster's CA?"
+        ));
+    }
+    // A TLS server's answer read as HTTP/2 frames.
+    if !tls && reason.contains("frame with invalid size") {
+        return Some(format!(
+            "the node does not speak plaintext ({reason}): the cluster probably uses TLS; \
+             give --certs-dir (or RANGEDB_CERTS_DIR)"
+        ));
+    }
+    None
 }
 
 /// A short human reason for a transport-level failure.

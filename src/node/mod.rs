@@ -58,4 +58,4 @@ pub use ready::Round;
 pub use split_check::{measure, MeasureRequest, Measurement};
 pub use store::{Store, StoreConfig};
 pub use task::StoreTask;
-pub use transport::{Directory, PeerAddresses, SnapshotAssembler, Transport};
+pub use transport::{Directory, PeerAddresses, SnapshotAssembler, Transport, MAX_SNAPSHOT_BYTES};

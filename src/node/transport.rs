@@ -8,6 +8,10 @@
 //! chunks and paced at SNAPSHOT_BYTES_PER_SEC, so a large snapshot neither
 //! floods the link nor delays heartbeats. A snapshot whose stream breaks is
 //! lost whole; the leader sends it again (see `Replica::tick`).
+//!
+//! With TLS material (`crate::tls`) every stream is mutual TLS: the node's
+//! certificate is what lets the receiver believe the sender's claimed id
+//! and addresses (`security::peer`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,14 +24,16 @@ use tracing::Instrument;
 
 use crate::proto::raft_transport_client::RaftTransportClient;
 use crate::proto::{RaftBatch, RaftEnvelope, SnapshotChunk};
+use crate::tls::TlsMaterial;
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 8192;
 /// Snapshots queued per peer before new ones are dropped.
 const SNAPSHOT_QUEUE: usize = 4;
 
-/// This node as senders name it: (node id, client address, peer address).
-type Identity = (u64, String, String);
+/// This node as senders name it: (node id, client address, peer address),
+/// and the TLS identity that proves it (`crate::tls`; none: plaintext).
+type Identity = (u64, String, String, Option<Arc<TlsMaterial>>);
 
 /// Where a peer's snapshots wait: (range id, encoded MsgSnapshot).
 type SnapshotQueue = mpsc::Sender<(u64, Vec<u8>)>;
@@ -126,6 +132,7 @@ pub struct Transport {
     client_address: String,
     peer_address: String,
     addresses: PeerAddresses,
+    tls: Option<Arc<TlsMaterial>>,
     shutdown: watch::Receiver<bool>,
     senders: Mutex<BTreeMap<u64, mpsc::Sender<RaftEnvelope>>>,
     /// Per peer: (range id, encoded MsgSnapshot) to chunk and pace.
@@ -140,6 +147,7 @@ impl Transport {
         client_address: String,
         peer_address: String,
         addresses: PeerAddresses,
+        tls: Option<Arc<TlsMaterial>>,
         shutdown: watch::Receiver<bool>,
     ) -> Transport {
         Transport {
@@ -147,6 +155,7 @@ impl Transport {
             client_address,
             peer_address,
             addresses,
+            tls,
             shutdown,
             senders: Mutex::new(BTreeMap::new()),
             snapshot_senders: Mutex::new(BTreeMap::new()),
@@ -177,6 +186,7 @@ impl Transport {
             self.node_id,
             self.client_address.clone(),
             self.peer_address.clone(),
+            self.tls.clone(),
         );
         tokio::spawn(run(me, addr, rx, self.shutdown.clone()).in_current_span());
         Some(tx)
@@ -233,14 +243,14 @@ impl Transport {
 }
 
 async fn peer_loop(
-    (node_id, client_address, peer_address): Identity,
+    (node_id, client_address, peer_address, tls): Identity,
     addr: String,
     mut rx: mpsc::Receiver<RaftEnvelope>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = RECONNECT_FIRST;
     loop {
-        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+        let endpoint = match crate::tls::endpoint(&addr, tls.as_deref()) {
             Ok(e) => e.connect_timeout(PEER_CONNECT_TIMEOUT),
             Err(e) => {
                 tracing::error!(%addr, %e, "bad peer address; raft traffic to it is dropped");
@@ -295,7 +305,7 @@ async fn peer_loop(
 
 /// Sends snapshots to one peer on their own stream, in chunks, paced.
 async fn snapshot_loop(
-    (node_id, client_address, peer_address): Identity,
+    (node_id, client_address, peer_address, tls): Identity,
     addr: String,
     mut rx: mpsc::Receiver<(u64, Vec<u8>)>,
     mut shutdown: watch::Receiver<bool>,
@@ -303,7 +313,7 @@ async fn snapshot_loop(
     use crate::config::{SNAPSHOT_BYTES_PER_SEC, SNAPSHOT_CHUNK_BYTES};
     let mut next_id = 0u64;
     'connect: loop {
-        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+        let endpoint = match crate::tls::endpoint(&addr, tls.as_deref()) {
             Ok(e) => e.connect_timeout(PEER_CONNECT_TIMEOUT),
             Err(_) => return,
         };
@@ -358,6 +368,11 @@ async fn snapshot_loop(
     }
 }
 
+/// The most bytes one snapshot may take while it is reassembled (the Raft
+/// batch limit): a peer claiming an endless snapshot cannot grow a node's
+/// memory past it.
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+
 /// Reassembles snapshot chunks arriving on one stream (in order).
 #[derive(Default)]
 pub struct SnapshotAssembler {
@@ -366,13 +381,22 @@ pub struct SnapshotAssembler {
 
 impl SnapshotAssembler {
     /// Adds a chunk; returns the whole encoded message once complete.
-    /// A chunk out of order drops the partial snapshot (it is resent).
+    /// A chunk out of order, one whose index is not below its total, or
+    /// one that would pass MAX_SNAPSHOT_BYTES drops the partial snapshot
+    /// (the leader resends it).
     pub fn add(&mut self, chunk: &SnapshotChunk, data: Vec<u8>) -> Option<Vec<u8>> {
+        if chunk.index >= chunk.total {
+            self.current = None;
+            return None;
+        }
         if chunk.index == 0 {
             self.current = Some((chunk.snapshot_id, 0, Vec::new()));
         }
         let (id, next, buf) = self.current.as_mut()?;
-        if *id != chunk.snapshot_id || *next != chunk.index {
+        if *id != chunk.snapshot_id
+            || *next != chunk.index
+            || buf.len().saturating_add(data.len()) > MAX_SNAPSHOT_BYTES
+        {
             self.current = None;
             return None;
         }
@@ -382,6 +406,11 @@ impl SnapshotAssembler {
             return self.current.take().map(|(_, _, b)| b);
         }
         None
+    }
+
+    /// Bytes of the snapshot being reassembled.
+    pub fn buffered(&self) -> usize {
+        self.current.as_ref().map_or(0, |(_, _, b)| b.len())
     }
 }
 

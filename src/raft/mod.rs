@@ -10,6 +10,7 @@
 mod log_store;
 mod logger;
 pub mod snapshot;
+pub mod wire_guard;
 
 pub use log_store::{chain_hash, ApplyState, LogStore};
 pub use logger::raft_logger;

@@ -14,6 +14,7 @@
 //! client would: a node that cannot reach a quorum answers 503 with
 //! `{"error": "..."}`, never a stale or partial document.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -26,6 +27,7 @@ use serde_json::{json, Value};
 use crate::client::{Client, ClientOptions};
 use crate::error::Result;
 use crate::status;
+use crate::tls::TlsMaterial;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const CONSOLE_JS: &str = include_str!("../../web/console.js");
@@ -35,11 +37,12 @@ const CONSOLE_CSS: &str = include_str!("../../web/console.css");
 const API_DEADLINE: Duration = Duration::from_secs(4);
 
 /// The console's routes, reading the cluster through `client_address`.
-pub fn routes<S>(client_address: &str) -> Result<Router<S>> {
+pub fn routes<S>(client_address: &str, tls: Option<Arc<TlsMaterial>>) -> Result<Router<S>> {
     let opts = ClientOptions {
         deadline: API_DEADLINE,
         rpc_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
+        tls,
     };
     let addr = connectable(client_address);
     let client = Client::new(vec![addr.clone()], opts)?;

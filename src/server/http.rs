@@ -35,12 +35,13 @@ struct Verbose {
 /// Serves on `listener` until `stop` turns true.
 /// The console's API reads the cluster through `client_address`.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: super::conn_limit::CappedListener,
     store: StoreHandle,
     client_address: &str,
+    tls: Option<std::sync::Arc<crate::tls::TlsMaterial>>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let console = super::console::routes(client_address).map_err(std::io::Error::other)?;
+    let console = super::console::routes(client_address, tls).map_err(std::io::Error::other)?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

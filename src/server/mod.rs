@@ -20,6 +20,8 @@ mod admin;
 pub mod admission;
 mod bootstrap;
 #[cfg(not(madsim))]
+mod conn_limit;
+#[cfg(not(madsim))]
 mod console;
 pub mod convert;
 pub mod drain;
@@ -29,6 +31,8 @@ mod health;
 #[cfg(not(madsim))]
 mod http;
 mod kv;
+#[cfg(not(madsim))]
+mod limits;
 pub mod observe;
 mod placement_loop;
 mod raft_service;
@@ -48,6 +52,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::api::{meta, MAX_ADMIN_MESSAGE_BYTES};
+use crate::client::ClientOptions;
 use crate::config::{ClusterSettings, ServerConfig};
 use crate::error::{Error, Result};
 use crate::node::{
@@ -158,17 +163,17 @@ pub async fn run_node(
         addresses.clone(),
         settings_rx,
         cfg.clock.clone(),
+        cfg.tls.clone(),
     );
     let drain_tso = tso.clone();
     let (peer_task, client_task) = spawn_services(
         &handle,
-        info,
-        tso,
-        versioned,
+        (info, tso, versioned),
         addresses.clone(),
         (peer_addr, client_addr),
+        (cfg.tls.as_deref(), cfg.max_connections),
         &stop_rx,
-    );
+    )?;
     let http_task = spawn_http(&cfg, &handle, &stop_rx).await?;
     let drain_handle = handle.clone();
     spawn_background(&cfg, &ident, handle, addresses, settings_tx, &stop_rx);
@@ -203,49 +208,89 @@ type ServeTask = tokio::task::JoinHandle<std::result::Result<(), tonic::transpor
 /// placement) can talk.
 fn spawn_services(
     handle: &StoreHandle,
-    info: Arc<kv::NodeInfo>,
-    tso: Arc<tso::TsoService>,
-    versioned: versioned::Versioned,
+    (info, tso, versioned): (
+        Arc<kv::NodeInfo>,
+        Arc<tso::TsoService>,
+        versioned::Versioned,
+    ),
     addresses: PeerAddresses,
     (peer_addr, client_addr): (SocketAddr, SocketAddr),
+    (tls, max_connections): (Option<&crate::tls::TlsMaterial>, usize),
     stop: &watch::Receiver<bool>,
-) -> (ServeTask, ServeTask) {
+) -> Result<(ServeTask, ServeTask)> {
     let kv_service = kv::KvService::new(handle.clone(), info, tso, versioned);
     let health = health::HealthService::new(handle.clone());
-    let raft_service = raft_service::RaftService::new(handle.clone(), addresses);
+    let raft_service = raft_service::RaftService::new(handle.clone(), addresses, tls.is_some());
     let admin =
         |kv: kv::KvService| AdminServer::new(kv).max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES);
+    let kv = |kv: kv::KvService| {
+        KvServer::new(kv).max_decoding_message_size(crate::api::MAX_KV_MESSAGE_BYTES)
+    };
     let txn = |kv: kv::KvService| {
         crate::proto::txn_server::TxnServer::new(kv)
             .max_decoding_message_size(crate::api::MAX_TXN_MESSAGE_BYTES)
     };
-    // Request metrics by method and code (a tower layer: production only).
+    // Request metrics by method and code (a tower layer), TLS and the
+    // listeners' limits: production only (madsim ignores all of them).
     #[cfg(not(madsim))]
-    let builder = || {
-        tonic::transport::Server::builder()
-            .layer(grpc_metrics::MetricsLayer::new(handle.metrics().clone()))
+    let builder = || -> Result<_> {
+        let b = limits::apply(tonic::transport::Server::builder());
+        let b = match tls {
+            Some(m) => b
+                .tls_config(crate::security::server_tls::server_config(m))
+                .map_err(|e| {
+                    Error::Config(format!("TLS material {} is unusable: {e}", m.source))
+                })?,
+            None => b,
+        };
+        Ok(b.layer(grpc_metrics::MetricsLayer::new(handle.metrics().clone())))
     };
     #[cfg(madsim)]
-    let builder = tonic::transport::Server::builder;
-    let peer_server = builder()
+    let builder = || -> Result<_> { Ok(tonic::transport::Server::builder()) };
+    let peer_server = builder()?
         .add_service(
             RaftTransportServer::new(raft_service).max_decoding_message_size(MAX_RAFT_BATCH_BYTES),
         )
-        .add_service(KvServer::new(kv_service.clone()))
+        .add_service(kv(kv_service.clone()))
         .add_service(txn(kv_service.clone()))
         .add_service(admin(kv_service.clone()))
-        .add_service(health::pb::health_server::HealthServer::new(health.clone()))
-        .serve_with_shutdown(peer_addr, until_shutdown(stop.clone()));
-    let client_server = builder()
-        .add_service(KvServer::new(kv_service.clone()))
+        .add_service(health::pb::health_server::HealthServer::new(health.clone()));
+    let client_server = builder()?
+        .add_service(kv(kv_service.clone()))
         .add_service(txn(kv_service.clone()))
         .add_service(admin(kv_service))
-        .add_service(health::pb::health_server::HealthServer::new(health))
-        .serve_with_shutdown(client_addr, until_shutdown(stop.clone()));
-    (
+        .add_service(health::pb::health_server::HealthServer::new(health));
+    // Production listeners cap their connections (`conn_limit`).
+    #[cfg(not(madsim))]
+    let (peer_server, client_server) = {
+        use conn_limit::{bind, CappedListener};
+        let (p, c) = (
+            bind("peer", &peer_addr.to_string(), peer_addr)?,
+            bind("client", &client_addr.to_string(), client_addr)?,
+        );
+        (
+            peer_server.serve_with_incoming_shutdown(
+                CappedListener::new(p, "peer", max_connections).into_stream(),
+                until_shutdown(stop.clone()),
+            ),
+            client_server.serve_with_incoming_shutdown(
+                CappedListener::new(c, "client", max_connections).into_stream(),
+                until_shutdown(stop.clone()),
+            ),
+        )
+    };
+    #[cfg(madsim)]
+    let (peer_server, client_server) = {
+        let _ = max_connections;
+        (
+            peer_server.serve_with_shutdown(peer_addr, until_shutdown(stop.clone())),
+            client_server.serve_with_shutdown(client_addr, until_shutdown(stop.clone())),
+        )
+    };
+    Ok((
         tokio::spawn(peer_server.in_current_span()),
         tokio::spawn(client_server.in_current_span()),
-    )
+    ))
 }
 
 /// The HTTP listener (`http.rs`), when the config has an address
@@ -260,12 +305,15 @@ async fn spawn_http(
         return Ok(None);
     };
     let at = resolve_listen(addr).await?;
-    let listener = tokio::net::TcpListener::bind(at)
-        .await
-        .map_err(|e| Error::Config(format!("cannot serve HTTP address {addr}: {e}")))?;
+    let listener = conn_limit::CappedListener::new(
+        conn_limit::bind("HTTP", addr, at)?,
+        "HTTP",
+        cfg.max_connections,
+    );
     let (handle, client, stop) = (handle.clone(), cfg.client_address.clone(), stop.clone());
+    let tls = cfg.tls.clone();
     Ok(Some(tokio::spawn(
-        async move { http::serve(listener, handle, &client, stop).await }.in_current_span(),
+        async move { http::serve(listener, handle, &client, tls, stop).await }.in_current_span(),
     )))
 }
 
@@ -389,6 +437,7 @@ fn open_store(
         cfg.client_address.clone(),
         cfg.peer_address.clone(),
         addresses.clone(),
+        cfg.tls.clone(),
         stop.clone(),
     );
     let store_cfg = StoreConfig {
@@ -418,6 +467,16 @@ fn open_store(
     Ok(StoreTask::new(store, transport, directory, settings))
 }
 
+/// Options of the SDK clients a node calls its cluster with: its own
+/// certificate as the client identity when TLS is on.
+fn node_client_options(cfg: &ServerConfig, deadline: Duration) -> ClientOptions {
+    ClientOptions {
+        deadline,
+        tls: cfg.tls.clone(),
+        ..Default::default()
+    }
+}
+
 /// The node's background tasks.
 fn spawn_background(
     cfg: &ServerConfig,
@@ -427,9 +486,11 @@ fn spawn_background(
     settings: watch::Sender<ClusterSettings>,
     stop: &watch::Receiver<bool>,
 ) {
+    let node = |deadline| node_client_options(cfg, deadline);
     tokio::spawn(
         refresh_metadata(
             ident.peers.clone(),
+            node(NODE_CALL_DEADLINE),
             addresses,
             settings,
             handle.clone(),
@@ -437,12 +498,17 @@ fn spawn_background(
         )
         .in_current_span(),
     );
-    tokio::spawn(publish_directory(handle.clone(), stop.clone()).in_current_span());
-    tokio::spawn(placement_loop::run(handle, ident.node_id, stop.clone()).in_current_span());
+    tokio::spawn(
+        publish_directory(handle.clone(), node(NODE_CALL_DEADLINE), stop.clone()).in_current_span(),
+    );
+    tokio::spawn(
+        placement_loop::run(handle, ident.node_id, cfg.tls.clone(), stop.clone()).in_current_span(),
+    );
     tokio::spawn(
         register(
             ident.node_id,
             ident.peers.clone(),
+            node(JOIN_CALL_DEADLINE),
             cfg.peer_address.clone(),
             cfg.client_address.clone(),
             stop.clone(),
@@ -455,8 +521,8 @@ fn spawn_background(
 /// node publishes the descriptor of each range it leads whose epoch changed
 /// since it last published it. The directory keeps the newest epoch, so a
 /// stale leader cannot roll it back.
-async fn publish_directory(store: StoreHandle, stop: watch::Receiver<bool>) {
-    use crate::client::{Client, ClientOptions};
+async fn publish_directory(store: StoreHandle, opts: ClientOptions, stop: watch::Receiver<bool>) {
+    use crate::client::Client;
     let mut published: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut client: Option<(Vec<String>, Client)> = None;
     loop {
@@ -470,11 +536,7 @@ async fn publish_directory(store: StoreHandle, stop: watch::Receiver<bool>) {
         };
         let addrs: Vec<String> = store.directory().all().into_values().collect();
         if client.as_ref().is_none_or(|(a, _)| a != &addrs) {
-            let opts = ClientOptions {
-                deadline: NODE_CALL_DEADLINE,
-                ..Default::default()
-            };
-            match Client::new(addrs.clone(), opts) {
+            match Client::new(addrs.clone(), opts.clone()) {
                 Ok(c) => client = Some((addrs, c)),
                 Err(_) => continue,
             }
@@ -498,12 +560,11 @@ async fn publish_directory(store: StoreHandle, stop: watch::Receiver<bool>) {
 /// Asks the cluster (through the given peer addresses) for a node id, until
 /// it answers or the node is told to stop.
 async fn join_cluster(cfg: &ServerConfig, stop: watch::Receiver<bool>) -> Result<(u64, String)> {
-    use crate::client::{Client, ClientOptions};
-    let opts = ClientOptions {
-        deadline: JOIN_CALL_DEADLINE,
-        ..Default::default()
-    };
-    let c = Client::new(cfg.peers.clone(), opts)?;
+    use crate::client::Client;
+    let c = Client::new(
+        cfg.peers.clone(),
+        node_client_options(cfg, JOIN_CALL_DEADLINE),
+    )?;
     let mut wait = RETRY_FIRST;
     loop {
         match c.join_cluster(&cfg.peer_address, &cfg.client_address).await {
@@ -534,16 +595,13 @@ async fn join_cluster(cfg: &ServerConfig, stop: watch::Receiver<bool>) -> Result
 /// fresh oracle timestamp (MVCC GC's clock, `node/gc.rs`).
 async fn refresh_metadata(
     peers: Vec<String>,
+    opts: ClientOptions,
     addresses: PeerAddresses,
     settings: watch::Sender<ClusterSettings>,
     store: StoreHandle,
     stop: watch::Receiver<bool>,
 ) {
-    use crate::client::{Client, ClientOptions};
-    let opts = ClientOptions {
-        deadline: NODE_CALL_DEADLINE,
-        ..Default::default()
-    };
+    use crate::client::Client;
     let Ok(c) = Client::new(peers, opts) else {
         return;
     };
@@ -624,15 +682,12 @@ async fn refresh_metadata(
 async fn register(
     node_id: u64,
     peers: Vec<String>,
+    opts: ClientOptions,
     peer: String,
     client: String,
     stop: watch::Receiver<bool>,
 ) {
-    use crate::client::{Client, ClientOptions};
-    let opts = ClientOptions {
-        deadline: JOIN_CALL_DEADLINE,
-        ..Default::default()
-    };
+    use crate::client::Client;
     let Ok(c) = Client::new(peers, opts) else {
         return;
     };
@@ -655,6 +710,18 @@ async fn register(
 #[cfg(not(madsim))]
 pub async fn serve(cfg: ServerConfig) -> Result<()> {
     cfg.validate()?;
+    let mut listeners = vec![
+        ("peer", cfg.peer_address.as_str()),
+        ("client", cfg.client_address.as_str()),
+    ];
+    if let Some(h) = &cfg.http_address {
+        listeners.push(("HTTP", h.as_str()));
+    }
+    let mut resolved = Vec::new();
+    for (what, given) in listeners {
+        resolved.push((what, given, resolve_listen(given).await?));
+    }
+    crate::security::check_exposure(&cfg, &resolved)?;
     let fresh = bootstrap::check_data_dir(&cfg.data_dir)?;
     if fresh && !cfg.cluster_init && cfg.peers.is_empty() {
         return Err(Error::Config(format!(

@@ -34,6 +34,7 @@ use crate::node::{Consistency, NodeStatus, StoreHandle};
 use crate::placement::merge::{self, Held, MergeLimits, MergeStep};
 use crate::placement::{self, Action, RangeView, BALANCE_STEPS_PER_ROUND, REPAIRS_PER_ROUND};
 use crate::range::{Op, RangeDescriptor, ReadOp, ReadResult, SYSTEM_RANGE_ID};
+use crate::tls::TlsMaterial;
 
 /// Rounds of a calm cluster are this far apart...
 const CALM_INTERVAL: Duration = Duration::from_secs(3);
@@ -47,8 +48,13 @@ const PD_RPC_TIMEOUT: Duration = Duration::from_secs(2);
 const PD_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Runs the placement loop until `stop` flips.
-pub async fn run(store: StoreHandle, node_id: u64, mut stop: watch::Receiver<bool>) {
-    let mut pd = PlacementDriver::new(store, node_id);
+pub async fn run(
+    store: StoreHandle,
+    node_id: u64,
+    tls: Option<Arc<TlsMaterial>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut pd = PlacementDriver::new(store, node_id, tls);
     loop {
         tokio::select! {
             biased;
@@ -106,13 +112,15 @@ struct PlacementDriver {
     last_dead: BTreeSet<u64>,
     last_report: Option<serde_json::Value>,
     client: Option<(Vec<String>, Arc<Client>)>,
+    /// The node's TLS identity for its calls to other nodes.
+    tls: Option<Arc<TlsMaterial>>,
     merge_streaks: BTreeMap<(u64, u64), u32>,
     rounds: u64,
     interval: Duration,
 }
 
 impl PlacementDriver {
-    fn new(store: StoreHandle, node_id: u64) -> Self {
+    fn new(store: StoreHandle, node_id: u64, tls: Option<Arc<TlsMaterial>>) -> Self {
         PlacementDriver {
             store,
             node_id,
@@ -121,6 +129,7 @@ impl PlacementDriver {
             last_dead: BTreeSet::new(),
             last_report: None,
             client: None,
+            tls,
             merge_streaks: BTreeMap::new(),
             rounds: 0,
             interval: BUSY_INTERVAL,
@@ -262,6 +271,7 @@ impl PlacementDriver {
                 deadline: PD_CALL_DEADLINE,
                 rpc_timeout: PD_RPC_TIMEOUT,
                 connect_timeout: PD_CONNECT_TIMEOUT,
+                tls: self.tls.clone(),
             };
             let c = Client::new(addrs.clone(), opts).ok()?;
             self.client = Some((addrs, Arc::new(c)));

@@ -41,6 +41,7 @@ use crate::config::ClusterSettings;
 use crate::error::{Error, Result};
 use crate::node::{PeerAddresses, StoreHandle};
 use crate::range::{KeySpan, OnePcCmd, Op};
+use crate::tls::TlsMaterial;
 
 /// Attempts of one write before it gives up (each with a fresh timestamp).
 const MAX_WRITE_ATTEMPTS: u32 = 12;
@@ -74,9 +75,11 @@ impl Versioned {
         peers: PeerAddresses,
         settings: watch::Receiver<ClusterSettings>,
         clock: NodeClock,
+        tls: Option<Arc<TlsMaterial>>,
     ) -> Versioned {
         let peers = Arc::new(PeerClient {
             peers,
+            tls,
             cached: Mutex::new(None),
         });
         let oracle = NodeOracle {
@@ -245,6 +248,8 @@ impl Versioned {
 /// A client of the cluster over the peer addresses, rebuilt when they change.
 struct PeerClient {
     peers: PeerAddresses,
+    /// The node's TLS identity, if any.
+    tls: Option<Arc<TlsMaterial>>,
     cached: Mutex<Option<(Vec<String>, Arc<Client>)>>,
 }
 
@@ -257,7 +262,11 @@ impl PeerClient {
                 return Ok(c.clone());
             }
         }
-        let c = Arc::new(Client::new(addrs.clone(), ORACLE_OPTIONS)?);
+        let opts = ClientOptions {
+            tls: self.tls.clone(),
+            ..ORACLE_OPTIONS
+        };
+        let c = Arc::new(Client::new(addrs.clone(), opts)?);
         *cached = Some((addrs, c.clone()));
         Ok(c)
     }
@@ -281,6 +290,7 @@ const ORACLE_OPTIONS: ClientOptions = ClientOptions {
     deadline: Duration::from_secs(4),
     rpc_timeout: Duration::from_secs(2),
     connect_timeout: Duration::from_millis(500),
+    tls: None,
 };
 
 impl TimestampSource for NodeOracle {
