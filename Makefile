@@ -3,6 +3,7 @@
 #   make test   unit + integration tests + a bounded simulation sweep, then
 #               the container files' lint and the 3-node Compose cluster test
 #               (skipped, saying so, where no Docker daemon answers)
+#   make fuzz   the fuzz targets, DURATION seconds each (default 60)
 #   make sim    simulation sweep (SEED=<n> [CANARY=<bug>] replays one seed)
 #   make bench-compare  RangeDB against etcd on this machine, one table
 #   make bench  a release build, a local 3-node cluster and `rangedb bench`
@@ -19,7 +20,7 @@ TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 RANGEDB := $(TARGET_DIR)/debug/rangedb
 RANGEDB_RELEASE := $(TARGET_DIR)/release/rangedb
 
-.PHONY: all setup build release run test unit sim sim-build sim-long sim-canaries sim-tests sim-ci bench bench-compare fmt clippy lint clean
+.PHONY: all setup build release run test unit fuzz sim sim-build sim-long sim-canaries sim-tests sim-ci bench bench-compare fmt clippy lint clean
 
 all: build
 
@@ -45,6 +46,12 @@ test: setup
 
 unit: setup
 	$(CARGO) test --lib
+
+# The fuzz targets (tests/fuzz.rs) for DURATION seconds each (default 60;
+# `make test` runs them for a bounded number of inputs instead).
+FUZZ_SECS = $(if $(filter command line environment,$(origin DURATION)),$(DURATION),60)
+fuzz: setup
+	BOLERO_RANDOM_TEST_TIME_MS=$$(( $(FUZZ_SECS) * 1000 )) $(CARGO) test --test fuzz -- --test-threads 2
 
 SIM_BIN := $(SIM_TARGET_DIR)/debug/rangedb-sim
 SIM_ENV := RUSTFLAGS="$(SIM_FLAGS)" CARGO_TARGET_DIR=$(SIM_TARGET_DIR)
