@@ -350,3 +350,101 @@ fn an_oversize_message_is_refused_and_the_node_keeps_serving() {
     let o = cli(&ep, &["put", "/after", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// An HTTP/2 frame: 9-byte header and payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HPACK: a literal header (not indexed) with a static-table name.
+fn hpack_indexed_name(index: u8, value: &str) -> Vec<u8> {
+    let mut b = if index < 15 {
+        vec![index]
+    } else {
+        vec![0x0f, index - 15]
+    };
+    b.push(value.len() as u8);
+    b.extend_from_slice(value.as_bytes());
+    b
+}
+
+/// The node's streams per connection (`server/limits.rs`).
+const MAX_STREAMS: usize = 1024;
+
+#[test]
+fn a_stream_flood_on_one_connection_is_refused_while_others_are_served() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let s = node_with(tmp.path(), &[]);
+    let ep = s.client_address.clone();
+    put_when_ready(&ep, "/before", "1");
+    // A raw HTTP/2 client that ignores the node's stream limit: 2,000
+    // Kv/Get streams opened at once, none of them ever sending a body.
+    let mut c = std::net::TcpStream::connect(&ep).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+    out.extend(h2_frame(0x4, 0x1, 0, &[])); // SETTINGS ACK (theirs)
+    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+    block.extend(hpack_indexed_name(4, "/rangedb.Kv/Get")); // :path
+    block.extend(hpack_indexed_name(1, "rangedb")); // :authority
+    block.extend(hpack_indexed_name(31, "application/grpc")); // content-type
+    block.extend([0x00, 2, b't', b'e', 8]);
+    block.extend(b"trailers");
+    for i in 0..2000u32 {
+        out.extend(h2_frame(0x1, 0x4, 2 * i + 1, &block)); // HEADERS, END_HEADERS
+    }
+    c.write_all(&out).unwrap();
+    // The node refuses what is over its limit: RST_STREAM(REFUSED_STREAM)
+    // per extra stream, or GOAWAY for the connection.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64 << 10];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        if let Ok(n) = c.read(&mut buf) {
+            if n == 0 {
+                break true; // closed: refused as a whole
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let mut at = 0;
+        let (mut refused_streams, mut goaway) = (0, None);
+        while at + 9 <= got.len() {
+            let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+            if at + 9 + len > got.len() {
+                break;
+            }
+            let code = |off: usize| {
+                let p = &got[at + 9 + off..at + 13 + off];
+                u32::from_be_bytes([p[0], p[1], p[2], p[3]])
+            };
+            match got[at + 3] {
+                0x3 if len == 4 && code(0) == 0x7 => refused_streams += 1,
+                0x7 if len >= 8 => goaway = Some(code(4)),
+                _ => {}
+            }
+            at += 9 + len;
+        }
+        // Not a protocol error of this test's own making.
+        assert!(
+            goaway.is_none_or(|c| c != 0x1 && c != 0x9),
+            "GOAWAY {goaway:?}"
+        );
+        if refused_streams >= 2000 - MAX_STREAMS || goaway.is_some() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(refused, "a stream flood got no refusal");
+    // Other clients are served meanwhile.
+    let o = cli(&ep, &["put", "/during", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&cli(&ep, &["get", "/during"])).trim(), "2");
+    drop(c);
+}
