@@ -91,6 +91,10 @@ pub struct ServerConfig {
     /// Open connections per gRPC listener (a quarter of it per source
     /// address; `server::conn_limit`, production only).
     pub max_connections: usize,
+    /// Free bytes the node keeps on its data directory's disk: below it,
+    /// client writes are refused (`server::disk`); `None`: 5% of the file
+    /// system, at most 1 GiB.
+    pub min_free_space: Option<u64>,
 }
 
 /// `rangedb server --max-connections` by default.
@@ -139,6 +143,7 @@ impl Default for ServerConfig {
             tls: None,
             insecure: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            min_free_space: None,
         }
     }
 }

@@ -154,6 +154,10 @@ pub enum Error {
     /// is older than the GC horizon: nothing of it was committed.
     #[error("transaction too old: {0}")]
     TxnTooOld(String),
+    /// The node's disk is (nearly) full: it refuses new writes until space
+    /// returns; reads keep working. Nothing was written.
+    #[error("disk full: {0}")]
+    NoSpace(String),
     /// The client could not prove who it is (no certificate, another
     /// cluster's, plaintext against TLS); nothing was done.
     #[error("not authenticated: {0}")]

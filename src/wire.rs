@@ -101,6 +101,7 @@ pub fn to_status(e: Error) -> Status {
         Error::TxnTooOld(_) => "txn-too-old",
         Error::DataDir(_) | Error::Config(_) => "precondition",
         Error::Unauthenticated(_) => "unauthenticated",
+        Error::NoSpace(_) => "no-space",
         Error::PermissionDenied(_) => "permission-denied",
         _ => "internal",
     };
@@ -194,6 +195,7 @@ fn to_status_inner(e: Error) -> Status {
         }
         Error::TxnTooOld(_) => Status::failed_precondition(msg),
         Error::Unauthenticated(_) => Status::unauthenticated(msg),
+        Error::NoSpace(_) => Status::resource_exhausted(msg),
         Error::PermissionDenied(_) => Status::permission_denied(msg),
         Error::DataDir(_) | Error::Config(_) => Status::failed_precondition(msg),
         Error::Storage(_) | Error::Corruption(_) | Error::Raft(_) | Error::Internal(_) => {
@@ -276,6 +278,9 @@ pub fn from_status(s: &Status) -> Error {
             Error::Timeout(s.message().to_string())
         }
         (Code::ResourceExhausted, Some("busy")) => Error::Busy(strip(s.message(), "node busy: ")),
+        (Code::ResourceExhausted, Some("no-space")) => {
+            Error::NoSpace(strip(s.message(), "disk full: "))
+        }
         (Code::Unavailable, _)
         | (Code::Unknown, _)
         | (Code::Aborted, _)

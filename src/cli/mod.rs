@@ -267,6 +267,12 @@ pub struct ServerArgs {
     /// closed at once.
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Free space (MiB) kept on the data directory's disk: below it the
+    /// node refuses new writes ("disk full", nothing written) and keeps
+    /// serving reads, until space returns [default: 5% of the file
+    /// system, at most 1024].
+    #[arg(long, value_name = "MIB")]
+    pub min_free_space_mb: Option<u64>,
     /// Log level or filter (tracing EnvFilter syntax): "warn", "info",
     /// "debug", or per module, e.g. "info,rangedb::node=debug"
     /// [default: $RUST_LOG, else info].
@@ -330,6 +336,7 @@ impl ServerArgs {
             max_clock_drift_ppm: self.max_clock_drift_ppm,
             insecure: self.insecure,
             max_connections: self.max_connections,
+            min_free_space: self.min_free_space_mb.map(|m| m << 20),
             ..Default::default()
         };
         cfg.validate()?;

@@ -11,8 +11,15 @@
 //!
 //! Invariant: a permit is taken before a request reaches the Store and
 //! released when its handler returns (dropping the permit), also on error.
+//!
+//! Writes also pass `DiskRoom`: while the data directory's disk has less
+//! free space than the node keeps in reserve (`server::disk` measures it,
+//! production only), new client writes (put, delete, batches, prewrites,
+//! one-phase commits) are refused with `NoSpace` and nothing is written;
+//! reads, and the commits and rollbacks that finish transactions already
+//! written, keep working, and Raft keeps the reserve for its own state.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -30,6 +37,31 @@ const UNIT: usize = 1024;
 pub struct Admission {
     sem: Arc<Semaphore>,
     budget: usize,
+    disk: DiskRoom,
+}
+
+/// Whether the disk has room for new writes: `None`, or why not (shared by
+/// the disk monitor and every service).
+#[derive(Clone, Debug, Default)]
+pub struct DiskRoom(Arc<Mutex<Option<String>>>);
+
+impl DiskRoom {
+    /// Refuses new writes with `why` (`None`: accepts them again). Returns
+    /// whether that changed anything.
+    pub fn set(&self, why: Option<String>) -> bool {
+        let mut cur = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = cur.is_some() != why.is_some();
+        *cur = why;
+        changed
+    }
+
+    /// `Ok` while there is room.
+    pub fn check(&self) -> Result<()> {
+        match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(why) => Err(Error::NoSpace(why.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for Admission {
@@ -44,7 +76,21 @@ impl Admission {
         Admission {
             sem: Arc::new(Semaphore::new(units)),
             budget: units * UNIT,
+            disk: DiskRoom::default(),
         }
+    }
+
+    /// The same budget, writes refused while `disk` says so.
+    pub fn with_disk(mut self, disk: DiskRoom) -> Admission {
+        self.disk = disk;
+        self
+    }
+
+    /// Admits a write of `bytes`: `NoSpace` while the disk is short,
+    /// otherwise as `admit`.
+    pub fn admit_write(&self, bytes: usize) -> Result<OwnedSemaphorePermit> {
+        self.disk.check()?;
+        self.admit(bytes)
     }
 
     /// Admits a request of `bytes` encoded bytes, or answers `Busy`.
@@ -85,5 +131,19 @@ mod tests {
         let half = a.admit(512 << 10).unwrap();
         assert_eq!(a.in_use(), 512 << 10);
         drop(half);
+    }
+
+    #[test]
+    fn writes_wait_for_disk_room_while_reads_go_on() {
+        let disk = DiskRoom::default();
+        let a = Admission::new(1 << 20).with_disk(disk.clone());
+        assert!(a.admit_write(10).is_ok());
+        assert!(disk.set(Some("1 MiB free".into())));
+        let e = a.admit_write(10).unwrap_err();
+        assert!(matches!(e, Error::NoSpace(_)) && !e.is_retryable(), "{e}");
+        assert!(a.admit(10).is_ok());
+        assert!(disk.set(None));
+        assert!(!disk.set(None));
+        assert!(a.admit_write(10).is_ok());
     }
 }

@@ -54,19 +54,28 @@ impl KvService {
         info: Arc<NodeInfo>,
         tso: Arc<TsoService>,
         versioned: Versioned,
+        disk: super::admission::DiskRoom,
     ) -> Self {
         KvService {
             store,
             info,
             tso,
             versioned,
-            admission: Default::default(),
+            admission: super::admission::Admission::default().with_disk(disk),
         }
     }
 
     /// Admits a client request of `bytes` encoded bytes (`admission.rs`).
     pub(super) fn admit(&self, bytes: usize) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         self.admission.admit(bytes).map_err(status)
+    }
+
+    /// Admits a client write (refused while the disk is short).
+    pub(super) fn admit_write(
+        &self,
+        bytes: usize,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.admission.admit_write(bytes).map_err(status)
     }
 }
 
@@ -208,7 +217,7 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
-        let _permit = self.admit(req.key.len() + req.value.len())?;
+        let _permit = self.admit_write(req.key.len() + req.value.len())?;
         check_writable_key(&req.key)
             .and_then(|_| check_value(&req.value))
             .map_err(status)?;
@@ -224,7 +233,7 @@ impl Kv for KvService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let req = request.into_inner();
-        let _permit = self.admit(req.key.len())?;
+        let _permit = self.admit_write(req.key.len())?;
         check_writable_key(&req.key).map_err(status)?;
         self.versioned
             .write(vec![Op::delete(keys::data_key(&req.key))])
@@ -350,7 +359,7 @@ impl Kv for KvService {
         request: Request<BatchPutRequest>,
     ) -> Result<Response<BatchPutResponse>, Status> {
         let pairs = request.into_inner().pairs;
-        let _permit = self.admit(pairs.iter().map(|p| p.key.len() + p.value.len()).sum())?;
+        let _permit = self.admit_write(pairs.iter().map(|p| p.key.len() + p.value.len()).sum())?;
         let ops = batch_ops(pairs).map_err(status)?;
         self.versioned.write(ops).await.map_err(status)?;
         Ok(Response::new(BatchPutResponse {}))

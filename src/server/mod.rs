@@ -24,6 +24,8 @@ mod conn_limit;
 #[cfg(not(madsim))]
 mod console;
 pub mod convert;
+#[cfg(not(madsim))]
+mod disk;
 pub mod drain;
 #[cfg(not(madsim))]
 mod grpc_metrics;
@@ -166,9 +168,23 @@ pub async fn run_node(
         cfg.tls.clone(),
     );
     let drain_tso = tso.clone();
+    let disk = admission::DiskRoom::default();
+    // The disk reserve (a node over an in-memory engine has no directory).
+    #[cfg(not(madsim))]
+    if cfg.data_dir.is_dir() {
+        tokio::spawn(
+            disk::watch_space(
+                cfg.data_dir.clone(),
+                cfg.min_free_space,
+                disk.clone(),
+                stop_rx.clone(),
+            )
+            .in_current_span(),
+        );
+    }
     let (peer_task, client_task) = spawn_services(
         &handle,
-        (info, tso, versioned),
+        (info, tso, versioned, disk),
         addresses.clone(),
         (peer_addr, client_addr),
         (cfg.tls.as_deref(), cfg.max_connections),
@@ -208,17 +224,18 @@ type ServeTask = tokio::task::JoinHandle<std::result::Result<(), tonic::transpor
 /// placement) can talk.
 fn spawn_services(
     handle: &StoreHandle,
-    (info, tso, versioned): (
+    (info, tso, versioned, disk): (
         Arc<kv::NodeInfo>,
         Arc<tso::TsoService>,
         versioned::Versioned,
+        admission::DiskRoom,
     ),
     addresses: PeerAddresses,
     (peer_addr, client_addr): (SocketAddr, SocketAddr),
     (tls, max_connections): (Option<&crate::tls::TlsMaterial>, usize),
     stop: &watch::Receiver<bool>,
 ) -> Result<(ServeTask, ServeTask)> {
-    let kv_service = kv::KvService::new(handle.clone(), info, tso, versioned);
+    let kv_service = kv::KvService::new(handle.clone(), info, tso, versioned, disk);
     let health = health::HealthService::new(handle.clone());
     let raft_service = raft_service::RaftService::new(handle.clone(), addresses, tls.is_some());
     let admin =

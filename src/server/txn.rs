@@ -282,7 +282,7 @@ impl Txn for KvService {
         &self,
         request: Request<OnePcRequest>,
     ) -> Result<Response<OnePcResponse>, Status> {
-        let _permit = self.admit(prost::Message::encoded_len(request.get_ref()))?;
+        let _permit = self.admit_write(prost::Message::encoded_len(request.get_ref()))?;
         let req = request.into_inner();
         let run = async {
             let start = start_ts(req.start_ts)?;
@@ -325,7 +325,7 @@ impl Txn for KvService {
         &self,
         request: Request<PrewriteRequest>,
     ) -> Result<Response<PrewriteResponse>, Status> {
-        let _permit = self.admit(prost::Message::encoded_len(request.get_ref()))?;
+        let _permit = self.admit_write(prost::Message::encoded_len(request.get_ref()))?;
         let req = request.into_inner();
         let run = async {
             let start = start_ts(req.start_ts)?;
