@@ -12,35 +12,24 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A single-node cluster with its data in `data`, started with `extra`.
-fn node_in(dir: &Path, data: &Path, extra: &[&str]) -> Server {
-    let (peer, client) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let mut args = vec![
-        "server".to_string(),
-        "--cluster-init".into(),
-        format!("--peer-address={peer}"),
-        format!("--client-address={client}"),
-        format!("--data-dir={}", data.display()),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Server::start(args, client, peer, dir.join("server.log"))
-}
-
-/// Waits for the server to exit on its own; its exit code.
-fn exits_within(s: &mut Server, limit: Duration) -> Option<i32> {
-    let deadline = Instant::now() + limit;
+/// Starts the stopped server again and expects it to refuse, exiting 1
+/// within 30 s; its log.
+fn refused_at_start(s: &mut Server, damaged: &str) -> String {
+    s.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
     let c = s.child.as_mut().expect("running");
+    let mut code = None;
     while Instant::now() < deadline {
         if let Some(st) = c.try_wait().expect("wait") {
             s.child = None;
-            return st.code();
+            code = st.code();
+            break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    None
+    let log = s.log_text();
+    assert_eq!(code, Some(1), "the node served a damaged {damaged}: {log}");
+    log
 }
 
 /// Writes 40 batches of 50 keys (many WAL records), then kills the node.
@@ -75,7 +64,7 @@ fn largest(dir: &Path, pick: impl Fn(&str) -> bool) -> PathBuf {
 fn a_damaged_write_ahead_log_is_refused_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut s = node_in(tmp.path(), &data, &[]);
+    let mut s = single_node_with(tmp.path(), &data, &[]);
     fill_and_kill(&mut s);
     // Damage the middle of the log: acknowledged writes follow it.
     let wal = largest(&data, |n| n.ends_with(".log") && n != "LOG");
@@ -86,22 +75,15 @@ fn a_damaged_write_ahead_log_is_refused_at_start() {
         *b ^= 0x5a;
     }
     std::fs::write(&wal, &bytes).unwrap();
-    s.spawn();
-    let code = exits_within(&mut s, Duration::from_secs(30));
-    assert_eq!(
-        code,
-        Some(1),
-        "the node served a damaged log: {}",
-        s.log_text()
-    );
-    assert!(s.log_text().contains("is damaged"), "{}", s.log_text());
+    let log = refused_at_start(&mut s, "log");
+    assert!(log.contains("is damaged"), "{log}");
 }
 
 #[test]
 fn a_truncated_manifest_is_refused_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut s = node_in(tmp.path(), &data, &[]);
+    let mut s = single_node_with(tmp.path(), &data, &[]);
     fill_and_kill(&mut s);
     let manifest = largest(&data, |n| n.starts_with("MANIFEST-"));
     let len = std::fs::metadata(&manifest).unwrap().len();
@@ -110,15 +92,7 @@ fn a_truncated_manifest_is_refused_at_start() {
         .open(&manifest)
         .unwrap();
     f.set_len(len / 2).unwrap();
-    s.spawn();
-    let code = exits_within(&mut s, Duration::from_secs(30));
-    assert_eq!(
-        code,
-        Some(1),
-        "the node served a damaged manifest: {}",
-        s.log_text()
-    );
-    let log = s.log_text();
+    let log = refused_at_start(&mut s, "manifest");
     assert!(
         log.contains("data directory") && log.contains("Error"),
         "{log}"
@@ -161,7 +135,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
         return;
     };
     let data = mnt.0.join("data");
-    let mut s = node_in(tmp.path(), &data, &["--min-free-space-mb=32"]);
+    let mut s = single_node_with(tmp.path(), &data, &["--min-free-space-mb=32"]);
     let ep = s.client_address.clone();
     put_when_ready(&ep, "/kept", "1");
     // Fill the disk to 16 MiB free, under the 32 MiB reserve.

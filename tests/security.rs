@@ -45,23 +45,6 @@ fn make_certs(dir: &Path) -> String {
     d
 }
 
-/// A single-node cluster in `dir` started with `extra` flags.
-fn node_with(dir: &Path, extra: &[String]) -> Server {
-    let (peer, client) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let mut args = vec![
-        "server".to_string(),
-        "--cluster-init".into(),
-        format!("--peer-address={peer}"),
-        format!("--client-address={client}"),
-        format!("--data-dir={}", dir.join("data").display()),
-    ];
-    args.extend(extra.iter().cloned());
-    Server::start(args, client, peer, dir.join("server.log"))
-}
-
 fn secure_cli(certs: &str, endpoints: &str, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(["--certs-dir", certs, "--endpoints", endpoints])
@@ -273,7 +256,11 @@ async fn closed_within(conns: &mut [tokio::net::TcpStream], limit: Duration) -> 
 #[test]
 fn a_connection_flood_from_one_address_leaves_others_served() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = node_with(tmp.path(), &["--max-connections=64".into()]); // 16 per address
+    let s = single_node_with(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &["--max-connections=64"],
+    ); // 16 per address
     let ep = s.client_address.clone();
     put_when_ready(&ep, "/before", "1");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -297,7 +284,8 @@ fn a_connection_flood_from_one_address_leaves_others_served() {
 fn stalled_tls_handshakes_are_dropped_while_others_are_served() {
     let tmp = tempfile::tempdir().unwrap();
     let certs = make_certs(&tmp.path().join("certs"));
-    let s = node_with(tmp.path(), &[format!("--certs-dir={certs}")]);
+    let flag = format!("--certs-dir={certs}");
+    let s = single_node_with(tmp.path(), &tmp.path().join("data"), &[&flag]);
     let ep = s.client_address.clone();
     wait_until(
         Duration::from_secs(60),
@@ -379,7 +367,7 @@ const MAX_STREAMS: usize = 1024;
 fn a_stream_flood_on_one_connection_is_refused_while_others_are_served() {
     use std::io::{Read, Write};
     let tmp = tempfile::tempdir().unwrap();
-    let s = node_with(tmp.path(), &[]);
+    let s = single_node(tmp.path());
     let ep = s.client_address.clone();
     put_when_ready(&ep, "/before", "1");
     // A raw HTTP/2 client that ignores the node's stream limit: 2,000

@@ -140,17 +140,24 @@ pub fn stderr(o: &Output) -> String {
 
 /// Starts a single-node cluster in `dir`.
 pub fn single_node(dir: &Path) -> Server {
+    single_node_with(dir, &dir.join("data"), &[])
+}
+
+/// A single-node cluster keeping its data in `data` (its log in `dir`),
+/// started with `extra` flags.
+pub fn single_node_with(dir: &Path, data: &Path, extra: &[&str]) -> Server {
     let (peer, client) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    let args = vec![
-        "server".into(),
+    let mut args = vec![
+        "server".to_string(),
         "--cluster-init".into(),
         format!("--peer-address={peer}"),
         format!("--client-address={client}"),
-        format!("--data-dir={}", dir.join("data").display()),
+        format!("--data-dir={}", data.display()),
     ];
+    args.extend(extra.iter().map(|s| s.to_string()));
     Server::start(args, client, peer, dir.join("server.log"))
 }
 
