@@ -194,12 +194,22 @@ fn plaintext_beyond_loopback_needs_insecure() {
     assert!(e.contains("--certs-dir") && e.contains("--insecure"), "{e}");
     assert!(!data.exists(), "a refused start created its data directory");
 
-    // --insecure and --certs-dir together make no sense.
-    let o = Command::new(BIN)
-        .args(args(&["--insecure", "--certs-dir", "/nonexistent"]))
-        .output()
-        .unwrap();
-    assert!(stderr(&o).contains("contradict"), "{}", stderr(&o));
+    // --insecure and --certs-dir together make no sense (RANGEDB_INSECURE=1
+    // is --insecure, as the Compose files and k8s manifests set it).
+    for (flag, env) in [
+        (Some("--insecure"), None),
+        (None, Some("1")),
+        (None, Some("true")),
+    ] {
+        let mut c = Command::new(BIN);
+        c.args(args(&["--certs-dir", "/nonexistent"]));
+        c.args(flag);
+        if let Some(v) = env {
+            c.env("RANGEDB_INSECURE", v);
+        }
+        let o = c.output().unwrap();
+        assert!(stderr(&o).contains("contradict"), "{}", stderr(&o));
+    }
 
     // With --insecure it serves, and says what that exposes.
     let mut s = Server::start(

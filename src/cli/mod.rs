@@ -260,9 +260,10 @@ pub struct ServerArgs {
     /// address can read and write every key, call every admin command and
     /// send Raft traffic as any node). For a private network you trust
     /// (containers: RANGEDB_INSECURE=1).
-    #[arg(long, env = "RANGEDB_INSECURE")]
+    #[arg(long, env = "RANGEDB_INSECURE", action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
-    /// Most open connections per gRPC listener (peer, client); one source
+    /// Most open connections per listener (peer, client, HTTP); one source
     /// address may hold a quarter of them. Connections over the cap are
     /// closed at once.
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
