@@ -49,7 +49,10 @@ pub struct Limited {
     io: TcpStream,
     ip: IpAddr,
     counts: Arc<Mutex<Counts>>,
-    /// Fires IDLE_TIMEOUT after the last byte read.
+    /// When bytes last arrived, and a timer that fires at most
+    /// IDLE_TIMEOUT later: reads only note the time; the timer is moved
+    /// when it fires (not on every read, a hot path).
+    last_read: Instant,
     idle: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -83,17 +86,22 @@ impl AsyncRead for Limited {
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    let at = tokio::time::Instant::now() + IDLE_TIMEOUT;
-                    self.idle.as_mut().reset(at);
+                    self.last_read = Instant::now();
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match self.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle: closed",
-                ))),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => loop {
+                if self.idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let due = self.last_read + IDLE_TIMEOUT;
+                if due <= Instant::now() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection idle: closed",
+                    )));
+                }
+                self.idle.as_mut().reset(due);
             },
         }
     }
@@ -194,6 +202,7 @@ impl CappedListener {
                 io,
                 ip,
                 counts: self.counts.clone(),
+                last_read: Instant::now(),
                 idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
             };
             return (conn, peer);
