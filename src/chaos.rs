@@ -79,6 +79,13 @@ pub enum Canary {
     /// the leader off): the old leader serves reads under a lease that
     /// outlives its followers' promise while a new leader takes writes.
     LeaseDriftBeyondBound,
+    /// A batch put is authorized by its first key alone: a batch mixing a
+    /// permitted and a forbidden prefix writes both.
+    AuthBatchChecksFirstKey,
+    /// Once authentication is on, a node's metadata refresher reads users
+    /// and roles but keeps its old table as if fresh: a revoked role keeps
+    /// working on every node but the one that revoked it.
+    AuthRefreshKeepsOldTable,
 }
 
 impl Canary {
@@ -113,9 +120,20 @@ impl Canary {
     /// first at seed 6.)
     pub const RARE: [Canary; 1] = [Canary::GcCollectsPendingPrimary];
 
-    /// Every canary, `ALL` then `RARE`.
+    /// Canaries of the auth simulation (`sim/tests/auth_canary_*.rs`,
+    /// one per test binary: a canary is process-wide), not of the
+    /// scenario `--canaries` runs.
+    pub const AUTH: [Canary; 2] = [
+        Canary::AuthBatchChecksFirstKey,
+        Canary::AuthRefreshKeepsOldTable,
+    ];
+
+    /// Every canary, `ALL`, `RARE`, then `AUTH`.
     fn every() -> impl Iterator<Item = Canary> {
-        Canary::ALL.into_iter().chain(Canary::RARE)
+        Canary::ALL
+            .into_iter()
+            .chain(Canary::RARE)
+            .chain(Canary::AUTH)
     }
 
     pub fn name(self) -> &'static str {
@@ -141,6 +159,8 @@ impl Canary {
             Canary::CommitAfterLockLost => "commit-after-lock-lost",
             Canary::GcCollectsPendingPrimary => "gc-collects-pending-primary",
             Canary::LeaseDriftBeyondBound => "lease-drift-beyond-bound",
+            Canary::AuthBatchChecksFirstKey => "auth-batch-checks-first-key",
+            Canary::AuthRefreshKeepsOldTable => "auth-refresh-keeps-old-table",
         }
     }
 

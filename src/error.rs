@@ -165,6 +165,16 @@ pub enum Error {
     /// The caller is known but may not do this; nothing was done.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// A named thing (a user, a role) does not exist; nothing was done.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A named thing (a user, a role) exists already; nothing was done.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The request is valid but the system is not in a state to do it
+    /// (e.g. enabling authentication without TLS); nothing was done.
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

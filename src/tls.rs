@@ -67,6 +67,22 @@ impl TlsMaterial {
             .map_err(|e| with_hint(e, &format!("rangedb cert create-client {user}")))
     }
 
+    /// Only the cluster's CA from `dir`: a client that proves who it is
+    /// with a login token instead of a certificate.
+    pub fn ca_only(dir: &Path) -> Result<Self> {
+        Ok(TlsMaterial {
+            ca_pem: read_file(&dir.join(CA_CERT))?,
+            cert_pem: Vec::new(),
+            key_pem: Vec::new(),
+            source: format!("{}/{CA_CERT}", dir.display()),
+        })
+    }
+
+    /// Whether it holds a certificate to present (not `ca_only`).
+    pub fn has_identity(&self) -> bool {
+        !self.cert_pem.is_empty()
+    }
+
     /// A node's identity from `dir`: `ca.crt`, `node.crt`, `node.key`.
     pub fn node(dir: &Path) -> Result<Self> {
         Self::read(dir, NODE_CERT, NODE_KEY)
@@ -142,12 +158,20 @@ pub fn endpoint(addr: &str, tls: Option<&TlsMaterial>) -> Result<Endpoint> {
     #[cfg(not(madsim))]
     if let Some(t) = tls {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let cfg = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&t.ca_pem))
-            .identity(Identity::from_pem(&t.cert_pem, &t.key_pem));
+        let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&t.ca_pem));
+        if t.has_identity() {
+            cfg = cfg.identity(Identity::from_pem(&t.cert_pem, &t.key_pem));
+        }
         return ep
             .tls_config(cfg)
             .map_err(|e| Error::Config(format!("TLS material {} is unusable: {e}", t.source)));
     }
     Ok(ep)
 }
+
+/// Simulation only: the identity a verified TLS client certificate would
+/// prove (`node`, or `user:<name>`). Simulated connections carry no TLS,
+/// so the simulator's clients state it and its nodes believe it; no
+/// production build reads or sends it.
+#[cfg(madsim)]
+pub const SIM_IDENTITY: &str = "x-rangedb-sim-identity";

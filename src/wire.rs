@@ -103,6 +103,9 @@ pub fn to_status(e: Error) -> Status {
         Error::Unauthenticated(_) => "unauthenticated",
         Error::NoSpace(_) => "no-space",
         Error::PermissionDenied(_) => "permission-denied",
+        Error::NotFound(_) => "not-found",
+        Error::AlreadyExists(_) => "already-exists",
+        Error::FailedPrecondition(_) => "failed-precondition",
         _ => "internal",
     };
     let mut s = to_status_inner(e);
@@ -197,6 +200,9 @@ fn to_status_inner(e: Error) -> Status {
         Error::Unauthenticated(_) => Status::unauthenticated(msg),
         Error::NoSpace(_) => Status::resource_exhausted(msg),
         Error::PermissionDenied(_) => Status::permission_denied(msg),
+        Error::NotFound(_) => Status::not_found(msg),
+        Error::AlreadyExists(_) => Status::already_exists(msg),
+        Error::FailedPrecondition(_) => Status::failed_precondition(msg),
         Error::DataDir(_) | Error::Config(_) => Status::failed_precondition(msg),
         Error::Storage(_) | Error::Corruption(_) | Error::Raft(_) | Error::Internal(_) => {
             Status::internal(msg)
@@ -285,7 +291,12 @@ pub fn from_status(s: &Status) -> Error {
         | (Code::Unknown, _)
         | (Code::Aborted, _)
         | (Code::ResourceExhausted, _) => Error::Unavailable(describe(s)),
+        (Code::FailedPrecondition, Some("failed-precondition")) => {
+            Error::FailedPrecondition(s.message().to_string())
+        }
         (Code::FailedPrecondition, _) => Error::Config(s.message().to_string()),
+        (Code::NotFound, _) => Error::NotFound(strip(s.message(), "not found: ")),
+        (Code::AlreadyExists, _) => Error::AlreadyExists(strip(s.message(), "already exists: ")),
         (Code::Unauthenticated, _) => {
             Error::Unauthenticated(strip(s.message(), "not authenticated: "))
         }

@@ -4,7 +4,7 @@
 //! error, api, clock, chaos, tls (shared plain types, instruments, TLS material)
 //!   <- config <- keys <- storage <- raft, mvcc <- range <- placement <- node <- server
 //! wire (Error <-> Status) <- client (the SDK: the API only) <- cli
-//! security (certificates, the edge's TLS and peer identity) <- server, cli
+//! security (certificates, the edge's TLS and peer identity, users and roles) <- server, cli
 //! ```
 //! Each module of `src/` may name (as `crate::<module>`) only the modules
 //! listed for it below; `cli` may call `server::serve` and nothing else of
@@ -22,7 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("clock", &[]),
     // TLS material and endpoints: the SDK's, the node's, the transport's.
     ("tls", &["error"]),
-    ("security", &["error", "config", "tls"]),
+    ("security", &["error", "config", "tls", "clock"]),
     ("metrics", &[]),
     ("chaos", &[]),
     // Test support (cfg(test)): golden-script runner.

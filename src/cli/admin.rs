@@ -72,6 +72,7 @@ pub(super) async fn run(
             drain(out, client, id, wait, json).await?
         }
         AdminCommand::Backup(cmd) => return super::backup::run(out, client, cmd, json).await,
+        AdminCommand::Auth(cmd) => return super::auth::run_admin(out, client, cmd, json).await,
     }
     Ok(ExitCode::SUCCESS)
 }

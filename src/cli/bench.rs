@@ -90,7 +90,7 @@ const LOAD_BATCH: usize = 500;
 
 pub async fn run(
     endpoints: &[String],
-    tls: Option<Arc<crate::tls::TlsMaterial>>,
+    (tls, token): (Option<Arc<crate::tls::TlsMaterial>>, Option<String>),
     args: BenchArgs,
     json_only: bool,
 ) -> Result<()> {
@@ -106,6 +106,7 @@ pub async fn run(
     }
     let opts = ClientOptions {
         tls,
+        token,
         ..Default::default()
     };
     if args.ranges > 1 {

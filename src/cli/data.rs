@@ -54,6 +54,10 @@ pub(super) async fn run(
         | Command::Admin(_)
         | Command::Txn { .. }
         | Command::Cert(_)
+        | Command::User(_)
+        | Command::Role(_)
+        | Command::Login { .. }
+        | Command::Logout
         | Command::Repl => {}
     }
     Ok(ExitCode::SUCCESS)

@@ -16,6 +16,7 @@ macro_rules! outln {
 }
 
 mod admin;
+mod auth;
 mod backup;
 mod bench;
 mod cert;
@@ -70,7 +71,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "RANGEDB_CERTS_DIR", value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
     /// The user a client command acts as: its certificate is
-    /// `client.<user>.crt` in --certs-dir.
+    /// `client.<user>.crt` in --certs-dir; its token comes from `rangedb
+    /// login` or, for scripts, RANGEDB_PASSWORD.
     #[arg(long, global = true, env = "RANGEDB_USER", default_value = crate::tls::DEFAULT_USER)]
     pub user: String,
     #[command(subcommand)]
@@ -130,6 +132,21 @@ pub enum Command {
     /// Create and list the cluster's TLS certificates (in --certs-dir).
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Users (with passwords) and their roles; root only once authentication is on.
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Roles: read or read-write on key prefixes.
+    #[command(subcommand)]
+    Role(auth::RoleCommand),
+    /// Log in as --user (password from RANGEDB_PASSWORD or asked): later
+    /// commands send the token until it expires.
+    Login {
+        /// Token lifetime in seconds (at most 86400).
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Forget the token `login` saved for --user.
+    Logout,
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,6 +177,9 @@ pub enum AdminCommand {
     /// Consistent backups: create, restore, verify, list.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Turn authentication on or off, or show it (users: `rangedb user`).
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -499,25 +519,47 @@ async fn run_client(cli: Cli) -> Result<ExitCode> {
             "--timeout must be a positive number of seconds".into(),
         ));
     }
+    let json = cli.output == Output::Json;
+    if let Command::Logout = cli.command {
+        return auth::logout(&mut std::io::stdout().lock(), &cli.user, json);
+    }
+    let logging_in = matches!(cli.command, Command::Login { .. });
     let tls = match &cli.certs_dir {
-        Some(dir) => Some(std::sync::Arc::new(crate::security::load_client_tls(
-            dir, &cli.user,
-        )?)),
+        Some(dir) => Some(std::sync::Arc::new(
+            // A user who logs in with a password needs only the CA.
+            match crate::security::load_client_tls(dir, &cli.user) {
+                Err(_) if logging_in || auth::has_password_or_token(&cli.user) => {
+                    crate::tls::TlsMaterial::ca_only(dir)?
+                }
+                Err(Error::Config(m)) if m.contains("does not exist") => {
+                    return Err(Error::Config(format!(
+                        "{m}; or, with authentication on, log in: `rangedb --user {} login`",
+                        cli.user
+                    )))
+                }
+                r => r?,
+            },
+        )),
         None => None,
     };
-    let opts = ClientOptions {
+    let mut opts = ClientOptions {
         deadline: Duration::from_secs_f64(cli.timeout),
         tls: tls.clone(),
         ..Default::default()
     };
+    if !logging_in {
+        opts.token = auth::token_for(&opts, &cli.endpoints, &cli.user).await?;
+    }
     let client = Client::new(cli.endpoints.clone(), opts)?;
-    let json = cli.output == Output::Json;
     let mut out = std::io::stdout().lock();
     let r = match cli.command {
-        Command::Server(_) | Command::Cert(_) => Ok(ExitCode::SUCCESS), // handled above
+        Command::Server(_) | Command::Cert(_) | Command::Logout => Ok(ExitCode::SUCCESS), // handled above
+        Command::Login { ttl } => auth::login(&mut out, &client, &cli.user, ttl, json).await,
+        Command::User(cmd) => auth::run_user(&mut out, &client, cmd, json).await,
+        Command::Role(cmd) => auth::run_role(&mut out, &client, cmd, json).await,
         Command::Bench(args) => {
             drop(out);
-            bench::run(&cli.endpoints, tls, args, json).await?;
+            bench::run(&cli.endpoints, (tls, client.options().token), args, json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(cmd) => admin::run(&mut out, &client, cmd, json).await,

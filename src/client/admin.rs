@@ -4,7 +4,6 @@
 use super::{from_status, Client, Retry};
 use crate::api::{meta, route, ReplicaChange, Timestamp, MAX_ADMIN_MESSAGE_BYTES};
 use crate::error::{Error, Result};
-use crate::proto::admin_client::AdminClient;
 use crate::proto::*;
 use crate::trace_context as trace;
 
@@ -31,9 +30,7 @@ impl Client {
             expected_conf_ver,
         };
         self.with_retry(start_key, Retry::Idempotent, |ch| async move {
-            AdminClient::new(ch)
-                .change_replicas(trace::request(req))
-                .await
+            ch.admin().change_replicas(trace::request(req)).await
         })
         .await?;
         Ok(())
@@ -45,11 +42,7 @@ impl Client {
         self.with_retry(
             &route::key(meta::NODES_PREFIX.as_bytes()),
             Retry::Idempotent,
-            |ch| async move {
-                AdminClient::new(ch)
-                    .decommission_node(trace::request(req))
-                    .await
-            },
+            |ch| async move { ch.admin().decommission_node(trace::request(req)).await },
         )
         .await?;
         Ok(())
@@ -60,9 +53,7 @@ impl Client {
     pub async fn drain_node(&self, addr: &str, node_id: u64) -> Result<u64> {
         let req = trace::request(DrainNodeRequest { node_id });
         let r = self
-            .call_at(addr, |ch| async move {
-                AdminClient::new(ch).drain_node(req).await
-            })
+            .call_at(addr, |ch| async move { ch.admin().drain_node(req).await })
             .await?;
         Ok(r.leading)
     }
@@ -83,7 +74,7 @@ impl Client {
                 Retry::Idempotent,
                 |ch| {
                     let req = req.clone();
-                    async move { AdminClient::new(ch).join_cluster(trace::request(req)).await }
+                    async move { ch.admin().join_cluster(trace::request(req)).await }
                 },
             )
             .await?
@@ -108,11 +99,7 @@ impl Client {
             Retry::Idempotent,
             |ch| {
                 let req = req.clone();
-                async move {
-                    AdminClient::new(ch)
-                        .register_node(trace::request(req))
-                        .await
-                }
+                async move { ch.admin().register_node(trace::request(req)).await }
             },
         )
         .await?;
@@ -133,7 +120,7 @@ impl Client {
                 Retry::Idempotent,
                 |ch| {
                     let req = req.clone();
-                    async move { AdminClient::new(ch).set_config(trace::request(req)).await }
+                    async move { ch.admin().set_config(trace::request(req)).await }
                 },
             )
             .await?;
@@ -171,11 +158,7 @@ impl Client {
             Retry::Idempotent,
             |ch| {
                 let req = req.clone();
-                async move {
-                    AdminClient::new(ch)
-                        .pin_timestamp(trace::request(req))
-                        .await
-                }
+                async move { ch.admin().pin_timestamp(trace::request(req)).await }
             },
         )
         .await
@@ -190,11 +173,7 @@ impl Client {
             Retry::Idempotent,
             |ch| {
                 let req = desc.clone();
-                async move {
-                    AdminClient::new(ch)
-                        .publish_range(trace::request(req))
-                        .await
-                }
+                async move { ch.admin().publish_range(trace::request(req)).await }
             },
         )
         .await?;
@@ -210,7 +189,7 @@ impl Client {
         };
         self.with_retry(&route::key(key), Retry::Idempotent, |ch| {
             let req = req.clone();
-            async move { AdminClient::new(ch).split_range(trace::request(req)).await }
+            async move { ch.admin().split_range(trace::request(req)).await }
         })
         .await?;
         Ok(())
@@ -230,7 +209,7 @@ impl Client {
         };
         let resp = self
             .with_retry(start_key, Retry::Idempotent, |ch| async move {
-                AdminClient::new(ch)
+                ch.admin()
                     .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
                     .freeze_range(trace::request(req))
                     .await
@@ -257,7 +236,7 @@ impl Client {
         self.with_retry(start_key, Retry::Idempotent, |ch| {
             let req = req.clone();
             async move {
-                AdminClient::new(ch)
+                ch.admin()
                     .max_encoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
                     .merge_ranges(trace::request(req))
                     .await
@@ -283,7 +262,7 @@ impl Client {
         };
         match tokio::time::timeout(
             self.opts.rpc_timeout,
-            AdminClient::new(ch).gc_replica(trace::request(req)),
+            ch.admin().gc_replica(trace::request(req)),
         )
         .await
         {
@@ -297,7 +276,7 @@ impl Client {
     pub async fn node_status(&self, addr: &str) -> Result<NodeStatusResponse> {
         let req = trace::request(NodeStatusRequest {});
         self.call_at(addr, |ch| async move {
-            AdminClient::new(ch)
+            ch.admin()
                 .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
                 .node_status(req)
                 .await

@@ -7,8 +7,6 @@ use std::time::Duration;
 use super::{Client, Retry};
 use crate::api::{meta, route, Timestamp, MAX_ADMIN_MESSAGE_BYTES};
 use crate::error::Result;
-use crate::proto::admin_client::AdminClient;
-use crate::proto::txn_client::TxnClient;
 use crate::proto::*;
 use crate::trace_context as trace;
 
@@ -45,7 +43,7 @@ impl Client {
                 .with_retry(&route::key(&from), Retry::Idempotent, |ch| {
                     let req = req.clone();
                     async move {
-                        TxnClient::new(ch)
+                        ch.txn()
                             .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES)
                             .scan(trace::request(req))
                             .await
@@ -91,11 +89,7 @@ impl Client {
             Retry::Idempotent,
             |ch| {
                 let req = req.clone();
-                async move {
-                    AdminClient::new(ch)
-                        .record_backup(trace::request(req))
-                        .await
-                }
+                async move { ch.admin().record_backup(trace::request(req)).await }
             },
         )
         .await

@@ -3,7 +3,6 @@
 use super::{predecessor, Client, ReadConsistency, Retry};
 use crate::api::route;
 use crate::error::{Error, Result};
-use crate::proto::kv_client::KvClient;
 use crate::proto::*;
 use crate::trace_context as trace;
 
@@ -24,7 +23,7 @@ impl Client {
         let resp = self
             .with_retry(&route::key(key), Retry::Idempotent, |ch| {
                 let req = req.clone();
-                async move { KvClient::new(ch).get(trace::request(req)).await }
+                async move { ch.kv().get(trace::request(req)).await }
             })
             .await?
             .into_inner();
@@ -38,7 +37,7 @@ impl Client {
         };
         self.with_retry(&route::key(key), Retry::Write, |ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).put(trace::request(req)).await }
+            async move { ch.kv().put(trace::request(req)).await }
         })
         .await?;
         Ok(())
@@ -48,7 +47,7 @@ impl Client {
         let req = DeleteRequest { key: key.to_vec() };
         self.with_retry(&route::key(key), Retry::Write, |ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).delete(trace::request(req)).await }
+            async move { ch.kv().delete(trace::request(req)).await }
         })
         .await?;
         Ok(())
@@ -72,7 +71,7 @@ impl Client {
         let result = self
             .with_retry(&first, Retry::Batch, |ch| {
                 let req = req.clone();
-                async move { KvClient::new(ch).batch_put(trace::request(req)).await }
+                async move { ch.kv().batch_put(trace::request(req)).await }
             })
             .await;
         match result {
@@ -148,10 +147,7 @@ impl Client {
                 .with_retry(&route, Retry::Idempotent, |ch| {
                     let req = req.clone();
                     async move {
-                        let mut stream = KvClient::new(ch)
-                            .scan(trace::request(req))
-                            .await?
-                            .into_inner();
+                        let mut stream = ch.kv().scan(trace::request(req)).await?.into_inner();
                         let mut pairs = Vec::new();
                         let mut resume = Vec::new();
                         while let Some(chunk) = stream.message().await? {

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use super::Client;
 use crate::error::{Result, Span};
-use crate::proto::kv_client::KvClient;
 use crate::proto::{LocateRequest, RangeLocation};
 use crate::trace_context as trace;
 
@@ -86,10 +85,7 @@ impl Client {
             limit: 0,
         });
         let r = self
-            .call_at(
-                addr,
-                |ch| async move { KvClient::new(ch).locate(req).await },
-            )
+            .call_at(addr, |ch| async move { ch.kv().locate(req).await })
             .await?;
         Ok(r.ranges)
     }

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use conn::{Conn, Creds};
 use tonic::transport::Channel;
 use tonic::Status;
 
@@ -40,7 +41,9 @@ use crate::tls::TlsMaterial;
 use crate::wire::{from_status, is_server_status};
 
 mod admin;
+mod auth;
 mod backup;
+pub mod conn;
 pub mod faults;
 mod gc_pin;
 mod kv;
@@ -64,6 +67,8 @@ pub struct ClientOptions {
     /// TLS: the CA to trust and the identity to present (`crate::tls`);
     /// `None`: plaintext.
     pub tls: Option<Arc<TlsMaterial>>,
+    /// A login token (`Client::login`) sent with every request.
+    pub token: Option<String>,
 }
 
 /// First retry waits this long (plus jitter), doubling up to MAX_BACKOFF.
@@ -82,6 +87,7 @@ impl Default for ClientOptions {
             rpc_timeout: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(1),
             tls: None,
+            token: None,
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct Client(Arc<Inner>);
 pub struct Inner {
     endpoints: Vec<String>,
     opts: ClientOptions,
+    /// `opts.token` as request metadata.
+    creds: Creds,
     state: Mutex<State>,
     /// Test hook for the transaction coordinator (`faults.rs`).
     faults: Option<Arc<dyn CommitFaults>>,
@@ -181,9 +189,11 @@ impl Client {
                 )));
             }
         }
+        let creds = Creds::of(opts.token.as_deref(), opts.tls.as_deref())?;
         Ok(Client(Arc::new(Inner {
             endpoints,
             opts,
+            creds,
             state: Mutex::new(State::default()),
             faults: None,
             background: Arc::new(Semaphore::new(MAX_BACKGROUND as usize)),
@@ -236,17 +246,23 @@ impl Client {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel> {
+    fn channel(&self, addr: &str) -> Result<Conn> {
         let mut st = self.lock();
         if let Some(c) = st.channels.get(addr) {
-            return Ok(c.clone());
+            return Ok(Conn {
+                ch: c.clone(),
+                creds: self.creds.clone(),
+            });
         }
         let ch = crate::tls::endpoint(addr, self.opts.tls.as_deref())?
             .connect_timeout(self.opts.connect_timeout)
             .timeout(self.opts.rpc_timeout)
             .connect_lazy();
         st.channels.insert(addr.to_string(), ch.clone());
-        Ok(ch)
+        Ok(Conn {
+            ch,
+            creds: self.creds.clone(),
+        })
     }
 
     fn cached<'a>(st: &'a mut State, key: &[u8]) -> Option<(&'a Vec<u8>, &'a mut CachedRange)> {
@@ -322,7 +338,7 @@ impl Client {
     /// does not answer within one attempt's budget.
     async fn call_at<T, F, Fut>(&self, addr: &str, call: F) -> Result<T>
     where
-        F: FnOnce(Channel) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         let ch = self.channel(addr)?;
@@ -341,7 +357,7 @@ impl Client {
     /// following hints and retrying what `retry` allows until the deadline.
     async fn with_retry<T, F, Fut>(&self, key: &[u8], retry: Retry, call: F) -> Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = std::result::Result<T, Status>>,
     {
         let start = tokio::time::Instant::now();

@@ -17,7 +17,6 @@ use tokio::sync::oneshot;
 use super::{Client, Retry};
 use crate::api::{meta, route, Timestamp};
 use crate::error::{Error, Result};
-use crate::proto::admin_client::AdminClient;
 use crate::proto::GetTimestampsRequest;
 use crate::trace_context as trace;
 
@@ -32,11 +31,7 @@ impl Client {
             .with_retry(
                 &route::key(meta::TSO.as_bytes()),
                 Retry::Idempotent,
-                |ch| async move {
-                    AdminClient::new(ch)
-                        .get_timestamps(trace::request(req))
-                        .await
-                },
+                |ch| async move { ch.admin().get_timestamps(trace::request(req)).await },
             )
             .await?
             .into_inner();

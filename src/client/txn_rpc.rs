@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use super::{Client, Retry};
 use crate::api::{route, Timestamp};
 use crate::error::{Error, Result, Span};
-use crate::proto::txn_client::TxnClient;
 use crate::proto::txn_status_response::State;
 use crate::proto::*;
 use crate::trace_context as trace;
@@ -126,7 +125,7 @@ impl Client {
         let resp = self
             .with_retry(&route::key(key), Retry::Idempotent, |ch| {
                 let req = req.clone();
-                async move { TxnClient::new(ch).get(trace::request(req)).await }
+                async move { ch.txn().get(trace::request(req)).await }
             })
             .await?
             .into_inner();
@@ -162,7 +161,7 @@ impl Client {
             let resp = self
                 .with_retry(&route::key(&from), Retry::Idempotent, |ch| {
                     let req = req.clone();
-                    async move { TxnClient::new(ch).scan(trace::request(req)).await }
+                    async move { ch.txn().scan(trace::request(req)).await }
                 })
                 .await?
                 .into_inner();
@@ -191,7 +190,7 @@ impl Client {
         let resp = self
             .with_retry(&route::key(&first), Retry::Batch, |ch| {
                 let req = req.clone();
-                async move { TxnClient::new(ch).commit_one_pc(trace::request(req)).await }
+                async move { ch.txn().commit_one_pc(trace::request(req)).await }
             })
             .await?
             .into_inner();
@@ -219,7 +218,7 @@ impl Client {
                 async move {
                     self.with_retry(&first, Retry::Steps, |ch| {
                         let req = req.clone();
-                        async move { TxnClient::new(ch).prewrite(trace::request(req)).await }
+                        async move { ch.txn().prewrite(trace::request(req)).await }
                     })
                     .await
                     .map(drop)
@@ -340,7 +339,7 @@ impl Client {
     async fn finish_one(&self, first: Vec<u8>, req: FinishRequest) -> Result<()> {
         self.with_retry(&first, Retry::Steps, |ch| {
             let req = req.clone();
-            async move { TxnClient::new(ch).finish(trace::request(req)).await }
+            async move { ch.txn().finish(trace::request(req)).await }
         })
         .await
         .map(drop)
@@ -369,7 +368,7 @@ impl Client {
                 async move {
                     self.with_retry(&first, Retry::Steps, |ch| {
                         let req = req.clone();
-                        async move { TxnClient::new(ch).validate(trace::request(req)).await }
+                        async move { ch.txn().validate(trace::request(req)).await }
                     })
                     .await
                     .map(drop)
@@ -390,7 +389,7 @@ impl Client {
                 let resp = self
                     .with_retry(&route::key(&from), Retry::Idempotent, |ch| {
                         let req = req.clone();
-                        async move { TxnClient::new(ch).validate(trace::request(req)).await }
+                        async move { ch.txn().validate(trace::request(req)).await }
                     })
                     .await?
                     .into_inner();
@@ -418,7 +417,7 @@ impl Client {
         };
         self.with_retry(&route::key(primary), Retry::Steps, |ch| {
             let req = req.clone();
-            async move { TxnClient::new(ch).heartbeat(trace::request(req)).await }
+            async move { ch.txn().heartbeat(trace::request(req)).await }
         })
         .await
         .map(drop)
@@ -455,7 +454,7 @@ impl Client {
         let resp = self
             .with_retry(&route::key(primary), Retry::Steps, |ch| {
                 let req = req.clone();
-                async move { TxnClient::new(ch).check_txn(trace::request(req)).await }
+                async move { ch.txn().check_txn(trace::request(req)).await }
             })
             .await?
             .into_inner();
@@ -472,7 +471,7 @@ impl Client {
         let resp = self
             .with_retry(&route::key(primary), Retry::Idempotent, |ch| {
                 let req = req.clone();
-                async move { TxnClient::new(ch).status(trace::request(req)).await }
+                async move { ch.txn().status(trace::request(req)).await }
             })
             .await?
             .into_inner();

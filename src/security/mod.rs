@@ -14,6 +14,7 @@
 //! TLS exists only at the production edge: madsim's transport ignores it,
 //! so simulation builds keep `peer::PeerIdentity::Unverified`.
 
+pub mod auth;
 #[cfg(not(madsim))]
 pub mod certs;
 pub mod peer;

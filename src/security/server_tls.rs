@@ -15,12 +15,16 @@ use crate::tls::TlsMaterial;
 /// (a slow-loris holding handshakes open).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Server TLS for one listener: client certificates signed by the
-/// cluster's CA are required.
+/// Server TLS for one listener: a client certificate, if presented, must
+/// be signed by the cluster's CA. One is optional at the handshake so that
+/// users can log in with a password; the auth gate (`auth::AuthGate`)
+/// refuses a request without one while authentication is off, and the
+/// Raft service accepts node certificates only.
 pub fn server_config(m: &TlsMaterial) -> ServerTlsConfig {
     ServerTlsConfig::new()
         .identity(Identity::from_pem(&m.cert_pem, &m.key_pem))
         .client_ca_root(Certificate::from_pem(&m.ca_pem))
+        .client_auth_optional(true)
         .timeout(HANDSHAKE_TIMEOUT)
 }
 

@@ -15,6 +15,7 @@ use crate::node::Consistency;
 use crate::proto::admin_server::Admin;
 use crate::proto::*;
 use crate::range::{Op, RangeDescriptor, ReadOp, ReadResult};
+use crate::security::auth::principal;
 
 /// Ids tried per JoinCluster call when others take them meanwhile.
 const JOIN_ID_ATTEMPTS: u64 = 5;
@@ -167,6 +168,9 @@ impl Admin for KvService {
         &self,
         request: Request<RangeDescriptorMsg>,
     ) -> Result<Response<PublishRangeResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("publish range descriptors"))
+            .map_err(status)?;
         let m = request.into_inner();
         if m.range_id == 0 || m.end_key.is_empty() || m.start_key >= m.end_key {
             return Err(status(Error::InvalidArgument(
@@ -185,6 +189,9 @@ impl Admin for KvService {
         &self,
         request: Request<ChangeReplicasRequest>,
     ) -> Result<Response<ChangeReplicasResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("change replicas"))
+            .map_err(status)?;
         let req = request.into_inner();
         let change = replica_change(req.kind, req.node_id).map_err(status)?;
         match change {
@@ -212,6 +219,9 @@ impl Admin for KvService {
         &self,
         request: Request<DecommissionNodeRequest>,
     ) -> Result<Response<DecommissionNodeResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("decommission nodes"))
+            .map_err(status)?;
         let id = request.into_inner().node_id;
         let Some(mut entry) = self.registry_entry(id).await.map_err(status)? else {
             return Err(status(Error::InvalidArgument(format!(
@@ -227,6 +237,9 @@ impl Admin for KvService {
         &self,
         request: Request<GcReplicaRequest>,
     ) -> Result<Response<GcReplicaResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("collect replicas"))
+            .map_err(status)?;
         let req = request.into_inner();
         self.store
             .gc_replica(req.range_id, req.conf_ver, req.merged)
@@ -239,6 +252,9 @@ impl Admin for KvService {
         &self,
         request: Request<JoinClusterRequest>,
     ) -> Result<Response<JoinClusterResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("add nodes"))
+            .map_err(status)?;
         let req = request.into_inner();
         if req.peer_address.is_empty()
             || req.client_address.is_empty()
@@ -262,6 +278,9 @@ impl Admin for KvService {
         &self,
         request: Request<RegisterNodeRequest>,
     ) -> Result<Response<RegisterNodeResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("register nodes"))
+            .map_err(status)?;
         let req = request.into_inner();
         if req.node_id == 0 || req.peer_address.is_empty() || req.client_address.is_empty() {
             return Err(status(Error::InvalidArgument(
@@ -289,6 +308,9 @@ impl Admin for KvService {
         &self,
         request: Request<SetConfigRequest>,
     ) -> Result<Response<SetConfigResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("change cluster settings"))
+            .map_err(status)?;
         let req = request.into_inner();
         let key = crate::config::validate_setting(&req.key, &req.value).map_err(status)?;
         let value = req.value.trim().as_bytes().to_vec();
@@ -303,6 +325,9 @@ impl Admin for KvService {
         &self,
         request: Request<SplitRangeRequest>,
     ) -> Result<Response<SplitRangeResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("split ranges"))
+            .map_err(status)?;
         let req = request.into_inner();
         check_writable_key(&req.key).map_err(status)?;
         self.store
@@ -316,6 +341,9 @@ impl Admin for KvService {
         &self,
         request: Request<FreezeRangeRequest>,
     ) -> Result<Response<FreezeRangeResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("freeze ranges"))
+            .map_err(status)?;
         let req = request.into_inner();
         let (desc, pairs) = self
             .store
@@ -335,6 +363,9 @@ impl Admin for KvService {
         &self,
         request: Request<MergeRangesRequest>,
     ) -> Result<Response<MergeRangesResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("merge ranges"))
+            .map_err(status)?;
         let req = request.into_inner();
         let rhs = req
             .rhs
@@ -351,6 +382,7 @@ impl Admin for KvService {
         &self,
         request: Request<GetTimestampsRequest>,
     ) -> Result<Response<GetTimestampsResponse>, Status> {
+        principal(&request).map_err(status)?;
         let count = request.into_inner().count;
         let first = self.tso.allocate(count).await.map_err(status)?;
         Ok(Response::new(GetTimestampsResponse {
@@ -363,6 +395,7 @@ impl Admin for KvService {
         &self,
         request: Request<PinTimestampRequest>,
     ) -> Result<Response<PinTimestampResponse>, Status> {
+        principal(&request).map_err(status)?;
         let req = request.into_inner();
         check_id(&req.id, "pin").map_err(status)?;
         let key = keys::system(&meta::pin_key(&req.id));
@@ -382,6 +415,9 @@ impl Admin for KvService {
         &self,
         request: Request<DrainNodeRequest>,
     ) -> Result<Response<DrainNodeResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("drain nodes"))
+            .map_err(status)?;
         let want = request.into_inner().node_id;
         if want != self.info.node_id {
             return Err(status(Error::InvalidArgument(format!(
@@ -406,6 +442,9 @@ impl Admin for KvService {
         &self,
         request: Request<RecordBackupRequest>,
     ) -> Result<Response<RecordBackupResponse>, Status> {
+        principal(&request)
+            .and_then(|p| p.check_root("record backups"))
+            .map_err(status)?;
         let req = request.into_inner();
         check_id(&req.id, "backup").map_err(status)?;
         if req.record.len() > MAX_BACKUP_RECORD_BYTES
@@ -425,8 +464,9 @@ impl Admin for KvService {
 
     async fn node_status(
         &self,
-        _: Request<NodeStatusRequest>,
+        request: Request<NodeStatusRequest>,
     ) -> Result<Response<NodeStatusResponse>, Status> {
+        principal(&request).map_err(status)?;
         Ok(Response::new(
             self.node_status_response().await.map_err(status)?,
         ))

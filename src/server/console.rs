@@ -43,6 +43,7 @@ pub fn routes<S>(client_address: &str, tls: Option<Arc<TlsMaterial>>) -> Result<
         rpc_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
         tls,
+        token: None,
     };
     let addr = connectable(client_address);
     let client = Client::new(vec![addr.clone()], opts)?;

@@ -21,6 +21,7 @@ use crate::node::{Consistency, StoreHandle};
 use crate::proto::kv_server::Kv;
 use crate::proto::*;
 use crate::range::{Op, ReadOp, ReadResult};
+use crate::security::auth::principal;
 
 /// `Kv/Locate` answers at most this many ranges.
 const MAX_LOCATE: usize = 10_000;
@@ -192,7 +193,9 @@ type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanResponse, Status>> + Send
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_read_key(&req.key).map_err(status)?;
         let _permit = self.admit(req.key.len())?;
         check_key(&req.key).map_err(status)?;
         let c = consistency(req.consistency).map_err(status)?;
@@ -216,7 +219,9 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_write([req.key.as_slice()]).map_err(status)?;
         let _permit = self.admit_write(req.key.len() + req.value.len())?;
         check_writable_key(&req.key)
             .and_then(|_| check_value(&req.value))
@@ -232,7 +237,9 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_write([req.key.as_slice()]).map_err(status)?;
         let _permit = self.admit_write(req.key.len())?;
         check_writable_key(&req.key).map_err(status)?;
         self.versioned
@@ -246,6 +253,8 @@ impl Kv for KvService {
         &self,
         request: Request<LocateRequest>,
     ) -> Result<Response<LocateResponse>, Status> {
+        // Where ranges live is no one's data: any authenticated caller.
+        principal(&request).map_err(status)?;
         let req = request.into_inner();
         let limit = match req.limit as usize {
             0 => MAX_LOCATE,
@@ -284,7 +293,9 @@ impl Kv for KvService {
         &self,
         request: Request<ScanRequest>,
     ) -> Result<Response<Self::ScanStream>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_scan(&req.start, &req.end).map_err(status)?;
         for k in [&req.start, &req.end] {
             if k.len() > MAX_KEY_BYTES {
                 return Err(status(Error::InvalidArgument(format!(
@@ -358,7 +369,17 @@ impl Kv for KvService {
         &self,
         request: Request<BatchPutRequest>,
     ) -> Result<Response<BatchPutResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let pairs = request.into_inner().pairs;
+        // Every key before any write: a batch mixing permitted and
+        // forbidden prefixes writes nothing.
+        let checked = if crate::chaos::canary(crate::chaos::Canary::AuthBatchChecksFirstKey) {
+            1
+        } else {
+            pairs.len()
+        };
+        who.check_write(pairs.iter().take(checked).map(|p| p.key.as_slice()))
+            .map_err(status)?;
         let _permit = self.admit_write(pairs.iter().map(|p| p.key.len() + p.value.len()).sum())?;
         let ops = batch_ops(pairs).map_err(status)?;
         self.versioned.write(ops).await.map_err(status)?;

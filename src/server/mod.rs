@@ -1,9 +1,10 @@
 //! The server edge: node bootstrap/restart (the data format and store
-//! identity checks), the tonic services (Kv, Admin, RaftTransport,
-//! grpc.health.v1), Error -> Status with spans as route keys (`convert`),
-//! and the node's background tasks: the placement driver loop, directory
-//! publishing, registration, and the metadata refresher that keeps peer
-//! addresses and the cluster settings current on every node.
+//! identity checks), the tonic services (Kv, Txn, Admin, Auth,
+//! RaftTransport, grpc.health.v1) with every client-facing one behind the
+//! auth gate (an interceptor, `security::auth`), Error -> Status with spans
+//! as route keys (`convert`), and the node's background tasks
+//! (`background`: registration, directory publishing, the metadata
+//! refresher; `placement_loop`).
 //!
 //! `run_node` is the whole server as one future over an `Engine` and a
 //! shutdown signal; production wraps it with RocksDB and OS signals
@@ -18,6 +19,8 @@
 
 mod admin;
 pub mod admission;
+mod auth;
+mod background;
 mod bootstrap;
 #[cfg(not(madsim))]
 mod conn_limit;
@@ -45,7 +48,6 @@ mod versioned;
 
 pub use bootstrap::{prepare_store, StoreIdent};
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +55,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::api::{meta, MAX_ADMIN_MESSAGE_BYTES};
-use crate::client::ClientOptions;
+use crate::api::MAX_ADMIN_MESSAGE_BYTES;
 use crate::config::{ClusterSettings, ServerConfig};
 use crate::error::{Error, Result};
 use crate::node::{
@@ -67,18 +68,6 @@ use crate::storage::Engine;
 
 /// Largest Raft batch a node accepts (snapshots travel inside MsgSnapshot).
 const MAX_RAFT_BATCH_BYTES: usize = 1 << 30;
-/// Leaders publish changed descriptors to the directory this often.
-const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
-/// Peer addresses and cluster settings are re-read this often.
-const METADATA_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
-/// Registration and joining retry with backoff from this...
-const RETRY_FIRST: Duration = Duration::from_millis(200);
-/// ...up to this (registration) and this (joining).
-const REGISTER_RETRY_MAX: Duration = Duration::from_secs(1);
-const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
-/// Budgets of the SDK calls a node makes to its cluster.
-const NODE_CALL_DEADLINE: Duration = Duration::from_secs(3);
-const JOIN_CALL_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Resolves `host:port` to a socket address to listen on (IPv4 preferred).
 pub async fn resolve_listen(addr: &str) -> Result<SocketAddr> {
@@ -169,6 +158,7 @@ pub async fn run_node(
     );
     let drain_tso = tso.clone();
     let disk = admission::DiskRoom::default();
+    let gate = crate::security::auth::AuthGate::new(cfg.tls.is_some(), cfg.clock.clone());
     // The disk reserve (a node over an in-memory engine has no directory).
     #[cfg(not(madsim))]
     if cfg.data_dir.is_dir() {
@@ -185,6 +175,7 @@ pub async fn run_node(
     let (peer_task, client_task) = spawn_services(
         &handle,
         (info, tso, versioned, disk),
+        gate.clone(),
         addresses.clone(),
         (peer_addr, client_addr),
         (cfg.tls.as_deref(), cfg.max_connections),
@@ -192,7 +183,14 @@ pub async fn run_node(
     )?;
     let http_task = spawn_http(&cfg, &handle, &stop_rx).await?;
     let drain_handle = handle.clone();
-    spawn_background(&cfg, &ident, handle, addresses, settings_tx, &stop_rx);
+    background::spawn_background(
+        &cfg,
+        &ident,
+        handle,
+        addresses,
+        (settings_tx, gate),
+        &stop_rx,
+    );
     tracing::info!(node_id, peer = %cfg.peer_address, client = %cfg.client_address,
         http = cfg.http_address.as_deref().unwrap_or("none"), cluster_id = %ident.cluster_id,
         "rangedb node started");
@@ -217,6 +215,60 @@ pub async fn run_node(
     result
 }
 
+/// The auth gate as a tonic interceptor: the request's principal goes
+/// into its extensions (`security::auth::principal` reads it back). A
+/// `lenient` gate (the Auth service) lets an unidentified request through
+/// with the reason, for the handlers that need no caller (Login).
+fn auth_interceptor(
+    gate: crate::security::auth::AuthGate,
+    lenient: bool,
+) -> impl FnMut(tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> + Clone
+{
+    move |mut req: tonic::Request<()>| {
+        #[cfg(not(madsim))]
+        let cert = crate::security::server_tls::identity(&req);
+        #[cfg(madsim)]
+        let cert = gate
+            .tls()
+            .then(|| crate::security::auth::sim_identity(req.metadata()))
+            .flatten();
+        match gate.authenticate(req.metadata(), cert.as_ref()) {
+            Ok(p) => {
+                req.extensions_mut().insert(p);
+            }
+            Err(e) if lenient => {
+                req.extensions_mut()
+                    .insert(crate::security::auth::Unidentified(e));
+            }
+            Err(e) => return Err(convert::status(e)),
+        }
+        Ok(req)
+    }
+}
+
+/// A service behind the auth gate, with its message size limit (tonic
+/// and madsim-tonic build the pair differently).
+macro_rules! guarded {
+    ($server:ident, $svc:expr, $limit:expr, $gate:expr, $lenient:expr) => {{
+        #[cfg(not(madsim))]
+        {
+            tonic::service::interceptor::InterceptedService::new(
+                $server::new($svc).max_decoding_message_size($limit),
+                auth_interceptor($gate, $lenient),
+            )
+        }
+        #[cfg(madsim)]
+        {
+            $server::with_interceptor($svc, auth_interceptor($gate, $lenient))
+                .max_decoding_message_size($limit)
+        }
+    }};
+    ($($server:ident)::+, $svc:expr, $limit:expr, $gate:expr, $lenient:expr) => {{
+        use $($server)::+ as GuardedServer;
+        guarded!(GuardedServer, $svc, $limit, $gate, $lenient)
+    }};
+}
+
 type ServeTask = tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>;
 
 /// Starts the gRPC services. Kv and Admin are served on the peer address
@@ -230,22 +282,54 @@ fn spawn_services(
         versioned::Versioned,
         admission::DiskRoom,
     ),
+    gate: crate::security::auth::AuthGate,
     addresses: PeerAddresses,
     (peer_addr, client_addr): (SocketAddr, SocketAddr),
     (tls, max_connections): (Option<&crate::tls::TlsMaterial>, usize),
     stop: &watch::Receiver<bool>,
 ) -> Result<(ServeTask, ServeTask)> {
     let kv_service = kv::KvService::new(handle.clone(), info, tso, versioned, disk);
+    let auth_service = auth::AuthService::new(handle.clone(), gate.clone());
     let health = health::HealthService::new(handle.clone());
     let raft_service = raft_service::RaftService::new(handle.clone(), addresses, tls.is_some());
-    let admin =
-        |kv: kv::KvService| AdminServer::new(kv).max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES);
+    // Every service but Raft (its own certificate check) and health passes
+    // the auth gate: an interceptor, so it runs before the body is decoded
+    // and in simulation too.
+    let admin = |kv: kv::KvService| {
+        guarded!(
+            AdminServer,
+            kv,
+            MAX_ADMIN_MESSAGE_BYTES,
+            gate.clone(),
+            false
+        )
+    };
     let kv = |kv: kv::KvService| {
-        KvServer::new(kv).max_decoding_message_size(crate::api::MAX_KV_MESSAGE_BYTES)
+        guarded!(
+            KvServer,
+            kv,
+            crate::api::MAX_KV_MESSAGE_BYTES,
+            gate.clone(),
+            false
+        )
     };
     let txn = |kv: kv::KvService| {
-        crate::proto::txn_server::TxnServer::new(kv)
-            .max_decoding_message_size(crate::api::MAX_TXN_MESSAGE_BYTES)
+        guarded!(
+            crate::proto::txn_server::TxnServer,
+            kv,
+            crate::api::MAX_TXN_MESSAGE_BYTES,
+            gate.clone(),
+            false
+        )
+    };
+    let auth = || {
+        guarded!(
+            crate::proto::auth_server::AuthServer,
+            auth_service.clone(),
+            crate::api::MAX_KV_MESSAGE_BYTES,
+            gate.clone(),
+            true
+        )
     };
     // Request metrics by method and code (a tower layer), TLS and the
     // listeners' limits: production only (madsim ignores all of them).
@@ -271,11 +355,13 @@ fn spawn_services(
         .add_service(kv(kv_service.clone()))
         .add_service(txn(kv_service.clone()))
         .add_service(admin(kv_service.clone()))
+        .add_service(auth())
         .add_service(health::pb::health_server::HealthServer::new(health.clone()));
     let client_server = builder()?
         .add_service(kv(kv_service.clone()))
         .add_service(txn(kv_service.clone()))
         .add_service(admin(kv_service))
+        .add_service(auth())
         .add_service(health::pb::health_server::HealthServer::new(health));
     // Production listeners cap their connections (`conn_limit`).
     #[cfg(not(madsim))]
@@ -431,7 +517,7 @@ async fn open_identity(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<StoreIdent> {
     if cfg.is_new_node() && engine.get(crate::keys::STORE_IDENT_KEY)?.is_none() {
-        let (node_id, cluster_id) = join_cluster(cfg, shutdown.clone()).await?;
+        let (node_id, cluster_id) = background::join_cluster(cfg, shutdown.clone()).await?;
         bootstrap::prepare_new_node(cfg, engine, node_id, cluster_id)
     } else {
         prepare_store(cfg, engine)
@@ -482,244 +568,6 @@ fn open_store(
         .set(cfg.clock.now_ms() as f64 / 1000.0);
     let store = Store::open(store_cfg, engine, madsim::rand::random())?;
     Ok(StoreTask::new(store, transport, directory, settings))
-}
-
-/// Options of the SDK clients a node calls its cluster with: its own
-/// certificate as the client identity when TLS is on.
-fn node_client_options(cfg: &ServerConfig, deadline: Duration) -> ClientOptions {
-    ClientOptions {
-        deadline,
-        tls: cfg.tls.clone(),
-        ..Default::default()
-    }
-}
-
-/// The node's background tasks.
-fn spawn_background(
-    cfg: &ServerConfig,
-    ident: &StoreIdent,
-    handle: StoreHandle,
-    addresses: PeerAddresses,
-    settings: watch::Sender<ClusterSettings>,
-    stop: &watch::Receiver<bool>,
-) {
-    let node = |deadline| node_client_options(cfg, deadline);
-    tokio::spawn(
-        refresh_metadata(
-            ident.peers.clone(),
-            node(NODE_CALL_DEADLINE),
-            addresses,
-            settings,
-            handle.clone(),
-            stop.clone(),
-        )
-        .in_current_span(),
-    );
-    tokio::spawn(
-        publish_directory(handle.clone(), node(NODE_CALL_DEADLINE), stop.clone()).in_current_span(),
-    );
-    tokio::spawn(
-        placement_loop::run(handle, ident.node_id, cfg.tls.clone(), stop.clone()).in_current_span(),
-    );
-    tokio::spawn(
-        register(
-            ident.node_id,
-            ident.peers.clone(),
-            node(JOIN_CALL_DEADLINE),
-            cfg.peer_address.clone(),
-            cfg.client_address.clone(),
-            stop.clone(),
-        )
-        .in_current_span(),
-    );
-}
-
-/// Keeps the range directory (`_/partitions/`) current: every second, this
-/// node publishes the descriptor of each range it leads whose epoch changed
-/// since it last published it. The directory keeps the newest epoch, so a
-/// stale leader cannot roll it back.
-async fn publish_directory(store: StoreHandle, opts: ClientOptions, stop: watch::Receiver<bool>) {
-    use crate::client::Client;
-    let mut published: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-    let mut client: Option<(Vec<String>, Client)> = None;
-    loop {
-        tokio::select! {
-            biased;
-            _ = until_shutdown(stop.clone()) => return,
-            _ = tokio::time::sleep(PUBLISH_INTERVAL) => {}
-        }
-        let Ok(led) = store.led_descriptors().await else {
-            continue;
-        };
-        let addrs: Vec<String> = store.directory().all().into_values().collect();
-        if client.as_ref().is_none_or(|(a, _)| a != &addrs) {
-            match Client::new(addrs.clone(), opts.clone()) {
-                Ok(c) => client = Some((addrs, c)),
-                Err(_) => continue,
-            }
-        }
-        let Some((_, c)) = client.as_ref() else {
-            continue;
-        };
-        for d in &led {
-            let epoch = (d.version, d.conf_ver);
-            if published.get(&d.range_id) == Some(&epoch) {
-                continue;
-            }
-            let msg = crate::proto::RangeDescriptorMsg::from(d.clone());
-            if c.publish_range(msg).await.is_ok() {
-                published.insert(d.range_id, epoch);
-            }
-        }
-    }
-}
-
-/// Asks the cluster (through the given peer addresses) for a node id, until
-/// it answers or the node is told to stop.
-async fn join_cluster(cfg: &ServerConfig, stop: watch::Receiver<bool>) -> Result<(u64, String)> {
-    use crate::client::Client;
-    let c = Client::new(
-        cfg.peers.clone(),
-        node_client_options(cfg, JOIN_CALL_DEADLINE),
-    )?;
-    let mut wait = RETRY_FIRST;
-    loop {
-        match c.join_cluster(&cfg.peer_address, &cfg.client_address).await {
-            Ok(r) => {
-                tracing::info!(node_id = r.0, cluster_id = %r.1, "joined the cluster as a new node");
-                return Ok(r);
-            }
-            Err(e) if !e.is_retryable() => {
-                return Err(Error::Config(format!(
-                    "the cluster refused to add this node: {e}"
-                )))
-            }
-            Err(e) => tracing::info!(%e, "waiting for the cluster to accept this node"),
-        }
-        tokio::select! {
-            biased;
-            _ = until_shutdown(stop.clone()) => return Err(Error::ShuttingDown),
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(JOIN_RETRY_MAX);
-    }
-}
-
-/// Keeps what every node must know of the system range current, even on
-/// nodes holding no replica of it: the peer addresses of nodes that joined
-/// later (from the registry, so this node can send them Raft messages), the
-/// cluster settings (split thresholds take effect live everywhere), and a
-/// fresh oracle timestamp (MVCC GC's clock, `node/gc.rs`).
-async fn refresh_metadata(
-    peers: Vec<String>,
-    opts: ClientOptions,
-    addresses: PeerAddresses,
-    settings: watch::Sender<ClusterSettings>,
-    store: StoreHandle,
-    stop: watch::Receiver<bool>,
-) {
-    use crate::client::Client;
-    let Ok(c) = Client::new(peers, opts) else {
-        return;
-    };
-    let scan = |prefix: &'static str| {
-        let c = &c;
-        async move {
-            let end = meta::prefix_end(prefix.as_bytes());
-            c.scan(
-                prefix.as_bytes(),
-                &end,
-                crate::api::MAX_SCAN_LIMIT as u32,
-                false,
-            )
-            .await
-        }
-    };
-    loop {
-        tokio::select! {
-            biased;
-            _ = until_shutdown(stop.clone()) => return,
-            _ = tokio::time::sleep(METADATA_REFRESH_INTERVAL) => {}
-        }
-        // Oracle time for MVCC GC on ranges that see no traffic, and the
-        // oldest pin of an open transaction (GC stays below it).
-        if let Ok(now) = c.timestamps(1).await {
-            store.oracle_time(now).await;
-            if let Ok(pins) = scan(meta::PINS_PREFIX).await {
-                let max_ms = settings.borrow().txn_max_duration.as_millis() as u64;
-                let live = |v: &[u8]| meta::live_pin(v, now.physical_ms(), max_ms);
-                let oldest = pins
-                    .iter()
-                    .filter_map(|(_, v)| live(v))
-                    .min()
-                    .map(crate::api::Timestamp);
-                store.gc_pin(oldest).await;
-                // Pins of transactions abandoned past txn_max_duration go.
-                for (k, v) in &pins {
-                    if live(v).is_none() {
-                        let id = k.strip_prefix(meta::PINS_PREFIX.as_bytes());
-                        if let Some(id) = id.and_then(|id| std::str::from_utf8(id).ok()) {
-                            let _ = c.release_pin(id).await;
-                        }
-                    }
-                }
-            }
-        }
-        if let Ok(pairs) = scan(meta::NODES_PREFIX).await {
-            let r = crate::api::Registry::parse(pairs);
-            for (id, why) in &r.corrupt {
-                tracing::warn!(node = ?id, %why, "registry entry skipped");
-            }
-            for (id, e) in r.entries {
-                addresses.insert(id, e.peer_address);
-            }
-        }
-        if let Ok(pairs) = scan(meta::CONFIG_PREFIX).await {
-            let parsed = ClusterSettings::from_pairs(
-                pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-            );
-            match parsed {
-                Ok(s) => {
-                    settings.send_if_modified(|cur| {
-                        let changed = *cur != s;
-                        *cur = s;
-                        changed
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(%e, "cluster settings are unreadable; keeping the last ones")
-                }
-            }
-        }
-    }
-}
-
-/// Records this node's addresses in its registry entry (retrying until the
-/// cluster accepts it), reaching the cluster through its peer addresses.
-async fn register(
-    node_id: u64,
-    peers: Vec<String>,
-    opts: ClientOptions,
-    peer: String,
-    client: String,
-    stop: watch::Receiver<bool>,
-) {
-    use crate::client::Client;
-    let Ok(c) = Client::new(peers, opts) else {
-        return;
-    };
-    let mut wait = RETRY_FIRST;
-    loop {
-        tokio::select! {
-            biased;
-            _ = until_shutdown(stop.clone()) => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        if c.register_node(node_id, &peer, &client).await.is_ok() {
-            return;
-        }
-        wait = (wait * 2).min(REGISTER_RETRY_MAX);
-    }
 }
 
 /// Production entry point: RocksDB in `cfg.data_dir`, graceful stop on

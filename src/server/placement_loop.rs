@@ -272,6 +272,7 @@ impl PlacementDriver {
                 rpc_timeout: PD_RPC_TIMEOUT,
                 connect_timeout: PD_CONNECT_TIMEOUT,
                 tls: self.tls.clone(),
+                token: None,
             };
             let c = Client::new(addrs.clone(), opts).ok()?;
             self.client = Some((addrs, Arc::new(c)));

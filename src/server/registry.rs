@@ -16,7 +16,7 @@ use crate::range::{ReadOp, ReadResult};
 const MAX_META_SCAN: usize = 100_000;
 
 /// Every pair under a system prefix, user-visible keys.
-async fn scan_prefix(
+pub(super) async fn scan_prefix(
     store: &StoreHandle,
     prefix: &str,
     consistency: Consistency,

@@ -24,6 +24,18 @@ use crate::proto::*;
 use crate::range::{
     CheckTxnCmd, FinishCmd, HeartbeatCmd, KeySpan, Kind, Op, PrewriteCmd, ReadOp, ReadResult,
 };
+use crate::security::auth::{principal, Principal};
+
+/// Reading every key and span a transaction validates (or commits in 1PC).
+fn check_reads(who: &Principal, reads: &[Vec<u8>], spans: &[ReadSpan]) -> Result<()> {
+    for k in reads {
+        who.check_read_key(k)?;
+    }
+    for s in spans {
+        who.check_scan(&s.start, &s.end)?;
+    }
+    Ok(())
+}
 
 /// Validates a transaction's mutations and turns them into data-key ops.
 fn mutation_ops(muts: Vec<Mutation>) -> Result<Vec<Op>> {
@@ -199,7 +211,9 @@ impl KvService {
 #[tonic::async_trait]
 impl Txn for KvService {
     async fn get(&self, request: Request<TxnGetRequest>) -> Result<Response<GetResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_read_key(&req.key).map_err(status)?;
         let run = async {
             let key = read_key(&req.key)?;
             let ts = start_ts(req.start_ts)?;
@@ -226,7 +240,9 @@ impl Txn for KvService {
         &self,
         request: Request<TxnScanRequest>,
     ) -> Result<Response<ScanResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_scan(&req.start, &req.end).map_err(status)?;
         let run = async {
             let ts = start_ts(req.start_ts)?;
             // A snapshot read is bounded by the GC horizon alone.
@@ -283,7 +299,11 @@ impl Txn for KvService {
         request: Request<OnePcRequest>,
     ) -> Result<Response<OnePcResponse>, Status> {
         let _permit = self.admit_write(prost::Message::encoded_len(request.get_ref()))?;
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_write(req.mutations.iter().map(|m| m.key.as_slice()))
+            .and_then(|_| check_reads(&who, &req.reads, &req.spans))
+            .map_err(status)?;
         let run = async {
             let start = start_ts(req.start_ts)?;
             let ops = mutation_ops(req.mutations)?;
@@ -326,7 +346,10 @@ impl Txn for KvService {
         request: Request<PrewriteRequest>,
     ) -> Result<Response<PrewriteResponse>, Status> {
         let _permit = self.admit_write(prost::Message::encoded_len(request.get_ref()))?;
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_write(req.mutations.iter().map(|m| m.key.as_slice()))
+            .map_err(status)?;
         let run = async {
             let start = start_ts(req.start_ts)?;
             check_writable_key(&req.primary)?;
@@ -348,7 +371,9 @@ impl Txn for KvService {
         &self,
         request: Request<ValidateRequest>,
     ) -> Result<Response<ValidateResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        check_reads(&who, &req.reads, req.span.as_slice()).map_err(status)?;
         let run = async {
             let start = start_ts(req.start_ts)?;
             if req.commit_ts <= start.0 {
@@ -403,7 +428,10 @@ impl Txn for KvService {
         &self,
         request: Request<FinishRequest>,
     ) -> Result<Response<FinishResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_write(req.keys.iter().map(|k| k.as_slice()))
+            .map_err(status)?;
         let (commit_ts, primary_of_many, secondaries_done) =
             (req.commit_ts, req.primary_of_many, req.secondaries_done);
         let run = async {
@@ -457,7 +485,9 @@ impl Txn for KvService {
         &self,
         request: Request<CheckTxnRequest>,
     ) -> Result<Response<TxnStatusResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_read_key(&req.primary).map_err(status)?;
         let run = async {
             let start = start_ts(req.start_ts)?;
             check_writable_key(&req.primary)?;
@@ -479,7 +509,9 @@ impl Txn for KvService {
         &self,
         request: Request<CheckTxnRequest>,
     ) -> Result<Response<TxnStatusResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_read_key(&req.primary).map_err(status)?;
         let run = async {
             let start = start_ts(req.start_ts)?;
             check_writable_key(&req.primary)?;
@@ -492,7 +524,9 @@ impl Txn for KvService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        let who = principal(&request).map_err(status)?;
         let req = request.into_inner();
+        who.check_write([req.primary.as_slice()]).map_err(status)?;
         let run = async {
             let start = start_ts(req.start_ts)?;
             check_writable_key(&req.primary)?;

@@ -291,6 +291,7 @@ const ORACLE_OPTIONS: ClientOptions = ClientOptions {
     rpc_timeout: Duration::from_secs(2),
     connect_timeout: Duration::from_millis(500),
     tls: None,
+    token: None,
 };
 
 impl TimestampSource for NodeOracle {
