@@ -28,6 +28,19 @@ pub struct Cluster {
     pub nodes: Vec<SimNode>,
     pub client_host: NodeHandle,
     seed: u64,
+    /// Started with `ClusterOptions::tls`.
+    tls: bool,
+}
+
+/// A stand-in certificate: its "PEM" is the identity it proves
+/// (`node`, `user:<name>`; empty: only the CA).
+fn sim_certificate(identity: &str) -> rangedb::tls::TlsMaterial {
+    rangedb::tls::TlsMaterial {
+        ca_pem: b"sim-ca".to_vec(),
+        cert_pem: identity.as_bytes().to_vec(),
+        key_pem: Vec::new(),
+        source: "simulation".into(),
+    }
 }
 
 /// The one-line command that replays this run.
@@ -62,6 +75,11 @@ pub struct ClusterOptions {
     /// The last node (when 1) is not in the initial peer list: it joins the
     /// running cluster a few seconds in, as a new node.
     pub joiners: usize,
+    /// Nodes run "with TLS": simulated connections carry none, but the
+    /// nodes behave as TLS nodes (authentication may be enabled) and
+    /// clients state the identity a certificate would prove
+    /// (`rangedb::tls::SIM_IDENTITY`).
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -73,6 +91,7 @@ impl Default for ClusterOptions {
             heartbeat_ticks: rangedb::config::DEFAULT_HEARTBEAT_TICKS,
             max_msgs_per_loop: rangedb::config::DEFAULT_MAX_MSGS_PER_LOOP,
             joiners: 0,
+            tls: false,
         }
     }
 }
@@ -110,6 +129,7 @@ impl Cluster {
                 max_msgs_per_loop: opts.max_msgs_per_loop,
                 clock: clock.clone(),
                 max_clock_drift_ppm: crate::nemesis::DRIFT_BOUND_PPM,
+                tls: opts.tls.then(|| Arc::new(sim_certificate("node"))),
                 ..Default::default()
             };
             let disk = engine.clone();
@@ -152,7 +172,45 @@ impl Cluster {
             nodes,
             client_host,
             seed: h.seed(),
+            tls: opts.tls,
         }
+    }
+
+    /// A client acting as `user` (the identity its certificate would
+    /// prove; `None`: no certificate) with a login token, if any. Only in
+    /// a cluster started with `tls`.
+    pub fn client_as(
+        &self,
+        deadline: Duration,
+        user: Option<&str>,
+        token: Option<String>,
+    ) -> Client {
+        self.client_as_via(deadline, user, token, 0)
+    }
+
+    /// `client_as`, trying the nodes from the `first`-th (mod n) on.
+    pub fn client_as_via(
+        &self,
+        deadline: Duration,
+        user: Option<&str>,
+        token: Option<String>,
+        first: usize,
+    ) -> Client {
+        assert!(self.tls, "client_as needs a cluster started with tls");
+        let cert = match user {
+            Some(u) => sim_certificate(&format!("user:{u}")),
+            None => sim_certificate(""),
+        };
+        let opts = ClientOptions {
+            deadline,
+            tls: Some(Arc::new(cert)),
+            token,
+            ..Default::default()
+        };
+        let mut eps = self.endpoints();
+        let k = first % eps.len();
+        eps.rotate_left(k);
+        Client::new(eps, opts).expect("valid endpoints")
     }
 
     pub fn seed(&self) -> u64 {
@@ -275,7 +333,9 @@ impl Cluster {
             deadline: Duration::from_secs(2),
             rpc_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(500),
-            tls: None,
+            // As root in a TLS cluster (the auth simulation makes one).
+            tls: self.tls.then(|| Arc::new(sim_certificate("user:root"))),
+            token: None,
         };
         Client::new(self.endpoints(), opts).expect("valid endpoints")
     }

@@ -9,11 +9,14 @@
 //! - `workload` + `history`: seeded clients whose operations are recorded as
 //!   invoke/complete events with simulated time;
 //! - `checks` + `linearizability`: the checkers; `scenario`: one whole run;
+//! - `auth_workload`: users, roles and a revocation under faults;
 //! - the `rangedb-sim` binary (src/main.rs): seeds, sweeps, canaries, replay.
 //!
 //! Server-side instruments (BUGGIFY points, canary bugs, Raft safety hooks)
 //! live in `rangedb::chaos` and compile to nothing outside simulation.
 
+#[cfg(madsim)]
+pub mod auth_workload;
 #[cfg(madsim)]
 pub mod checks;
 #[cfg(madsim)]

@@ -110,6 +110,7 @@ pub async fn run(opts: RunOptions) -> RunReport {
         heartbeat_ticks,
         max_msgs_per_loop,
         joiners,
+        tls: false,
     }));
     let history = History::new();
     let txn_history = crate::txn_workload::TxnHistory::default();
