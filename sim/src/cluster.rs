@@ -11,7 +11,7 @@ use rangedb::clock::NodeClock;
 use rangedb::config::ServerConfig;
 use rangedb::keys;
 use rangedb::proto::NodeStatusResponse;
-use rangedb::storage::memory::INJECTED_READ_ERROR;
+use rangedb::storage::memory::{INJECTED_READ_ERROR, INJECTED_SYNC_ERROR};
 use rangedb::storage::MemEngine;
 use tokio::sync::watch;
 
@@ -151,7 +151,10 @@ impl Cluster {
                             // The node stopped on an injected disk error (as
                             // it must, rather than skip an entry): it exits,
                             // and the nemesis restarts it as a supervisor would.
-                            Err(e) if e.to_string().contains(INJECTED_READ_ERROR) => {
+                            Err(e)
+                                if e.to_string().contains(INJECTED_READ_ERROR)
+                                    || e.to_string().contains(INJECTED_SYNC_ERROR) =>
+                            {
                                 let _ = (i, e);
                             }
                             Err(e) => panic!("node stopped with an error: {e}"),
@@ -251,6 +254,11 @@ impl Cluster {
 
     pub fn restart(&self, id: u64) {
         Handle::current().restart(self.node(id).handle.id());
+    }
+
+    /// Whether node `id`'s server stopped by itself (an injected disk error).
+    pub fn stopped(&self, id: u64) -> bool {
+        Handle::current().is_exit(self.node(id).handle.id())
     }
 
     /// Restarts a node whose server stopped by itself (an injected disk

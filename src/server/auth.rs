@@ -27,6 +27,8 @@ use crate::security::auth::{
 
 /// Default token lifetime (`rangedb login --ttl`).
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
+/// What `auth enable|disable` waits beyond one metadata refresh.
+const SWITCH_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest token lifetime.
 pub const MAX_TOKEN_TTL_SECS: u64 = 24 * 3600;
 
@@ -296,6 +298,10 @@ impl Auth for AuthService {
         .await
         .map_err(status)?;
         tracing::warn!(enabled = on, by = %p.describe(), "authentication switched");
+        // Answer once every node has had a refresh to learn it, so that the
+        // next command (a login, then a write led by another node) finds
+        // the cluster switched, not half of it.
+        tokio::time::sleep(super::background::METADATA_REFRESH_INTERVAL + SWITCH_MARGIN).await;
         let state = self.gate.state().unwrap_or_default();
         Ok(Response::new(status_response(on, Some(&p), &state)))
     }

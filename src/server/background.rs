@@ -20,7 +20,7 @@ use crate::node::{PeerAddresses, StoreHandle};
 /// Leaders publish changed descriptors to the directory this often.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// Peer addresses and cluster settings are re-read this often.
-const METADATA_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+pub(super) const METADATA_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 /// Registration and joining retry with backoff from this...
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 /// ...up to this (registration) and this (joining).

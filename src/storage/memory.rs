@@ -8,7 +8,10 @@
 //!
 //! A harness can make reads fail (`fail_reads`): a disk that returns read
 //! errors for some keys, the fault the state machine must answer by
-//! stopping the node rather than skipping an entry.
+//! stopping the node rather than skipping an entry. It can make fsyncs
+//! fail (`fail_syncs`): a synced write then errors and leaves nothing new
+//! durable or visible (after a failed fsync the kernel may have dropped the
+//! dirty pages: the only safe answer is to stop, never to retry and go on).
 //!
 //! CAVEATS: snapshots copy the visible map (O(n)); fine for tests and simulation.
 
@@ -32,6 +35,8 @@ struct Inner {
     sync_latency: std::time::Duration,
     /// Point reads of keys this matches fail (see `fail_reads`).
     failing_reads: Option<ReadFault>,
+    /// Synced writes fail (see `fail_syncs`).
+    failing_syncs: bool,
 }
 
 /// Which point reads fail.
@@ -39,6 +44,8 @@ pub type ReadFault = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// The message of an injected read error (harnesses match on it).
 pub const INJECTED_READ_ERROR: &str = "injected read error";
+/// The message of an injected fsync failure (harnesses match on it).
+pub const INJECTED_SYNC_ERROR: &str = "injected fsync error";
 
 /// A shared, in-memory engine (cheap to clone; clones share state).
 #[derive(Clone, Default)]
@@ -89,6 +96,11 @@ impl MemEngine {
     /// Makes point reads of the keys `which` matches fail (`None`: heal).
     pub fn fail_reads(&self, which: Option<ReadFault>) {
         self.lock().failing_reads = which;
+    }
+
+    /// Makes every synced write fail (`false`: heal).
+    pub fn fail_syncs(&self, on: bool) {
+        self.lock().failing_syncs = on;
     }
 
     /// Every visible pair, for state comparisons in tests.
@@ -160,6 +172,9 @@ impl Engine for MemEngine {
     fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
         let mut inner = self.lock();
         let inner = &mut *inner;
+        if sync && inner.failing_syncs {
+            return Err(crate::error::Error::Storage(INJECTED_SYNC_ERROR.into()));
+        }
         apply(&mut inner.visible, batch);
         inner.writes += 1;
         if sync {

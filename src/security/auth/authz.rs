@@ -168,7 +168,10 @@ impl Principal {
         if covers(&prefixes, start, end) {
             return Ok(());
         }
-        let span = if end.is_empty() {
+        let one_key = end.len() == start.len() + 1 && end.starts_with(start) && end.ends_with(&[0]);
+        let span = if one_key {
+            format!("key {:?}", show(start))
+        } else if end.is_empty() {
             format!("keys from {:?} to the end", show(start))
         } else {
             format!("keys [{:?}, {:?})", show(start), show(end))
@@ -265,7 +268,8 @@ mod tests {
             .to_string();
         assert!(e.contains("may not write key \"logs/1\""), "{e}");
         assert!(u.check_root("split a range").is_err());
-        assert!(u.check_read_key(b"other").is_err());
+        let e = u.check_read_key(b"other").unwrap_err().to_string();
+        assert!(e.ends_with("user alice may not read key \"other\""), "{e}");
         // A user-key scan skips the system keys: "" .. "" with every user
         // prefix granted reads no `_/` key (so needs no grant there).
         let all_user = user(&[("", false)]);
