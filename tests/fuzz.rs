@@ -217,3 +217,48 @@ fn status_metadata_decodes_without_panic() {
             let _ = e.to_string();
         });
 }
+
+/// Login tokens (network input, before any other check): arbitrary strings
+/// never verify and never panic; a real token verifies only unchanged.
+#[test]
+fn tokens_verify_only_unchanged() {
+    use rangedb::security::auth::token;
+    fuzz!()
+        .with_type::<(String, String, u64, u8)>()
+        .for_each(|(junk, user, gen, flip)| {
+            let key = b"fuzz-token-key-0123456789abcdef!";
+            assert!(token::verify(key, junk, 0).is_err(), "{junk}");
+            if user.is_empty() || user.contains('.') {
+                return;
+            }
+            let t = token::issue(key, user, *gen, u64::MAX);
+            let c = token::verify(key, &t, 0).expect("a fresh token verifies");
+            assert_eq!((c.user.as_str(), c.generation), (user.as_str(), *gen));
+            // Any one changed byte breaks it.
+            let mut bytes = t.clone().into_bytes();
+            let i = *flip as usize % bytes.len();
+            bytes[i] = if bytes[i] == b'0' { b'1' } else { b'0' };
+            if let Ok(changed) = String::from_utf8(bytes) {
+                if changed != t {
+                    assert!(token::verify(key, &changed, 0).is_err(), "{changed}");
+                }
+            }
+        });
+}
+
+/// Persisted users and roles (`_/auth/`): any bytes load or fail cleanly.
+#[test]
+fn auth_records_load_without_panic() {
+    use rangedb::security::auth::AuthState;
+    fuzz!()
+        .with_type::<(u8, Vec<u8>)>()
+        .for_each(|(which, value)| {
+            let key: &[u8] = match which % 4 {
+                0 => b"_/auth/enabled",
+                1 => b"_/auth/token-key",
+                2 => b"_/auth/users/alice",
+                _ => b"_/auth/roles/app",
+            };
+            let _ = AuthState::from_pairs([(key, value.as_slice())]);
+        });
+}
