@@ -149,8 +149,19 @@ fn secured(tmp: &Path) -> (Server, Env) {
 #[test]
 fn users_and_roles_guard_every_path_from_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_server, env) = secured(tmp.path());
+    let (server, env) = secured(tmp.path());
     let users = env.ok("root", "", &["user", "list"]);
+    // The peer address serves other nodes only, whatever the user.
+    let o = Command::new(BIN)
+        .args(["--certs-dir", &env.certs, "--endpoints", &server.peer_address])
+        .args(["get", "logs/1"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("this is a peer address"),
+        "{}",
+        stderr(&o)
+    );
     assert!(
         users.contains("alice: app, logs-ro") && users.contains("root:"),
         "{users}"

@@ -215,13 +215,22 @@ pub async fn run_node(
     result
 }
 
+/// How a listener's gate treats a service.
+#[derive(Clone, Copy)]
+struct GateMode {
+    /// Let an unidentified request through with the reason, for handlers
+    /// that need no caller (the Auth service: Login).
+    lenient: bool,
+    /// The peer listener: with TLS it serves nodes only (their
+    /// certificates); users and tokens belong on the client listener.
+    peer: bool,
+}
+
 /// The auth gate as a tonic interceptor: the request's principal goes
-/// into its extensions (`security::auth::principal` reads it back). A
-/// `lenient` gate (the Auth service) lets an unidentified request through
-/// with the reason, for the handlers that need no caller (Login).
+/// into its extensions (`security::auth::principal` reads it back).
 fn auth_interceptor(
     gate: crate::security::auth::AuthGate,
-    lenient: bool,
+    GateMode { lenient, peer }: GateMode,
 ) -> impl FnMut(tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> + Clone
 {
     move |mut req: tonic::Request<()>| {
@@ -233,10 +242,17 @@ fn auth_interceptor(
             .then(|| crate::security::auth::sim_identity(req.metadata()))
             .flatten();
         match gate.authenticate(req.metadata(), cert.as_ref()) {
+            Ok(p) if peer && gate.tls() && p != crate::security::auth::Principal::Node => {
+                return Err(convert::status(Error::PermissionDenied(
+                    "this is a peer address: it serves other nodes (node certificates) only; \
+                     clients use a node's client address"
+                        .into(),
+                )))
+            }
             Ok(p) => {
                 req.extensions_mut().insert(p);
             }
-            Err(e) if lenient => {
+            Err(e) if lenient && !(peer && gate.tls()) => {
                 req.extensions_mut()
                     .insert(crate::security::auth::Unidentified(e));
             }
@@ -249,23 +265,23 @@ fn auth_interceptor(
 /// A service behind the auth gate, with its message size limit (tonic
 /// and madsim-tonic build the pair differently).
 macro_rules! guarded {
-    ($server:ident, $svc:expr, $limit:expr, $gate:expr, $lenient:expr) => {{
+    ($server:ident, $svc:expr, $limit:expr, $gate:expr, $mode:expr) => {{
         #[cfg(not(madsim))]
         {
             tonic::service::interceptor::InterceptedService::new(
                 $server::new($svc).max_decoding_message_size($limit),
-                auth_interceptor($gate, $lenient),
+                auth_interceptor($gate, $mode),
             )
         }
         #[cfg(madsim)]
         {
-            $server::with_interceptor($svc, auth_interceptor($gate, $lenient))
+            $server::with_interceptor($svc, auth_interceptor($gate, $mode))
                 .max_decoding_message_size($limit)
         }
     }};
-    ($($server:ident)::+, $svc:expr, $limit:expr, $gate:expr, $lenient:expr) => {{
+    ($($server:ident)::+, $svc:expr, $limit:expr, $gate:expr, $mode:expr) => {{
         use $($server)::+ as GuardedServer;
-        guarded!(GuardedServer, $svc, $limit, $gate, $lenient)
+        guarded!(GuardedServer, $svc, $limit, $gate, $mode)
     }};
 }
 
@@ -295,40 +311,47 @@ fn spawn_services(
     // Every service but Raft (its own certificate check) and health passes
     // the auth gate: an interceptor, so it runs before the body is decoded
     // and in simulation too.
-    let admin = |kv: kv::KvService| {
+    let strict = |peer| GateMode {
+        lenient: false,
+        peer,
+    };
+    let admin = |kv: kv::KvService, peer| {
         guarded!(
             AdminServer,
             kv,
             MAX_ADMIN_MESSAGE_BYTES,
             gate.clone(),
-            false
+            strict(peer)
         )
     };
-    let kv = |kv: kv::KvService| {
+    let kv = |kv: kv::KvService, peer| {
         guarded!(
             KvServer,
             kv,
             crate::api::MAX_KV_MESSAGE_BYTES,
             gate.clone(),
-            false
+            strict(peer)
         )
     };
-    let txn = |kv: kv::KvService| {
+    let txn = |kv: kv::KvService, peer| {
         guarded!(
             crate::proto::txn_server::TxnServer,
             kv,
             crate::api::MAX_TXN_MESSAGE_BYTES,
             gate.clone(),
-            false
+            strict(peer)
         )
     };
-    let auth = || {
+    let auth = |peer| {
         guarded!(
             crate::proto::auth_server::AuthServer,
             auth_service.clone(),
             crate::api::MAX_KV_MESSAGE_BYTES,
             gate.clone(),
-            true
+            GateMode {
+                lenient: true,
+                peer
+            }
         )
     };
     // Request metrics by method and code (a tower layer), TLS and the
@@ -352,16 +375,16 @@ fn spawn_services(
         .add_service(
             RaftTransportServer::new(raft_service).max_decoding_message_size(MAX_RAFT_BATCH_BYTES),
         )
-        .add_service(kv(kv_service.clone()))
-        .add_service(txn(kv_service.clone()))
-        .add_service(admin(kv_service.clone()))
-        .add_service(auth())
+        .add_service(kv(kv_service.clone(), true))
+        .add_service(txn(kv_service.clone(), true))
+        .add_service(admin(kv_service.clone(), true))
+        .add_service(auth(true))
         .add_service(health::pb::health_server::HealthServer::new(health.clone()));
     let client_server = builder()?
-        .add_service(kv(kv_service.clone()))
-        .add_service(txn(kv_service.clone()))
-        .add_service(admin(kv_service))
-        .add_service(auth())
+        .add_service(kv(kv_service.clone(), false))
+        .add_service(txn(kv_service.clone(), false))
+        .add_service(admin(kv_service, false))
+        .add_service(auth(false))
         .add_service(health::pb::health_server::HealthServer::new(health));
     // Production listeners cap their connections (`conn_limit`).
     #[cfg(not(madsim))]
