@@ -153,7 +153,12 @@ fn users_and_roles_guard_every_path_from_the_cli() {
     let users = env.ok("root", "", &["user", "list"]);
     // The peer address serves other nodes only, whatever the user.
     let o = Command::new(BIN)
-        .args(["--certs-dir", &env.certs, "--endpoints", &server.peer_address])
+        .args([
+            "--certs-dir",
+            &env.certs,
+            "--endpoints",
+            &server.peer_address,
+        ])
         .args(["get", "logs/1"])
         .output()
         .unwrap();
