@@ -95,11 +95,7 @@ fn cached_token(user: &str) -> Option<String> {
     let mut lines = text.lines();
     let token = lines.next()?.trim().to_string();
     let expires: u64 = lines.next()?.trim().parse().ok()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_millis() as u64;
-    (now < expires && !token.is_empty()).then_some(token)
+    (super::txn::unix_ms() < expires && !token.is_empty()).then_some(token)
 }
 
 fn save_token(user: &str, token: &str, expires_ms: u64) -> Result<PathBuf> {
@@ -202,11 +198,9 @@ pub(super) async fn login(
 }
 
 fn ttl_secs_left(expires_ms: u64) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    expires_ms.saturating_sub(now).div_ceil(1000)
+    expires_ms
+        .saturating_sub(super::txn::unix_ms())
+        .div_ceil(1000)
 }
 
 pub(super) fn logout(out: &mut impl Write, user: &str, json: bool) -> Result<ExitCode> {

@@ -86,7 +86,7 @@ pub fn txn_id(start_ts: u64) -> String {
 /// it has run is measured between wall-clock readings saved in its state
 /// file (no monotonic clock outlives a process). CLI-only: never part of
 /// a simulated node.
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

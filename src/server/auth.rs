@@ -108,32 +108,29 @@ fn no_role(name: &str) -> Error {
     Error::NotFound(format!("role {name} does not exist"))
 }
 
-/// Hashes off the async workers in production (argon2 takes tens of
-/// milliseconds of CPU); inline in simulation (cheap parameters).
-async fn hash_password(pw: String) -> Result<String> {
+/// Runs argon2 (tens of milliseconds of CPU) off the async workers in
+/// production; inline in simulation (cheap parameters, no blocking pool).
+async fn off_reactor<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     #[cfg(not(madsim))]
     {
-        tokio::task::spawn_blocking(move || password::hash(&pw))
+        tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| Error::Internal(format!("password hashing: {e}")))?
+            .map_err(|e| Error::Internal(format!("password check: {e}")))
     }
     #[cfg(madsim)]
     {
-        password::hash(&pw)
+        Ok(f())
     }
 }
 
+async fn hash_password(pw: String) -> Result<String> {
+    off_reactor(move || password::hash(&pw)).await?
+}
+
 async fn verify_password(pw: String, phc: String) -> bool {
-    #[cfg(not(madsim))]
-    {
-        tokio::task::spawn_blocking(move || password::verify(&pw, &phc))
-            .await
-            .unwrap_or(false)
-    }
-    #[cfg(madsim)]
-    {
-        password::verify(&pw, &phc)
-    }
+    off_reactor(move || password::verify(&pw, &phc))
+        .await
+        .unwrap_or(false)
 }
 
 fn status_response(enabled: bool, p: Option<&Principal>, state: &AuthState) -> AuthStatusResponse {
