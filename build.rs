@@ -6,7 +6,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto/rangedb.proto");
     println!("cargo:rerun-if-changed=proto/health.proto");
+    println!("cargo:rerun-if-changed=proto/etcd");
     tonic_build::configure()
         .compile_protos(&["proto/rangedb.proto", "proto/health.proto"], &["proto"])?;
+    // etcd's v3 API (vendored, see proto/etcd/): the gateway's server side.
+    tonic_build::configure().compile_protos(
+        &[
+            "proto/etcd/rpc.proto",
+            "proto/etcd/kv.proto",
+            "proto/etcd/auth.proto",
+        ],
+        &["proto/etcd"],
+    )?;
     Ok(())
 }

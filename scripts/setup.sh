@@ -27,6 +27,15 @@ command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   missing+=(chromium)
 fi
+# The etcd-client crate (a dev-dependency) generates its code with protoc.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+# The etcd gateway's tests drive it with Debian's etcdctl and compare it
+# with a real etcd (tests/etcd.rs; they say they skip where neither can be
+# installed).
+if command -v apt-get >/dev/null 2>&1; then
+  command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+  command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -35,7 +44,7 @@ fi
 if command -v apt-get >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  echo "setup: installing ${missing[*]} (to build RocksDB's bindings and run the tests; chromium: the console's test)" >&2
+  echo "setup: installing ${missing[*]} (to build RocksDB's bindings and run the tests; chromium: the console's test; etcd: the etcd gateway's)" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 else

@@ -125,6 +125,19 @@ pub mod meta {
         format!("{BACKUPS_PREFIX}{id}")
     }
 
+    /// Where leases live: `_/leases/<id, 16 hex digits>` holds a lease's
+    /// record, `_/leases/<id>/k/<key>` each key attached to it.
+    pub const LEASES_PREFIX: &str = "_/leases/";
+
+    pub fn lease_key(id: u64) -> String {
+        format!("{LEASES_PREFIX}{id:016x}")
+    }
+
+    /// The prefix of the keys attached to lease `id`.
+    pub fn lease_keys_prefix(id: u64) -> Vec<u8> {
+        format!("{LEASES_PREFIX}{id:016x}/k/").into_bytes()
+    }
+
     pub fn config_key(name: &str) -> String {
         format!("{CONFIG_PREFIX}{name}")
     }

@@ -86,6 +86,13 @@ pub enum Canary {
     /// and roles but keeps its old table as if fresh: a revoked role keeps
     /// working on every node but the one that revoked it.
     AuthRefreshKeepsOldTable,
+    /// A range's history read leaves out the events of its first key: a
+    /// watch loses the changes of every key a split was made at.
+    WatchDropsAtSplit,
+    /// A placement driver that starts leading gives each lease a tenth of
+    /// its TTL instead of all of it: leases kept alive end early after a
+    /// failover, and their keys go.
+    LeaseExpiresEarlyAfterFailover,
 }
 
 impl Canary {
@@ -128,12 +135,20 @@ impl Canary {
         Canary::AuthRefreshKeepsOldTable,
     ];
 
-    /// Every canary, `ALL`, `RARE`, then `AUTH`.
+    /// Canaries of the watch simulation (`sim/tests/watch_canary*.rs`).
+    pub const WATCH: [Canary; 1] = [Canary::WatchDropsAtSplit];
+
+    /// Canaries of the lease simulation (`sim/tests/lease_canary.rs`).
+    pub const LEASE: [Canary; 1] = [Canary::LeaseExpiresEarlyAfterFailover];
+
+    /// Every canary, `ALL`, `RARE`, `AUTH`, `WATCH`, then `LEASE`.
     fn every() -> impl Iterator<Item = Canary> {
         Canary::ALL
             .into_iter()
             .chain(Canary::RARE)
             .chain(Canary::AUTH)
+            .chain(Canary::WATCH)
+            .chain(Canary::LEASE)
     }
 
     pub fn name(self) -> &'static str {
@@ -161,6 +176,8 @@ impl Canary {
             Canary::LeaseDriftBeyondBound => "lease-drift-beyond-bound",
             Canary::AuthBatchChecksFirstKey => "auth-batch-checks-first-key",
             Canary::AuthRefreshKeepsOldTable => "auth-refresh-keeps-old-table",
+            Canary::WatchDropsAtSplit => "watch-drops-at-split",
+            Canary::LeaseExpiresEarlyAfterFailover => "lease-expires-early-after-failover",
         }
     }
 

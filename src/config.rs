@@ -75,6 +75,8 @@ pub struct ServerConfig {
     /// simulator, embedded test nodes). `rangedb server` always has one
     /// (`http_address_for`).
     pub http_address: Option<String>,
+    /// The etcd v3 gateway's address (`--etcd-address`); `None`: off.
+    pub etcd_address: Option<String>,
     /// On a stop signal, drain first (not ready, leaderships moved away)
     /// for at most this long; zero: stop at once (the simulator's nodes).
     pub drain_timeout: Duration,
@@ -137,6 +139,7 @@ impl Default for ServerConfig {
             max_msgs_per_loop: DEFAULT_MAX_MSGS_PER_LOOP,
             clock: Default::default(),
             http_address: None,
+            etcd_address: None,
             drain_timeout: Duration::ZERO,
             read_leases: true,
             max_clock_drift_ppm: DEFAULT_MAX_CLOCK_DRIFT_PPM,

@@ -154,6 +154,11 @@ pub enum Error {
     /// is older than the GC horizon: nothing of it was committed.
     #[error("transaction too old: {0}")]
     TxnTooOld(String),
+    /// A watch (or a read) asked for a revision older than the GC horizon:
+    /// the versions between it and now are gone. `oldest`: the oldest
+    /// revision still available there.
+    #[error("revision {requested} is compacted: the oldest available is {oldest}")]
+    Compacted { requested: u64, oldest: u64 },
     /// The node's disk is (nearly) full: it refuses new writes until space
     /// returns; reads keep working. Nothing was written.
     #[error("disk full: {0}")]

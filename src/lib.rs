@@ -45,6 +45,8 @@ pub mod cli;
 pub mod clock;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod etcd;
 #[cfg(all(test, feature = "server"))]
 mod golden;
 #[cfg(feature = "server")]
@@ -76,6 +78,22 @@ pub mod telemetry;
 #[allow(clippy::all)]
 pub mod proto {
     tonic::include_proto!("rangedb");
+}
+
+/// etcd's v3 API messages and services (vendored protos, `proto/etcd/`),
+/// served by the gateway (`etcd`).
+#[cfg(feature = "server")]
+#[allow(clippy::all, clippy::pedantic)]
+pub mod etcdpb {
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
 }
 
 pub use error::{Error, Result};

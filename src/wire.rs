@@ -29,6 +29,8 @@ pub const TXN_PRIMARY: &str = "x-rangedb-primary";
 pub const TXN_START: &str = "x-rangedb-start-ts";
 pub const TXN_TTL: &str = "x-rangedb-ttl-ms";
 pub const TXN_TS: &str = "x-rangedb-ts";
+/// The oldest revision still available (a `compacted` error).
+pub const COMPACTED_TS: &str = "x-rangedb-compacted";
 /// Every metadata key above (what the SDK reads from a status).
 pub const METADATA_KEYS: &[&str] = &[
     ERROR_KIND,
@@ -43,6 +45,7 @@ pub const METADATA_KEYS: &[&str] = &[
     TXN_START,
     TXN_TTL,
     TXN_TS,
+    COMPACTED_TS,
 ];
 
 /// Lower-case hex.
@@ -99,6 +102,7 @@ pub fn to_status(e: Error) -> Status {
         Error::TxnCommitted { .. } => "txn-committed",
         Error::TxnConflict { .. } => "txn-conflict",
         Error::TxnTooOld(_) => "txn-too-old",
+        Error::Compacted { .. } => "compacted",
         Error::DataDir(_) | Error::Config(_) => "precondition",
         Error::Unauthenticated(_) => "unauthenticated",
         Error::NoSpace(_) => "no-space",
@@ -197,6 +201,12 @@ fn to_status_inner(e: Error) -> Status {
             s
         }
         Error::TxnTooOld(_) => Status::failed_precondition(msg),
+        Error::Compacted { requested, oldest } => {
+            let mut s = Status::out_of_range(msg);
+            set(&mut s, TXN_TS, &requested.to_string());
+            set(&mut s, COMPACTED_TS, &oldest.to_string());
+            s
+        }
         Error::Unauthenticated(_) => Status::unauthenticated(msg),
         Error::NoSpace(_) => Status::resource_exhausted(msg),
         Error::PermissionDenied(_) => Status::permission_denied(msg),
@@ -277,6 +287,12 @@ pub fn from_status(s: &Status) -> Error {
         (Code::FailedPrecondition, Some("txn-too-old")) => {
             Error::TxnTooOld(strip(s.message(), "transaction too old: "))
         }
+        (Code::OutOfRange, Some("compacted")) => Error::Compacted {
+            requested: get(s, TXN_TS).and_then(|v| v.parse().ok()).unwrap_or(0),
+            oldest: get(s, COMPACTED_TS)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        },
         (Code::InvalidArgument, _) => {
             Error::InvalidArgument(strip(s.message(), "invalid argument: "))
         }
@@ -399,6 +415,10 @@ mod tests {
                 reason: "written at 5 after the transaction read it".into(),
             },
             Error::TxnTooOld("ran 601 s; txn_max_duration is 600 s".into()),
+            Error::Compacted {
+                requested: 5,
+                oldest: 9,
+            },
         ] {
             let s = to_status(e.clone());
             assert_eq!(from_status(&s), e, "{s:?}");

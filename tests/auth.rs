@@ -390,7 +390,8 @@ async fn every_rpc(ch: tonic::transport::Channel, creds: Creds) -> Vec<(&'static
         "Kv.Put",
         kv.put(PutRequest {
             key: key.clone(),
-            value: b"v".to_vec()
+            value: b"v".to_vec(),
+            lease: 0,
         })
     );
     call!(
@@ -413,7 +414,8 @@ async fn every_rpc(ch: tonic::transport::Channel, creds: Creds) -> Vec<(&'static
         kv.batch_put(BatchPutRequest {
             pairs: vec![KeyValue {
                 key: key.clone(),
-                value: b"v".to_vec()
+                value: b"v".to_vec(),
+                meta: None,
             }]
         })
     );
@@ -422,6 +424,7 @@ async fn every_rpc(ch: tonic::transport::Channel, creds: Creds) -> Vec<(&'static
             key: key.clone(),
             value: b"v".to_vec(),
             delete: false,
+            lease: 0,
         }]
     };
     call!(
@@ -429,7 +432,8 @@ async fn every_rpc(ch: tonic::transport::Channel, creds: Creds) -> Vec<(&'static
         "Txn.Get",
         txn.get(TxnGetRequest {
             key: key.clone(),
-            start_ts: 1
+            start_ts: 1,
+            ..Default::default()
         })
     );
     call!(

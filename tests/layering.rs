@@ -3,7 +3,7 @@
 //! ```text
 //! error, api, clock, chaos, tls (shared plain types, instruments, TLS material)
 //!   <- config <- keys <- storage <- raft, mvcc <- range <- placement <- node <- server
-//! wire (Error <-> Status) <- client (the SDK: the API only) <- cli
+//! wire (Error <-> Status) <- client (the SDK: the API only) <- cli, etcd (the etcd gateway)
 //! security (certificates, the edge's TLS and peer identity, users and roles) <- server, cli
 //! ```
 //! Each module of `src/` may name (as `crate::<module>`) only the modules
@@ -79,6 +79,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "tls",
         ],
     ),
+    // The etcd v3 gateway: an API adapter over the SDK, like the CLI.
+    ("etcd", &["error", "api", "client", "proto", "etcdpb"]),
     // The cluster's state as JSON, for the CLI and the web console alike.
     ("status", &["error", "api", "config", "client", "proto"]),
     // OpenTelemetry export, at the production edge.
@@ -106,6 +108,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "telemetry",
             "tls",
             "security",
+            "etcd",
         ],
     ),
     (

@@ -335,6 +335,7 @@ fn an_oversize_message_is_refused_and_the_node_keeps_serving() {
         let req = PutRequest {
             key: b"/huge".to_vec(),
             value: vec![b'x'; rangedb::api::MAX_KV_MESSAGE_BYTES + 1024],
+            lease: 0,
         };
         KvClient::new(ch)
             .put(req)

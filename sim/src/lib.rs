@@ -25,6 +25,8 @@ pub mod elle;
 #[cfg(madsim)]
 pub mod history;
 #[cfg(madsim)]
+pub mod lease_workload;
+#[cfg(madsim)]
 pub mod linearizability;
 #[cfg(madsim)]
 pub mod nemesis;
@@ -32,6 +34,8 @@ pub mod nemesis;
 pub mod scenario;
 #[cfg(madsim)]
 pub mod txn_workload;
+#[cfg(madsim)]
+pub mod watch_workload;
 #[cfg(madsim)]
 pub mod workload;
 

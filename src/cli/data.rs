@@ -16,8 +16,16 @@ pub(super) async fn run(
     json: bool,
 ) -> Result<ExitCode> {
     match cmd {
-        Command::Put { key, value } => {
-            client.put(key.as_bytes(), value.as_bytes()).await?;
+        Command::Put { key, value, lease } => {
+            match lease {
+                Some(id) => {
+                    let id = super::lease::parse_id(&id)?;
+                    client
+                        .put_leased(key.as_bytes(), value.as_bytes(), id)
+                        .await?;
+                }
+                None => client.put(key.as_bytes(), value.as_bytes()).await?,
+            }
             print_ok(out, json);
         }
         Command::Get { key, local } => {
@@ -58,6 +66,8 @@ pub(super) async fn run(
         | Command::Role(_)
         | Command::Login { .. }
         | Command::Logout
+        | Command::Watch(_)
+        | Command::Lease(_)
         | Command::Repl => {}
     }
     Ok(ExitCode::SUCCESS)

@@ -21,8 +21,10 @@ mod backup;
 mod bench;
 mod cert;
 mod data;
+mod lease;
 mod repl;
 pub mod txn;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,7 +92,14 @@ pub enum Command {
     /// Run a RangeDB node.
     Server(ServerArgs),
     /// Write a value (keys under "_/" are reserved).
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        value: String,
+        /// Attach the key to this lease (hex id from `lease grant`): it is
+        /// deleted when the lease ends.
+        #[arg(long)]
+        lease: Option<String>,
+    },
     /// Read a value (linearizable); exits 1 if the key does not exist.
     Get {
         key: String,
@@ -147,6 +156,12 @@ pub enum Command {
     },
     /// Forget the token `login` saved for --user.
     Logout,
+    /// Print every change of a key, a --prefix, or a span [KEY, END) as it
+    /// is committed, in commit order (until interrupted or --count events).
+    Watch(watch::WatchArgs),
+    /// Leases: keys written with `put --lease` are deleted when it ends.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -256,6 +271,11 @@ pub struct ServerArgs {
     /// 1000, e.g. 127.0.0.1:9081].
     #[arg(long)]
     pub http_address: Option<String>,
+    /// Also serve etcd's v3 gRPC API here, so etcdctl and etcd clients work
+    /// unchanged (docs/etcd-compatibility.md) [default: off]. Plaintext
+    /// only: not with --certs-dir.
+    #[arg(long)]
+    pub etcd_address: Option<String>,
     /// On SIGTERM, drain for at most this many seconds before stopping:
     /// turn not ready (/readyz 503) and move this node's leaderships to
     /// other nodes, so clients see no election gap. 0: stop at once.
@@ -352,6 +372,7 @@ impl ServerArgs {
                 Some(a) => a.clone(),
                 None => config::http_address_for(&self.client_address)?,
             }),
+            etcd_address: self.etcd_address.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             read_leases: !self.no_read_leases,
             max_clock_drift_ppm: self.max_clock_drift_ppm,
@@ -456,12 +477,13 @@ fn tls_hint(e: &Error, plaintext_client: bool) -> &'static str {
 /// Exit codes of client commands (documented in docs/transactions.md):
 /// 1 an error (or a key not found), 2 bad usage (clap), 3 the outcome of a
 /// write is unknown, 4 a transaction conflict (run it again), 5 a
-/// transaction too old.
+/// transaction too old, 6 a watch from a compacted revision.
 pub fn exit_code(e: &Error) -> u8 {
     match e {
         Error::Timeout(_) | Error::Indeterminate(_) => 3,
         Error::TxnConflict { .. } => 4,
         Error::TxnTooOld(_) => 5,
+        Error::Compacted { .. } => 6,
         _ => 1,
     }
 }
@@ -563,6 +585,11 @@ async fn run_client(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(cmd) => admin::run(&mut out, &client, cmd, json).await,
+        Command::Lease(cmd) => lease::run(&mut out, &client, cmd, json).await,
+        Command::Watch(args) => {
+            watch::check(&args)?;
+            watch::run(&mut out, &client, args, json).await
+        }
         Command::Txn { id, command } => {
             txn::run(&mut out, &client, command, id.as_deref(), json).await
         }

@@ -38,6 +38,7 @@ impl Client {
                 start_ts: ts.0,
                 snapshot: true,
                 changes_since: changes_since.map_or(0, |t| t.0),
+                with_meta: false,
             };
             let resp = self
                 .with_retry(&route::key(&from), Retry::Idempotent, |ch| {

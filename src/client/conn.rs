@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::proto::admin_client::AdminClient;
 use crate::proto::auth_client::AuthClient;
 use crate::proto::kv_client::KvClient;
+use crate::proto::lease_client::LeaseClient;
 use crate::proto::txn_client::TxnClient;
 
 /// A bearer token to send with every request, if any (and, in
@@ -77,6 +78,8 @@ pub type Txn = TxnClient<Svc>;
 pub type Admin = AdminClient<Svc>;
 #[cfg(not(madsim))]
 pub type Auth = AuthClient<Svc>;
+#[cfg(not(madsim))]
+pub type Lease = LeaseClient<Svc>;
 #[cfg(madsim)]
 pub type Kv = KvClient<Channel, Creds>;
 #[cfg(madsim)]
@@ -85,6 +88,8 @@ pub type Txn = TxnClient<Channel, Creds>;
 pub type Admin = AdminClient<Channel, Creds>;
 #[cfg(madsim)]
 pub type Auth = AuthClient<Channel, Creds>;
+#[cfg(madsim)]
+pub type Lease = LeaseClient<Channel, Creds>;
 
 /// A channel to one node with the caller's credentials.
 #[derive(Clone)]
@@ -108,5 +113,9 @@ impl Conn {
 
     pub fn auth(self) -> Auth {
         AuthClient::with_interceptor(self.ch, self.creds)
+    }
+
+    pub fn lease(self) -> Lease {
+        LeaseClient::with_interceptor(self.ch, self.creds)
     }
 }

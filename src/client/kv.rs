@@ -34,6 +34,7 @@ impl Client {
         let req = PutRequest {
             key: key.to_vec(),
             value: value.to_vec(),
+            lease: 0,
         };
         self.with_retry(&route::key(key), Retry::Write, |ch| {
             let req = req.clone();
@@ -65,6 +66,7 @@ impl Client {
                 .map(|(key, value)| KeyValue {
                     key: key.clone(),
                     value: value.clone(),
+                    meta: None,
                 })
                 .collect(),
         };

@@ -47,15 +47,18 @@ pub mod conn;
 pub mod faults;
 mod gc_pin;
 mod kv;
+mod lease;
 mod locate;
 pub mod transaction;
 pub mod tso;
 mod txn_rpc;
+pub mod watch;
 
 pub use faults::{CommitFaults, CommitPoint, Fault};
 pub use transaction::{Transaction, TxnOptions, TxnRecord};
 pub use tso::{TimestampSource, TsoBatcher};
 pub use txn_rpc::TxnState;
+pub use watch::{WatchOptions, WatchUpdate, Watcher};
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {

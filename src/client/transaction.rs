@@ -45,7 +45,7 @@ use super::{Client, TxnState};
 use crate::api::{self, Timestamp, MAX_KEY_BYTES, MAX_TXN_BYTES, MAX_TXN_KEYS, MAX_VALUE_BYTES};
 use crate::chaos::{self, Canary};
 use crate::error::{Error, Result};
-use crate::proto::{Mutation, OnePcRequest, ReadSpan};
+use crate::proto::{KeyMeta, KeyValue, Mutation, OnePcRequest, ReadSpan};
 
 /// A lock's lifetime past the moment it is written (or last renewed by a
 /// heartbeat; locks are only held during `commit`).
@@ -89,6 +89,8 @@ pub struct Transaction<'c> {
     write_bytes: usize,
     reads: BTreeSet<Vec<u8>>,
     spans: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Buffered puts attached to a lease (`put_leased`), by key.
+    leases: BTreeMap<Vec<u8>, u64>,
     /// When this process began or resumed it, less the time it had run.
     began: tokio::time::Instant,
     /// Its registration among the client's open transactions (GC pin).
@@ -156,6 +158,7 @@ impl Client {
             write_bytes,
             reads: rec.reads.into_iter().collect(),
             spans: rec.spans,
+            leases: BTreeMap::new(),
             began: now.checked_sub(elapsed).unwrap_or(now),
             ticket: self.txn_opened(Timestamp(rec.start_ts)),
         }
@@ -231,6 +234,64 @@ impl<'c> Transaction<'c> {
         Ok(v)
     }
 
+    /// `get` with the key's metadata (`None` for the transaction's own
+    /// buffered write: it has no revision until it commits).
+    pub async fn get_meta(&mut self, key: &[u8]) -> Result<Option<(Vec<u8>, Option<KeyMeta>)>> {
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.clone().map(|v| (v, None)));
+        }
+        let v = self.client.txn_get_meta(key, self.start_ts, true).await?;
+        self.reads.insert(key.to_vec());
+        Ok(v)
+    }
+
+    /// `scan` with each key's metadata (`None` for the transaction's own
+    /// writes).
+    pub async fn scan_meta(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<KeyValue>> {
+        let want = if limit == 0 {
+            api::DEFAULT_SCAN_LIMIT
+        } else {
+            limit as usize
+        };
+        let deletes = self
+            .writes
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| end.is_empty() || k.as_slice() < end)
+            .filter(|(_, v)| v.is_none())
+            .count();
+        let fetch = (want + deletes).min(api::MAX_SCAN_LIMIT) as u32;
+        let (kvs, covered) = self
+            .client
+            .txn_scan_meta(start, end, fetch, self.start_ts, true)
+            .await?;
+        self.spans.push((start.to_vec(), covered.clone()));
+        let mut merged: BTreeMap<Vec<u8>, KeyValue> =
+            kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        for (k, v) in self
+            .writes
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| covered.is_empty() || k.as_slice() < covered.as_slice())
+        {
+            match v {
+                Some(v) => merged.insert(
+                    k.clone(),
+                    KeyValue {
+                        key: k.clone(),
+                        value: v.clone(),
+                        meta: None,
+                    },
+                ),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_values().take(want).collect())
+    }
+
     /// Pairs with `start <= key < end` (end empty: to the end), at most
     /// `limit` (0: the default), the transaction's own writes included.
     pub async fn scan(
@@ -274,12 +335,30 @@ impl<'c> Transaction<'c> {
     /// Buffers a write of `key` (checked now; written at commit).
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         check_write(key, Some(value))?;
+        self.leases.remove(key);
         self.buffer(key, Some(value.to_vec()))
+    }
+
+    /// Buffers a write of `key` attached to `lease` (the caller attached
+    /// the key first: `Client::attach`; see `client/lease.rs`).
+    pub fn put_leased(&mut self, key: &[u8], value: &[u8], lease: u64) -> Result<()> {
+        check_write(key, Some(value))?;
+        self.buffer(key, Some(value.to_vec()))?;
+        if lease != 0 {
+            self.leases.insert(key.to_vec(), lease);
+        }
+        Ok(())
+    }
+
+    /// The leases the buffered writes are attached to, with their keys.
+    pub fn leased_writes(&self) -> Vec<(u64, Vec<u8>)> {
+        self.leases.iter().map(|(k, l)| (*l, k.clone())).collect()
     }
 
     /// Buffers a delete of `key`.
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
         check_write(key, None)?;
+        self.leases.remove(key);
         self.buffer(key, None)
     }
 
@@ -315,6 +394,7 @@ impl<'c> Transaction<'c> {
                 key: k.clone(),
                 value: v.clone().unwrap_or_default(),
                 delete: v.is_none(),
+                lease: self.leases.get(k).copied().unwrap_or(0),
             })
             .collect()
     }

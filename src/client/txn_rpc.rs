@@ -118,9 +118,23 @@ impl Client {
 
     /// A read at `start_ts` (locks in the way are resolved by the server).
     pub async fn txn_get(&self, key: &[u8], start_ts: Timestamp) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .txn_get_meta(key, start_ts, false)
+            .await?
+            .map(|(v, _)| v))
+    }
+
+    /// `txn_get`, with the key's metadata when `with_meta`.
+    pub async fn txn_get_meta(
+        &self,
+        key: &[u8],
+        start_ts: Timestamp,
+        with_meta: bool,
+    ) -> Result<Option<(Vec<u8>, Option<KeyMeta>)>> {
         let req = TxnGetRequest {
             key: key.to_vec(),
             start_ts: start_ts.0,
+            with_meta,
         };
         let resp = self
             .with_retry(&route::key(key), Retry::Idempotent, |ch| {
@@ -129,7 +143,7 @@ impl Client {
             })
             .await?
             .into_inner();
-        Ok(resp.found.then_some(resp.value))
+        Ok(resp.found.then_some((resp.value, resp.meta)))
     }
 
     /// A scan at `start_ts` (forward; see `Client::scan`), and the end of
@@ -142,13 +156,31 @@ impl Client {
         limit: u32,
         start_ts: Timestamp,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>)> {
+        let (kvs, covered) = self
+            .txn_scan_meta(start, end, limit, start_ts, false)
+            .await?;
+        Ok((
+            kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+            covered,
+        ))
+    }
+
+    /// `txn_scan`, with each key's metadata when `with_meta`.
+    pub async fn txn_scan_meta(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+        start_ts: Timestamp,
+        with_meta: bool,
+    ) -> Result<(Vec<KeyValue>, Vec<u8>)> {
         let want = if limit == 0 {
             crate::api::DEFAULT_SCAN_LIMIT
         } else {
             limit as usize
         };
         let mut from = start.to_vec();
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut out: Vec<KeyValue> = Vec::new();
         loop {
             let req = TxnScanRequest {
                 start: from.clone(),
@@ -156,6 +188,7 @@ impl Client {
                 limit: (want - out.len()) as u32,
                 reverse: false,
                 start_ts: start_ts.0,
+                with_meta,
                 ..Default::default()
             };
             let resp = self
@@ -165,10 +198,10 @@ impl Client {
                 })
                 .await?
                 .into_inner();
-            out.extend(resp.pairs.into_iter().map(|kv| (kv.key, kv.value)));
+            out.extend(resp.pairs);
             if out.len() >= want {
                 out.truncate(want);
-                let mut covered = out.last().map(|(k, _)| k.clone()).unwrap_or_default();
+                let mut covered = out.last().map(|kv| kv.key.clone()).unwrap_or_default();
                 covered.push(0);
                 return Ok((out, covered));
             }

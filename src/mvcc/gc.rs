@@ -171,6 +171,7 @@ mod tests {
             start_ts: ts,
             value: b"v".to_vec(),
             pending_secondaries: pending,
+            ..Default::default()
         };
         wb.put(keys::version_key(k, ts), w.encode());
     }

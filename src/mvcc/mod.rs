@@ -30,6 +30,11 @@
 //! `start_ts` names the transaction that wrote it; `gc` never removes the
 //! newest version at or below its horizon unless that is a delete.
 //!
+//! Each Put's write record also carries the key's etcd-style metadata,
+//! fixed when it is written: the commit timestamp that created the key,
+//! its version count, and its lease (`txn::versioned`). `history.rs`
+//! reads a span's versions in `(since, at]` for watches.
+//!
 //! CAVEATS: a scan reads every version record of its span (GC keeps them
 //! few); values live inline in locks and write records (at most 1 MiB).
 //! Garbage collection (`gc.rs`) is a replicated command over keys a
@@ -37,6 +42,7 @@
 //! each key at the horizon, so replicas stay identical.
 
 mod gc;
+mod history;
 mod reader;
 mod records;
 mod txn;
@@ -46,7 +52,8 @@ mod tests;
 
 pub use crate::api::{Timestamp, LOGICAL_BITS};
 pub use gc::{gc, gc_key, GarbageFinder};
-pub use reader::{Change, Reader, Source, Visible};
+pub use history::{Event, History};
+pub use reader::{Change, Item, LockedKey, Reader, Seen, Source, Visible};
 pub use records::{Lock, Write, WriteKind};
 pub use txn::{
     check_status, commit, heartbeat, one_pc, prewrite, resolve, rollback, secondaries_done,

@@ -66,6 +66,9 @@ const VERSION_CHUNK: usize = 64;
 /// when it was deleted (`Reader::changes`).
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
 
+/// A data key and what a read sees of it.
+pub type KeyItem = (Vec<u8>, Item);
+
 /// A lock a scan met, and the data key it locks.
 pub type LockedKey = (Vec<u8>, Lock);
 
@@ -82,7 +85,7 @@ fn hides(lock: &Lock, ts: Timestamp) -> bool {
 }
 
 /// What a read at `ts` sees of one key, from all of its records (any order).
-fn visible_in(mut recs: Records, ts: Timestamp) -> Result<Visible> {
+fn seen_in(mut recs: Records, ts: Timestamp) -> Result<Seen> {
     // The lock first, then versions newest first.
     recs.sort_by_key(|(r, _)| match r {
         MvccRecord::Lock => (0, 0),
@@ -93,21 +96,21 @@ fn visible_in(mut recs: Records, ts: Timestamp) -> Result<Visible> {
             MvccRecord::Lock => {
                 let lock = Lock::decode(v)?;
                 if hides(&lock, ts) {
-                    return Ok(Visible::Locked(lock));
+                    return Ok(Seen::Locked(lock));
                 }
             }
             MvccRecord::Version(t) if Timestamp(t) <= ts => {
                 let w = Write::decode(v)?;
                 match w.write_kind()? {
                     WriteKind::Rollback => {}
-                    WriteKind::Put => return Ok(Visible::Value(Some(w.value))),
-                    WriteKind::Delete => return Ok(Visible::Value(None)),
+                    WriteKind::Put => return Ok(Seen::Item(Some(Item::of(Timestamp(t), w)))),
+                    WriteKind::Delete => return Ok(Seen::Item(None)),
                 }
             }
             MvccRecord::Version(_) => {}
         }
     }
-    Ok(Visible::Value(None))
+    Ok(Seen::Item(None))
 }
 
 /// A read's answer: the value (or absence) at the timestamp, or the lock
@@ -118,6 +121,48 @@ pub enum Visible {
     Locked(Lock),
 }
 
+/// A value as a read at a timestamp sees it, with the key's metadata (as
+/// etcd defines it: `mod_ts` = mod_revision, `create_ts` =
+/// create_revision, `version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub value: Vec<u8>,
+    pub mod_ts: Timestamp,
+    pub create_ts: Timestamp,
+    pub version: u64,
+    /// The lease the key is attached to (0: none).
+    pub lease: u64,
+}
+
+impl Item {
+    pub(super) fn of(at: Timestamp, w: Write) -> Item {
+        let (create_ts, version) = w.meta(at);
+        Item {
+            value: w.value,
+            mod_ts: at,
+            create_ts,
+            version,
+            lease: w.lease,
+        }
+    }
+}
+
+/// `Visible` with metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Item(Option<Item>),
+    Locked(Lock),
+}
+
+impl From<Seen> for Visible {
+    fn from(s: Seen) -> Visible {
+        match s {
+            Seen::Item(i) => Visible::Value(i.map(|i| i.value)),
+            Seen::Locked(l) => Visible::Locked(l),
+        }
+    }
+}
+
 pub struct Reader<'a> {
     src: &'a dyn Source,
 }
@@ -125,6 +170,11 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub fn new(src: &'a dyn Source) -> Reader<'a> {
         Reader { src }
+    }
+
+    /// Where the reads come from.
+    pub(super) fn source(&self) -> &'a dyn Source {
+        self.src
     }
 
     /// The key's lock, if any.
@@ -137,7 +187,7 @@ impl<'a> Reader<'a> {
 
     /// Every write record of the key committed at or below `at`, newest
     /// first, until `f` says stop (returns `Some`).
-    fn walk<T>(
+    pub(super) fn walk<T>(
         &self,
         data_key: &[u8],
         at: Timestamp,
@@ -170,9 +220,14 @@ impl<'a> Reader<'a> {
 
     /// The newest committed value at or below `ts` (rollbacks skipped).
     pub fn value_at(&self, data_key: &[u8], ts: Timestamp) -> Result<Option<Vec<u8>>> {
-        let found = self.walk(data_key, ts, |_, w| match w.write_kind()? {
+        Ok(self.item_at(data_key, ts)?.map(|i| i.value))
+    }
+
+    /// `value_at`, with the key's metadata.
+    pub fn item_at(&self, data_key: &[u8], ts: Timestamp) -> Result<Option<Item>> {
+        let found = self.walk(data_key, ts, |at, w| match w.write_kind()? {
             WriteKind::Rollback => Ok(None),
-            WriteKind::Put => Ok(Some(Some(w.value))),
+            WriteKind::Put => Ok(Some(Some(Item::of(at, w)))),
             WriteKind::Delete => Ok(Some(None)),
         })?;
         Ok(found.flatten())
@@ -180,6 +235,11 @@ impl<'a> Reader<'a> {
 
     /// What a read at `ts` sees of the key.
     pub fn get(&self, data_key: &[u8], ts: Timestamp) -> Result<Visible> {
+        self.get_item(data_key, ts).map(Visible::from)
+    }
+
+    /// `get`, with the key's metadata.
+    pub fn get_item(&self, data_key: &[u8], ts: Timestamp) -> Result<Seen> {
         // One engine call for the common case: the lock (if any) and the
         // newest versions sort together, lock first.
         let (_, end) = keys::versions_bounds(data_key);
@@ -206,14 +266,14 @@ impl<'a> Reader<'a> {
                 }
             });
         if decided {
-            return visible_in(recs, ts);
+            return seen_in(recs, ts);
         }
         if let Some(lock) = self.lock(data_key)? {
             if hides(&lock, ts) {
-                return Ok(Visible::Locked(lock));
+                return Ok(Seen::Locked(lock));
             }
         }
-        Ok(Visible::Value(self.value_at(data_key, ts)?))
+        Ok(Seen::Item(self.item_at(data_key, ts)?))
     }
 
     /// The newest write record of the key (any kind) at or below `at`.
@@ -274,6 +334,20 @@ impl<'a> Reader<'a> {
         limit: usize,
         reverse: bool,
     ) -> Result<Result<Vec<KvPair>, LockedKey>> {
+        Ok(self
+            .scan_items(start, end, ts, limit, reverse)?
+            .map(|items| items.into_iter().map(|(k, i)| (k, i.value)).collect()))
+    }
+
+    /// `scan`, with each key's metadata.
+    pub fn scan_items(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        ts: Timestamp,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Result<Vec<KeyItem>, LockedKey>> {
         let mut out = Vec::new();
         // Forward: records from `lo`; reversed: records below `hi`.
         let (mut lo, mut hi) = (start.to_vec(), end.to_vec());
@@ -298,14 +372,14 @@ impl<'a> Reader<'a> {
                 // The chunk may have cut the last key's records short: read
                 // that one key on its own.
                 let seen = if full && i + 1 == n {
-                    self.get(&data_key, ts)?
+                    self.get_item(&data_key, ts)?
                 } else {
-                    visible_in(recs, ts)?
+                    seen_in(recs, ts)?
                 };
                 match seen {
-                    Visible::Locked(lock) => return Ok(Err((data_key, lock))),
-                    Visible::Value(Some(v)) => out.push((data_key.clone(), v)),
-                    Visible::Value(None) => {}
+                    Seen::Locked(lock) => return Ok(Err((data_key, lock))),
+                    Seen::Item(Some(item)) => out.push((data_key.clone(), item)),
+                    Seen::Item(None) => {}
                 }
                 if reverse {
                     hi = data_key;

@@ -35,6 +35,9 @@ pub struct Lock {
     pub kind: i32,
     #[prost(bytes = "vec", tag = "5")]
     pub value: Vec<u8>,
+    /// The lease a Put attaches its key to (0: none).
+    #[prost(uint64, tag = "6")]
+    pub lease: u64,
 }
 
 /// What a transaction did to a key at a commit timestamp.
@@ -53,6 +56,20 @@ pub struct Write {
     /// reports every secondary committed (`mvcc::secondaries_done`).
     #[prost(bool, tag = "4")]
     pub pending_secondaries: bool,
+    /// A Put's key metadata, as etcd defines it, fixed when the version is
+    /// written (`txn::versioned`): the commit timestamp of the first Put
+    /// since the key was last absent (etcd's create_revision) ...
+    #[prost(uint64, tag = "5")]
+    pub create_ts: u64,
+    /// ... and how many Puts that makes, this one included (etcd's
+    /// version). Records written before format 3 kept them are read as
+    /// `create_ts` = their own timestamp, `version` = 1 (`Write::meta`).
+    #[prost(uint64, tag = "6")]
+    pub version: u64,
+    /// The lease the key is attached to (0: none): when it ends, the key
+    /// is deleted if this is still its newest version.
+    #[prost(uint64, tag = "7")]
+    pub lease: u64,
 }
 
 impl Lock {
@@ -75,6 +92,15 @@ impl Lock {
 }
 
 impl Write {
+    /// (create_ts, version) of a Put committed at `at`.
+    pub fn meta(&self, at: Timestamp) -> (Timestamp, u64) {
+        if self.version == 0 {
+            (at, 1)
+        } else {
+            (Timestamp(self.create_ts), self.version)
+        }
+    }
+
     pub fn write_kind(&self) -> Result<WriteKind> {
         WriteKind::try_from(self.kind)
             .map_err(|_| Error::Corruption(format!("write record of kind {}", self.kind)))

@@ -12,6 +12,7 @@
 //! validate start=<ts> commit=<ts> [<k>...] [span=<from>..<to>]
 //! onepc start=<ts> commit=<ts> [read=<k>] [span=<from>..<to>] k=v ... [delete=k]
 //! get <k> ts=<ts>     scan ts=<ts> [from=<k>] [to=<k>] [reverse=true]
+//! history since=<ts> ts=<ts> [from=<k>] [to=<k>] [prev=true] [limit=<n>]
 //! gc horizon=<ts>     dump
 //! ```
 
@@ -69,7 +70,10 @@ struct Parsed {
     positional: Vec<String>,
 }
 
-const NAMED: [&str; 14] = [
+const NAMED: [&str; 17] = [
+    "since",
+    "prev",
+    "limit",
     "start",
     "commit",
     "primary",
@@ -104,6 +108,7 @@ fn parse(cmd: &goldenscript::Command) -> Parsed {
             goldenscript::Argument::KeyValue(k, v) => p.muts.push(Mutation::Put {
                 key: dk(k),
                 value: v.clone().into_bytes(),
+                lease: 0,
             }),
             _ => {}
         }
@@ -226,6 +231,61 @@ impl Runner {
         Ok(())
     }
 
+    /// `history`: one line per event, then the locks and where to resume.
+    fn history(&self, p: &Parsed, out: &mut String) -> std::result::Result<(), BoxError> {
+        let r = Reader::new(&self.engine);
+        let (lo, hi) = keys::user_data_bounds();
+        let from = p.get("from").map(dk).unwrap_or(lo);
+        let to = p.get("to").map(dk).unwrap_or(hi);
+        let limit = p
+            .get("limit")
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or(usize::MAX);
+        let prev = p.get("prev") == Some("true");
+        let at = p.ts("ts")?;
+        let h = r.history(&from, &to, p.ts("since")?, at, limit, prev)?;
+        let text = |v: &Option<Item>| match v {
+            Some(i) => format!(
+                "{} v{} since {}",
+                String::from_utf8_lossy(&i.value),
+                i.version,
+                i.create_ts.0
+            ),
+            None => "(none)".into(),
+        };
+        for e in &h.events {
+            let what = match &e.value {
+                Some(v) => format!(
+                    "put {} v{} since {}",
+                    String::from_utf8_lossy(v),
+                    e.version,
+                    e.create_ts.0
+                ),
+                None => "delete".into(),
+            };
+            let was = if prev {
+                format!(" (was {})", text(&e.prev))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "{}@{} {what}{was}", show(&e.key), e.ts.0);
+        }
+        for (k, l) in &h.locks {
+            let _ = writeln!(
+                out,
+                "{} locked by the transaction started at {}",
+                show(k),
+                l.start_ts
+            );
+        }
+        let _ = writeln!(out, "final through {}", h.held(at).0);
+        if let Some(k) = &h.resume {
+            let _ = writeln!(out, "resume at {}", show(k));
+        }
+        Ok(())
+    }
+
     fn action(
         &mut self,
         name: &str,
@@ -312,6 +372,7 @@ impl goldenscript::Runner for Runner {
         match cmd.name.as_str() {
             "dump" => self.dump(&mut out),
             "get" | "scan" => self.read(&p, &cmd.name, &mut out)?,
+            "history" => self.history(&p, &mut out)?,
             name => self.action(name, &p, &mut out)?,
         }
         Ok(out)
@@ -336,6 +397,7 @@ fn a_chunked_scan_sees_what_point_reads_see() {
             start_ts: ts,
             value: value.to_vec(),
             pending_secondaries: false,
+            ..Default::default()
         }
         .encode()
     };
@@ -362,6 +424,7 @@ fn a_chunked_scan_sees_what_point_reads_see() {
                 ttl_ms: 1,
                 kind: WriteKind::Put as i32,
                 value: vec![],
+                lease: 0,
             };
             wb.put(keys::lock_key(&k), lock.encode());
         }

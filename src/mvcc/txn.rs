@@ -21,8 +21,15 @@ use crate::storage::WriteBatch;
 /// A write a transaction makes (data keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    /// `lease`: the lease the key is attached to (0: none).
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: u64,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
 }
 
 impl Mutation {
@@ -32,10 +39,10 @@ impl Mutation {
         }
     }
 
-    fn kind_value(&self) -> (WriteKind, Vec<u8>) {
+    fn kind_value(&self) -> (WriteKind, Vec<u8>, u64) {
         match self {
-            Mutation::Put { value, .. } => (WriteKind::Put, value.clone()),
-            Mutation::Delete { .. } => (WriteKind::Delete, Vec::new()),
+            Mutation::Put { value, lease, .. } => (WriteKind::Put, value.clone(), *lease),
+            Mutation::Delete { .. } => (WriteKind::Delete, Vec::new(), 0),
         }
     }
 }
@@ -88,9 +95,53 @@ fn write_version(
             kind: kind as i32,
             start_ts: start.0,
             value,
-            pending_secondaries: false,
+            ..Default::default()
         },
     );
+}
+
+/// The write record of a Put or Delete of `key` committed at `at`, with
+/// the key's metadata carried on from its newest version below `at` (a
+/// Put after a Put keeps the creation and counts one more version; after
+/// a Delete or nothing, it creates the key).
+fn versioned(
+    r: &Reader,
+    key: &[u8],
+    at: Timestamp,
+    kind: WriteKind,
+    start: Timestamp,
+    value: Vec<u8>,
+    lease: u64,
+) -> Result<Write> {
+    let mut w = Write {
+        kind: kind as i32,
+        start_ts: start.0,
+        value,
+        lease,
+        ..Default::default()
+    };
+    if kind != WriteKind::Put {
+        return Ok(w);
+    }
+    let below = if at == Timestamp::ZERO {
+        None
+    } else {
+        r.walk(key, Timestamp(at.0 - 1), |ts, old| {
+            match old.write_kind()? {
+                WriteKind::Rollback => Ok(None),
+                WriteKind::Put => Ok(Some(Some(old.meta(ts)))),
+                WriteKind::Delete => Ok(Some(None)),
+            }
+        })?
+        .flatten()
+    };
+    let (create, version) = match below {
+        Some((create, version)) => (create, version + 1),
+        None => (at, 1),
+    };
+    w.create_ts = create.0;
+    w.version = version;
+    Ok(w)
 }
 
 fn put_record(wb: &mut WriteBatch, key: &[u8], at: Timestamp, w: Write) {
@@ -130,13 +181,14 @@ pub fn prewrite(
                 committed,
             }));
         }
-        let (kind, value) = m.kind_value();
+        let (kind, value, lease) = m.kind_value();
         let lock = Lock {
             start_ts: start.0,
             primary: primary.to_vec(),
             ttl_ms,
             kind: kind as i32,
             value,
+            lease,
         };
         wb.put(keys::lock_key(key), lock.encode());
     }
@@ -165,12 +217,8 @@ pub fn commit(
             Some(lock) if lock.start() == start => {
                 let kind = WriteKind::try_from(lock.kind)
                     .map_err(|_| Error::Corruption(format!("lock of kind {}", lock.kind)))?;
-                let w = Write {
-                    kind: kind as i32,
-                    start_ts: start.0,
-                    value: lock.value,
-                    pending_secondaries: primary_of_many,
-                };
+                let mut w = versioned(r, key, commit, kind, start, lock.value, lock.lease)?;
+                w.pending_secondaries = primary_of_many;
                 put_record(&mut wb, key, commit, w);
                 wb.delete(keys::lock_key(key));
             }
@@ -410,8 +458,9 @@ pub fn one_pc(
                 }
             }
         }
-        let (kind, value) = m.kind_value();
-        write_version(&mut wb, key, commit, kind, start, value);
+        let (kind, value, lease) = m.kind_value();
+        let w = versioned(r, key, commit, kind, start, value, lease)?;
+        put_record(&mut wb, key, commit, w);
     }
     Ok(Ok(wb))
 }

@@ -133,9 +133,10 @@ impl Store {
         done: Responder<ReadResult>,
     ) {
         let route = match &op {
-            ReadOp::Get(k) | ReadOp::LeaderTerm(k) | ReadOp::TxnStatus { primary: k, .. } => {
-                self.route(k)
-            }
+            ReadOp::Get(k)
+            | ReadOp::LeaderTerm(k)
+            | ReadOp::GetItem(k)
+            | ReadOp::TxnStatus { primary: k, .. } => self.route(k),
             ReadOp::Validate { .. } => self.route(op.key()),
             ReadOp::Scan {
                 start,
@@ -143,7 +144,9 @@ impl Store {
                 reverse,
                 ..
             } => self.route_scan(start, end, *reverse),
-            ReadOp::Changes { start, end, .. } => self.route_scan(start, end, false),
+            ReadOp::Changes { start, end, .. }
+            | ReadOp::History { start, end, .. }
+            | ReadOp::ScanItems { start, end, .. } => self.route_scan(start, end, false),
         };
         let id = match route {
             Ok(id) => id,

@@ -29,6 +29,10 @@ pub struct Op {
     pub key: Vec<u8>,
     #[prost(bytes = "vec", tag = "3")]
     pub value: Vec<u8>,
+    /// A user-data Put's lease (0: none): the key is deleted when the
+    /// lease ends (`server::lease`), unless written again without it.
+    #[prost(uint64, tag = "4")]
+    pub lease: u64,
 }
 
 impl Op {
@@ -37,6 +41,14 @@ impl Op {
             kind: OpKind::Put as i32,
             key,
             value,
+            lease: 0,
+        }
+    }
+    /// A Put of a user key attached to `lease`.
+    pub fn put_leased(key: Vec<u8>, value: Vec<u8>, lease: u64) -> Op {
+        Op {
+            lease,
+            ..Op::put(key, value)
         }
     }
     pub fn delete(key: Vec<u8>) -> Op {
@@ -44,6 +56,7 @@ impl Op {
             kind: OpKind::Delete as i32,
             key,
             value: Vec::new(),
+            lease: 0,
         }
     }
     pub fn put_if_absent(key: Vec<u8>, value: Vec<u8>) -> Op {
@@ -51,6 +64,7 @@ impl Op {
             kind: OpKind::PutIfAbsent as i32,
             key,
             value,
+            lease: 0,
         }
     }
     pub fn put_range_meta(desc: &RangeDescriptor) -> Op {
@@ -58,6 +72,7 @@ impl Op {
             kind: OpKind::PutRangeMeta as i32,
             key: RangeDescriptor::directory_key(desc.range_id),
             value: desc.directory_value(),
+            lease: 0,
         }
     }
 }

@@ -39,6 +39,7 @@ mod deferred;
 mod descriptor;
 mod gc;
 mod hibernate;
+mod history;
 mod lease;
 mod membership;
 mod merge;

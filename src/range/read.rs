@@ -13,7 +13,7 @@ use crate::api::Timestamp;
 use crate::chaos::{self, Canary};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::mvcc::{Change, Reader, TxnError, TxnStatus, Visible, WriteKind};
+use crate::mvcc::{Change, History, Item, Reader, TxnError, TxnStatus, Visible, WriteKind};
 use crate::storage::KvPair;
 
 /// A read, over internal data keys.
@@ -33,6 +33,24 @@ pub enum ReadOp {
         end: Vec<u8>,
         limit: usize,
         since: u64,
+    },
+    /// Every version committed in `(since, ts]` to the user keys in
+    /// `[start, end)`, with the locks that may still add some
+    /// (`Reader::history`, `history.rs`); `History`. A watch's read.
+    History {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        since: u64,
+        prev: bool,
+    },
+    /// `Get` of a user key with its metadata (`Item`); `Items`.
+    GetItem(Vec<u8>),
+    /// A forward `Scan` of user keys with their metadata; `Items`.
+    ScanItems {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
     },
     /// Where the transaction started at `start_ts` stands, as its primary
     /// key (a data key) says.
@@ -62,6 +80,9 @@ impl ReadOp {
             ReadOp::Get(_) => "get",
             ReadOp::Scan { .. } => "scan",
             ReadOp::Changes { .. } => "changes",
+            ReadOp::History { .. } => "history",
+            ReadOp::GetItem(_) => "get-item",
+            ReadOp::ScanItems { .. } => "scan-items",
             ReadOp::TxnStatus { .. } => "txn-status",
             ReadOp::Validate { .. } => "validate",
             ReadOp::LeaderTerm(_) => "leader-term",
@@ -71,8 +92,11 @@ impl ReadOp {
     /// The key the read is routed (and load-sampled) by.
     pub fn key(&self) -> &[u8] {
         match self {
-            ReadOp::Get(k) | ReadOp::LeaderTerm(k) => k,
-            ReadOp::Scan { start, .. } | ReadOp::Changes { start, .. } => start,
+            ReadOp::Get(k) | ReadOp::LeaderTerm(k) | ReadOp::GetItem(k) => k,
+            ReadOp::Scan { start, .. }
+            | ReadOp::Changes { start, .. }
+            | ReadOp::History { start, .. }
+            | ReadOp::ScanItems { start, .. } => start,
             ReadOp::TxnStatus { primary, .. } => primary,
             ReadOp::Validate { reads, span, .. } => match (reads.first(), span) {
                 (Some(k), _) => k,
@@ -97,6 +121,11 @@ pub enum ReadResult {
     /// Keys changed, with their values (`None`: deleted), and where to
     /// resume (as for `Pairs`).
     Changes(Vec<Change>, Option<Vec<u8>>),
+    /// A span's history in this range, and where it continues past the
+    /// range (as for `Pairs`; the history's own `resume` is within it).
+    History(History, Option<Vec<u8>>),
+    /// Keys with their metadata, and where to resume (as for `Pairs`).
+    Items(Vec<(Vec<u8>, Item)>, Option<Vec<u8>>),
 }
 
 /// A read waiting for its ReadIndex round and for the apply to catch up.
@@ -312,9 +341,16 @@ impl Replica {
         // Versions a transaction below the GC horizon needs may be gone.
         match (op, ts) {
             (ReadOp::Validate { start_ts, .. }, _) => self.desc.check_gc_horizon(*start_ts)?,
-            (ReadOp::Get(_) | ReadOp::Scan { .. }, Some(ts)) => self.desc.check_gc_horizon(ts.0)?,
+            (
+                ReadOp::Get(_)
+                | ReadOp::Scan { .. }
+                | ReadOp::GetItem(_)
+                | ReadOp::ScanItems { .. },
+                Some(ts),
+            ) => self.desc.check_gc_horizon(ts.0)?,
             // The versions between `since` and the read must all be here.
             (ReadOp::Changes { since, .. }, _) => self.desc.check_gc_horizon(*since)?,
+            (ReadOp::History { since, .. }, _) => self.check_compacted(*since)?,
             _ => {}
         }
         match op {
@@ -351,6 +387,15 @@ impl Replica {
                 limit,
                 since,
             } => self.changes(start, end, *limit, Timestamp(*since), ts),
+            ReadOp::History {
+                start,
+                end,
+                limit,
+                since,
+                prev,
+            } => self.history(start, end, *limit, Timestamp(*since), *prev, ts),
+            ReadOp::GetItem(key) => self.get_item(key, ts),
+            ReadOp::ScanItems { start, end, limit } => self.scan_items(start, end, *limit, ts),
             ReadOp::TxnStatus { primary, start_ts } => {
                 if !self.desc.contains(primary) {
                     return Err(Error::KeyNotInRange {

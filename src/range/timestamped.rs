@@ -193,6 +193,7 @@ pub(super) fn mutations(ops: &[super::Op]) -> Result<Vec<Mutation>> {
             Ok(OpKind::Put) => Ok(Mutation::Put {
                 key: op.key.clone(),
                 value: op.value.clone(),
+                lease: op.lease,
             }),
             Ok(OpKind::Delete) => Ok(Mutation::Delete {
                 key: op.key.clone(),

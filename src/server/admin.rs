@@ -354,7 +354,11 @@ impl Admin for KvService {
             descriptor: Some(desc.into()),
             pairs: pairs
                 .into_iter()
-                .map(|(key, value)| KeyValue { key, value })
+                .map(|(key, value)| KeyValue {
+                    key,
+                    value,
+                    meta: None,
+                })
                 .collect(),
         }))
     }

@@ -206,15 +206,22 @@ impl Kv for KvService {
             .await
             .map_err(status)?
         {
-            ReadResult::Value(Some(value)) => Ok(Response::new(GetResponse { found: true, value })),
+            ReadResult::Value(Some(value)) => Ok(Response::new(GetResponse {
+                found: true,
+                value,
+                meta: None,
+            })),
             ReadResult::Value(None) => Ok(Response::new(GetResponse {
                 found: false,
                 value: Vec::new(),
+                meta: None,
             })),
             ReadResult::Pairs(..)
             | ReadResult::Txn(_)
             | ReadResult::Term(_)
-            | ReadResult::Changes(..) => Err(Status::internal("unexpected read result")),
+            | ReadResult::Changes(..)
+            | ReadResult::History(..)
+            | ReadResult::Items(..) => Err(Status::internal("unexpected read result")),
         }
     }
 
@@ -227,7 +234,11 @@ impl Kv for KvService {
             .and_then(|_| check_value(&req.value))
             .map_err(status)?;
         self.versioned
-            .write(vec![Op::put(keys::data_key(&req.key), req.value)])
+            .write(vec![Op::put_leased(
+                keys::data_key(&req.key),
+                req.value,
+                req.lease,
+            )])
             .await
             .map_err(status)?;
         Ok(Response::new(PutResponse {}))
@@ -247,6 +258,13 @@ impl Kv for KvService {
             .await
             .map_err(status)?;
         Ok(Response::new(DeleteResponse {}))
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        self.serve_history(request).await
     }
 
     async fn locate(
@@ -331,7 +349,9 @@ impl Kv for KvService {
             ReadResult::Value(_)
             | ReadResult::Txn(_)
             | ReadResult::Term(_)
-            | ReadResult::Changes(..) => return Err(Status::internal("unexpected read result")),
+            | ReadResult::Changes(..)
+            | ReadResult::History(..)
+            | ReadResult::Items(..) => return Err(Status::internal("unexpected read result")),
         };
         // Resume only inside the namespace being scanned (its end is no key).
         let ns_end = if api::is_system_key(&req.start) {
@@ -349,7 +369,13 @@ impl Kv for KvService {
             let chunk: Vec<KeyValue> = it
                 .by_ref()
                 .take(SCAN_CHUNK_PAIRS)
-                .filter_map(|(k, value)| keys::user_key(&k).map(|key| KeyValue { key, value }))
+                .filter_map(|(k, value)| {
+                    keys::user_key(&k).map(|key| KeyValue {
+                        key,
+                        value,
+                        meta: None,
+                    })
+                })
                 .collect();
             chunks.push(Ok(ScanResponse {
                 pairs: chunk,
@@ -396,6 +422,7 @@ mod tests {
         let kv = |k: &str, v: &str| KeyValue {
             key: k.into(),
             value: v.into(),
+            meta: None,
         };
         assert!(batch_ops(vec![]).is_err());
         let err = batch_ops(vec![kv("/a", "1"), kv("_/cluster/x", "2")]).unwrap_err();
@@ -411,6 +438,7 @@ mod tests {
         let big = KeyValue {
             key: b"/big".to_vec(),
             value: vec![0; MAX_VALUE_BYTES + 1],
+            meta: None,
         };
         assert!(batch_ops(vec![big]).is_err());
         assert_eq!(

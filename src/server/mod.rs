@@ -31,11 +31,16 @@ pub mod convert;
 mod disk;
 pub mod drain;
 #[cfg(not(madsim))]
+mod etcd_listener;
+#[cfg(not(madsim))]
 mod grpc_metrics;
 mod health;
+mod history;
 #[cfg(not(madsim))]
 mod http;
 mod kv;
+mod lease;
+mod lease_keeper;
 #[cfg(not(madsim))]
 mod limits;
 pub mod observe;
@@ -172,16 +177,25 @@ pub async fn run_node(
             .in_current_span(),
         );
     }
+    let keeper =
+        lease_keeper::LeaseKeeper::new(handle.clone(), cfg.clock.clone(), versioned.clone());
+    tokio::spawn(keeper.clone().run(stop_rx.clone()).in_current_span());
+    let leases = lease::LeaseService {
+        keeper,
+        clock: cfg.clock.clone(),
+    };
     let (peer_task, client_task) = spawn_services(
         &handle,
         (info, tso, versioned, disk),
-        gate.clone(),
+        (gate.clone(), leases),
         addresses.clone(),
         (peer_addr, client_addr),
         (cfg.tls.as_deref(), cfg.max_connections),
         &stop_rx,
     )?;
     let http_task = spawn_http(&cfg, &handle, &stop_rx).await?;
+    #[cfg(not(madsim))]
+    etcd_listener::spawn(&cfg, node_id, &ident.cluster_id).await?;
     let drain_handle = handle.clone();
     background::spawn_background(
         &cfg,
@@ -298,7 +312,7 @@ fn spawn_services(
         versioned::Versioned,
         admission::DiskRoom,
     ),
-    gate: crate::security::auth::AuthGate,
+    (gate, leases): (crate::security::auth::AuthGate, lease::LeaseService),
     addresses: PeerAddresses,
     (peer_addr, client_addr): (SocketAddr, SocketAddr),
     (tls, max_connections): (Option<&crate::tls::TlsMaterial>, usize),
@@ -340,6 +354,15 @@ fn spawn_services(
             crate::api::MAX_TXN_MESSAGE_BYTES,
             gate.clone(),
             strict(peer)
+        )
+    };
+    let lease = || {
+        guarded!(
+            crate::proto::lease_server::LeaseServer,
+            leases.clone(),
+            crate::api::MAX_KV_MESSAGE_BYTES,
+            gate.clone(),
+            strict(false)
         )
     };
     let auth = |peer| {
@@ -385,6 +408,7 @@ fn spawn_services(
         .add_service(txn(kv_service.clone(), false))
         .add_service(admin(kv_service, false))
         .add_service(auth(false))
+        .add_service(lease())
         .add_service(health::pb::health_server::HealthServer::new(health));
     // Production listeners cap their connections (`conn_limit`).
     #[cfg(not(madsim))]

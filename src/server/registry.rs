@@ -33,7 +33,9 @@ pub(super) async fn scan_prefix(
         ReadResult::Value(_)
         | ReadResult::Txn(_)
         | ReadResult::Term(_)
-        | ReadResult::Changes(..) => Vec::new(),
+        | ReadResult::Changes(..)
+        | ReadResult::History(..)
+        | ReadResult::Items(..) => Vec::new(),
     };
     pairs
         .into_iter()

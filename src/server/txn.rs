@@ -58,7 +58,7 @@ fn mutation_ops(muts: Vec<Mutation>) -> Result<Vec<Op>> {
                 Ok(Op::delete(keys::data_key(&m.key)))
             } else {
                 check_value(&m.value)?;
-                Ok(Op::put(keys::data_key(&m.key), m.value))
+                Ok(Op::put_leased(keys::data_key(&m.key), m.value, m.lease))
             }
         })
         .collect()
@@ -83,6 +83,16 @@ fn read_span(start: &[u8], end: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
         ));
     }
     Ok(scan_bounds(start, end))
+}
+
+/// A key's metadata on the wire.
+fn key_meta(item: &crate::mvcc::Item) -> KeyMeta {
+    KeyMeta {
+        mod_revision: item.mod_ts.0,
+        create_revision: item.create_ts.0,
+        version: item.version,
+        lease: item.lease,
+    }
 }
 
 fn start_ts(ts: u64) -> Result<Timestamp> {
@@ -168,7 +178,11 @@ impl KvService {
                 continue;
             };
             match v {
-                Some(value) => resp.pairs.push(KeyValue { key, value }),
+                Some(value) => resp.pairs.push(KeyValue {
+                    key,
+                    value,
+                    meta: None,
+                }),
                 None => resp.deleted.push(key),
             }
         }
@@ -178,6 +192,41 @@ impl KvService {
             .and_then(|r| keys::user_key(&r))
             .unwrap_or_default();
         Ok(resp)
+    }
+
+    /// A snapshot scan answering each key's metadata (`with_meta`).
+    async fn scan_items(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        ts: Timestamp,
+    ) -> Result<ScanResponse> {
+        let r = self
+            .read_at(ReadOp::ScanItems { start, end, limit }, ts)
+            .await?;
+        let ReadResult::Items(items, resume) = r else {
+            return Err(Error::Internal("unexpected read result".into()));
+        };
+        let ns_end = keys::user_data_bounds().1;
+        Ok(ScanResponse {
+            pairs: items
+                .into_iter()
+                .filter_map(|(k, item)| {
+                    let key = keys::user_key(&k)?;
+                    Some(KeyValue {
+                        key,
+                        meta: Some(key_meta(&item)),
+                        value: item.value,
+                    })
+                })
+                .collect(),
+            resume_key: resume
+                .filter(|r| *r != ns_end)
+                .and_then(|r| keys::user_key(&r))
+                .unwrap_or_default(),
+            deleted: Vec::new(),
+        })
     }
 
     /// Runs a step that may meet a lock: a dead owner's lock is resolved
@@ -218,17 +267,31 @@ impl Txn for KvService {
             let key = read_key(&req.key)?;
             let ts = start_ts(req.start_ts)?;
             self.versioned.check_age(ts)?;
+            let op = if req.with_meta {
+                ReadOp::GetItem(key)
+            } else {
+                ReadOp::Get(key)
+            };
             let r = self
                 .versioned
                 .resolving(|| {
                     self.store
-                        .read_at(ReadOp::Get(key.clone()), Consistency::Linearizable, ts)
+                        .read_at(op.clone(), Consistency::Linearizable, ts)
                 })
                 .await?;
             match r {
                 ReadResult::Value(v) => Ok(GetResponse {
                     found: v.is_some(),
                     value: v.unwrap_or_default(),
+                    meta: None,
+                }),
+                ReadResult::Items(mut items, _) => Ok(match items.pop() {
+                    Some((_, item)) => GetResponse {
+                        found: true,
+                        meta: Some(key_meta(&item)),
+                        value: item.value,
+                    },
+                    None => GetResponse::default(),
                 }),
                 _ => Err(Error::Internal("unexpected read result".into())),
             }
@@ -268,6 +331,9 @@ impl Txn for KvService {
                 };
                 return self.changes(op, ts).await;
             }
+            if req.with_meta {
+                return self.scan_items(start, end, limit, ts).await;
+            }
             let op = ReadOp::Scan {
                 start,
                 end,
@@ -282,7 +348,13 @@ impl Txn for KvService {
             Ok(ScanResponse {
                 pairs: pairs
                     .into_iter()
-                    .filter_map(|(k, value)| keys::user_key(&k).map(|key| KeyValue { key, value }))
+                    .filter_map(|(k, value)| {
+                        keys::user_key(&k).map(|key| KeyValue {
+                            key,
+                            value,
+                            meta: None,
+                        })
+                    })
                     .collect(),
                 resume_key: resume
                     .filter(|r| *r != ns_end)

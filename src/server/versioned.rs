@@ -101,12 +101,12 @@ impl Versioned {
         self.tso.timestamp().await
     }
 
-    /// The settings in effect.
     /// Milliseconds on this node's clock.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 
+    /// The settings in effect.
     pub fn settings(&self) -> ClusterSettings {
         self.settings.borrow().clone()
     }

@@ -1,0 +1,23 @@
+//! The watch checker catches canary `WatchDropsAtSplit` (one canary per
+//! test binary: a canary is process-wide).
+#![cfg(madsim)]
+
+use std::sync::Arc;
+
+use rangedb::chaos::{self, Canary};
+use rangedb_sim::{watch_workload, Cluster};
+
+#[madsim::test]
+async fn the_watch_checker_catches_the_canary() {
+    chaos::set_canary(Some(Canary::WatchDropsAtSplit));
+    let cluster = Arc::new(Cluster::start(3));
+    let seed = cluster.seed();
+    let report = watch_workload::run(cluster).await;
+    chaos::set_canary(None);
+    assert!(
+        !report.violations.is_empty(),
+        "seed {seed}: canary WatchDropsAtSplit not caught: {}",
+        report.summary
+    );
+    eprintln!("seed {seed}: caught: {}", report.violations[0]);
+}
