@@ -1,8 +1,9 @@
 //! The lease simulation: holders grant leases, attach keys and keep them
 //! alive while the nemesis moves, isolates and crashes the placement
-//! driver (the system range's leader, whose clock decides expiry) and
-//! drifts every node's clock within the bound; then some holders stop
-//! keeping alive and one revokes. Checked afterwards (`check`):
+//! driver (the system range's leader, whose clock decides expiry), skews
+//! every node's clock by up to 2 s and drifts it within the bound; then
+//! some holders stop keeping alive and one revokes. Checked afterwards
+//! (`check`):
 //!
 //! - safety: no key disappears before its lease could have ended: earlier
 //!   than the last acknowledged keep-alive's send time plus the TTL as the
@@ -175,11 +176,11 @@ async fn faults(cluster: &Cluster, rng: &mut ChaCha8Rng, until: Instant, log: &m
     let n = cluster.nodes.len() as u64;
     let start = Instant::now();
     let bound = DRIFT_BOUND_PPM as i64;
+    // Skew (offsets up to 2 s either way) and drift within the bound.
     for id in 1..=n {
-        cluster
-            .node(id)
-            .clock
-            .set_drift_ppm(rng.gen_range(-bound..=bound));
+        let clock = &cluster.node(id).clock;
+        clock.set_offset_ms(rng.gen_range(-2000..=2000));
+        clock.set_drift_ppm(rng.gen_range(-bound..=bound));
     }
     loop {
         let pause = Duration::from_millis(rng.gen_range(1500..4000));

@@ -25,6 +25,14 @@ pub async fn spawn(cfg: &ServerConfig, node_id: u64, cluster_id: &str) -> Result
         ));
     }
     let at = super::resolve_listen(addr).await?;
+    if !at.ip().is_loopback() && !cfg.insecure {
+        return Err(Error::Config(format!(
+            "refusing to serve the etcd address {addr} ({at}) in plaintext: {} \
+             The etcd gateway has no TLS yet: listen on a loopback address, or give \
+             --insecure to accept that",
+            crate::security::INSECURE_EXPOSES
+        )));
+    }
     crate::security::check_exposure(cfg, &[("etcd", addr, at)])?;
     // Bind once to fail the start with a clear line if the port is taken.
     drop(

@@ -18,7 +18,7 @@
 //!   the attachments and the record. A keeper that finds a record marked
 //!   revoked finishes the job.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,7 +62,7 @@ struct Table {
     /// The system range's term this table was loaded in (`None`: not
     /// leading, or not loaded yet).
     term: Option<u64>,
-    leases: HashMap<u64, Live>,
+    leases: BTreeMap<u64, Live>,
 }
 
 /// The node's lease keeper (see the module docs).
@@ -130,7 +130,7 @@ impl LeaseKeeper {
         let pairs =
             scan_prefix(&self.store, meta::LEASES_PREFIX, Consistency::Linearizable).await?;
         let now = self.now_ms();
-        let mut leases = HashMap::new();
+        let mut leases = BTreeMap::new();
         for (k, v) in pairs {
             let Some((id, true)) = parse_id(&k) else {
                 continue;
@@ -369,9 +369,13 @@ impl LeaseKeeper {
     /// Runs until `stop`.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
+            // Biased: an unbiased select draws from tokio's own RNG, which
+            // the simulator does not seed (non-determinism, seed 1 of the
+            // fsync test).
             tokio::select! {
-                _ = tokio::time::sleep(EXPIRY_TICK) => {}
+                biased;
                 _ = stop.changed() => return,
+                _ = tokio::time::sleep(EXPIRY_TICK) => {}
             }
             if *stop.borrow() {
                 return;

@@ -523,7 +523,11 @@ impl NodeTasks {
         shutdown: watch::Receiver<bool>,
         drained: watch::Receiver<bool>,
     ) -> (Ended, Result<()>) {
+        // Biased: an unbiased select draws from tokio's RNG, which the
+        // simulator does not seed (seeds of the fsync test replayed
+        // differently in one process when the store ended).
         tokio::select! {
+            biased;
             _ = until_shutdown(shutdown) => (Ended::Signal, Ok(())),
             _ = until_shutdown(drained) => (Ended::Drained, Ok(())),
             r = &mut self.peer => (Ended::Peer, Err(served("peer", &cfg.peer_address, r))),
