@@ -253,11 +253,24 @@ impl<'c> Transaction<'c> {
         end: &[u8],
         limit: u32,
     ) -> Result<Vec<KeyValue>> {
+        self.scan_kvs(start, end, limit, true).await
+    }
+
+    /// The scan both answer: read at the start timestamp (the span
+    /// recorded for validation), merged with the buffered writes.
+    async fn scan_kvs(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+        with_meta: bool,
+    ) -> Result<Vec<KeyValue>> {
         let want = if limit == 0 {
             api::DEFAULT_SCAN_LIMIT
         } else {
             limit as usize
         };
+        // Fetch enough to survive buffered deletes in the span.
         let deletes = self
             .writes
             .range(start.to_vec()..)
@@ -267,7 +280,7 @@ impl<'c> Transaction<'c> {
         let fetch = (want + deletes).min(api::MAX_SCAN_LIMIT) as u32;
         let (kvs, covered) = self
             .client
-            .txn_scan_meta(start, end, fetch, self.start_ts, true)
+            .txn_scan_meta(start, end, fetch, self.start_ts, with_meta)
             .await?;
         self.spans.push((start.to_vec(), covered.clone()));
         let mut merged: BTreeMap<Vec<u8>, KeyValue> =
@@ -300,36 +313,8 @@ impl<'c> Transaction<'c> {
         end: &[u8],
         limit: u32,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let want = if limit == 0 {
-            api::DEFAULT_SCAN_LIMIT
-        } else {
-            limit as usize
-        };
-        // Fetch enough to survive buffered deletes in the span.
-        let deletes = self
-            .writes
-            .range(start.to_vec()..)
-            .take_while(|(k, _)| end.is_empty() || k.as_slice() < end)
-            .filter(|(_, v)| v.is_none())
-            .count();
-        let fetch = (want + deletes).min(api::MAX_SCAN_LIMIT) as u32;
-        let (pairs, covered) = self
-            .client
-            .txn_scan(start, end, fetch, self.start_ts)
-            .await?;
-        self.spans.push((start.to_vec(), covered.clone()));
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
-        for (k, v) in self
-            .writes
-            .range(start.to_vec()..)
-            .take_while(|(k, _)| covered.is_empty() || k.as_slice() < covered.as_slice())
-        {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
-            };
-        }
-        Ok(merged.into_iter().take(want).collect())
+        let kvs = self.scan_kvs(start, end, limit, false).await?;
+        Ok(kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
     }
 
     /// Buffers a write of `key` (checked now; written at commit).

@@ -33,8 +33,9 @@ use crate::proto::KeyValue;
 pub const MAX_RANGE_KEYS: u32 = 100_000;
 
 /// etcd's key/range_end convention as a span `[start, end)` of RangeDB
-/// keys (`end` empty: to the end of the keyspace); `None`: one key.
-fn span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>, bool) {
+/// keys (`end` empty: to the end of the keyspace), and whether it is one
+/// key (the Range, DeleteRange, compare and watch convention alike).
+pub(super) fn span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>, bool) {
     match range_end {
         [] => {
             let mut end = key.to_vec();
@@ -354,6 +355,18 @@ fn stamp_txn(g: &Gateway, r: &mut TxnResponse, rev: Timestamp) {
 }
 
 impl Gateway {
+    /// After a commit that attached keys to leases: fails (having deleted
+    /// them) if a lease ended meanwhile (`Client::lease_recheck`).
+    async fn recheck(&self, leased: Vec<(u64, Vec<u8>)>) -> std::result::Result<(), Status> {
+        for (lease, key) in leased {
+            self.client
+                .lease_recheck(lease, &[key])
+                .await
+                .map_err(super::lease::lease_status)?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` as one transaction (conflicts run it again); its answer
     /// and the revision it took effect at (the commit timestamp, or the
     /// snapshot's for a transaction that wrote nothing).
@@ -420,10 +433,8 @@ impl Kv for Gateway {
             .map_err(super::lease::lease_status)?
         };
         if req.lease > 0 {
-            self.client
-                .lease_recheck(req.lease as u64, std::slice::from_ref(&req.key))
-                .await
-                .map_err(super::lease::lease_status)?;
+            self.recheck(vec![(req.lease as u64, req.key.clone())])
+                .await?;
         }
         resp.header = Some(self.header(rev));
         Ok(Response::new(resp))
@@ -460,12 +471,7 @@ impl Kv for Gateway {
             .await
             .map_err(super::lease::lease_status)?
         };
-        for (lease, key) in leased_puts(&req) {
-            self.client
-                .lease_recheck(lease, &[key])
-                .await
-                .map_err(super::lease::lease_status)?;
-        }
+        self.recheck(leased_puts(&req)).await?;
         stamp_txn(self, &mut resp, rev);
         Ok(Response::new(resp))
     }

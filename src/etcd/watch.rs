@@ -111,22 +111,7 @@ impl Gateway {
         out: Out,
         reached: Arc<Mutex<HashMap<i64, u64>>>,
     ) {
-        let (start, end) = match req.range_end.as_slice() {
-            [] => {
-                let mut e = req.key.clone();
-                e.push(0);
-                (req.key.clone(), e)
-            }
-            [0] => (
-                if req.key == [0] {
-                    Vec::new()
-                } else {
-                    req.key.clone()
-                },
-                Vec::new(),
-            ),
-            e => (req.key.clone(), e.to_vec()),
-        };
+        let (start, end, _) = super::kv::span(&req.key, &req.range_end);
         let mut opts = WatchOptions::span(&start, &end);
         opts.prev_value = req.prev_kv;
         opts.from_revision =

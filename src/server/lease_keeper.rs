@@ -110,21 +110,11 @@ impl LeaseKeeper {
     /// Confirms leadership and loads the table if this term has not yet.
     pub async fn ready(&self) -> Result<()> {
         let term = self.leader_term().await?;
-        if self
-            .table
-            .lock()
-            .map(|t| t.term == Some(term))
-            .unwrap_or(false)
-        {
+        if self.loaded_in(term) {
             return Ok(());
         }
         let _one = self.changing.lock().await;
-        if self
-            .table
-            .lock()
-            .map(|t| t.term == Some(term))
-            .unwrap_or(false)
-        {
+        if self.loaded_in(term) {
             return Ok(());
         }
         let pairs =
@@ -162,6 +152,14 @@ impl LeaseKeeper {
             t.leases = leases;
         }
         Ok(())
+    }
+
+    /// Whether the table was loaded in `term`.
+    fn loaded_in(&self, term: u64) -> bool {
+        self.table
+            .lock()
+            .map(|t| t.term == Some(term))
+            .unwrap_or(false)
     }
 
     fn forget_term(&self) {
