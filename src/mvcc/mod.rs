@@ -35,8 +35,14 @@
 //! its version count, and its lease (`txn::versioned`). `history.rs`
 //! reads a span's versions in `(since, at]` for watches.
 //!
-//! CAVEATS: a scan reads every version record of its span (GC keeps them
-//! few); values live inline in locks and write records (at most 1 MiB).
+//! Reads walk one engine cursor (`Source::visit`): a point read stops at
+//! the first record that decides; a forward scan, once a key's visible
+//! version is found, steps over a few older ones and seeks past the rest,
+//! so its cost follows the keys it returns, not the versions GC keeps.
+//!
+//! CAVEATS: a reversed scan still reads every version record of its span
+//! (a key's versions come oldest first that way); values live inline in
+//! locks and write records (at most 1 MiB).
 //! Garbage collection (`gc.rs`) is a replicated command over keys a
 //! leader's off-task scan found (`GarbageFinder`); every replica re-checks
 //! each key at the horizon, so replicas stay identical.

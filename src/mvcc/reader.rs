@@ -12,13 +12,15 @@ use super::records::{Lock, Write, WriteKind};
 use super::Timestamp;
 use crate::error::{Error, Result};
 use crate::keys::{self, MvccRecord};
-use crate::storage::{Engine, KvPair, Overlay, Snapshot};
+use crate::storage::{Engine, KvPair, Overlay, Snapshot, Step, Visitor};
 
 /// Where MVCC reads come from.
 pub trait Source {
     fn fetch(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Same contract as `Engine::scan`.
     fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>>;
+    /// Same contract as `Engine::visit`.
+    fn visit(&self, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()>;
 }
 
 impl Source for Overlay<'_> {
@@ -27,6 +29,9 @@ impl Source for Overlay<'_> {
     }
     fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
         self.scan(start, end, limit, reverse)
+    }
+    fn visit(&self, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()> {
+        Overlay::visit(self, start, end, f)
     }
 }
 
@@ -37,6 +42,9 @@ impl Source for dyn Snapshot + '_ {
     fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
         self.scan(start, end, limit, reverse)
     }
+    fn visit(&self, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()> {
+        Snapshot::visit(self, start, end, f)
+    }
 }
 
 impl Source for &dyn Engine {
@@ -45,6 +53,9 @@ impl Source for &dyn Engine {
     }
     fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
         self.scan(start, end, limit, reverse)
+    }
+    fn visit(&self, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()> {
+        Engine::visit(*self, start, end, f)
     }
 }
 
@@ -55,12 +66,14 @@ impl<T: Engine> Source for T {
     fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
         self.scan(start, end, limit, reverse)
     }
+    fn visit(&self, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()> {
+        Engine::visit(self, start, end, f)
+    }
 }
 
-/// Records the first engine call of a walk or a point read takes.
-const FIRST_VERSION_CHUNK: usize = 4;
-/// Records read per engine call while walking versions (at most).
-const VERSION_CHUNK: usize = 64;
+/// Records a read passes with `Next` before it seeks past the rest (a
+/// seek costs more than a step; RocksDB's own iterators use 8).
+const SKIP_BY_NEXT: usize = 8;
 
 /// A key changed since an earlier timestamp: its value now, or `None`
 /// when it was deleted (`Reader::changes`).
@@ -84,30 +97,36 @@ fn hides(lock: &Lock, ts: Timestamp) -> bool {
     lock.start() <= ts && !crate::chaos::canary(crate::chaos::Canary::ReadsIgnoreLocks)
 }
 
+/// Whether one record decides what a read at `ts` sees of its key, fed
+/// in engine order (the lock first, then versions newest first): a lock
+/// that hides the key, or the newest put or delete at or below `ts`.
+fn decide(rec: MvccRecord, v: &[u8], ts: Timestamp) -> Result<Option<Seen>> {
+    Ok(match rec {
+        MvccRecord::Lock => {
+            let lock = Lock::decode(v)?;
+            hides(&lock, ts).then_some(Seen::Locked(lock))
+        }
+        MvccRecord::Version(t) if Timestamp(t) <= ts => {
+            let w = Write::decode(v)?;
+            match w.write_kind()? {
+                WriteKind::Rollback => None,
+                WriteKind::Put => Some(Seen::Item(Some(Item::of(Timestamp(t), w)))),
+                WriteKind::Delete => Some(Seen::Item(None)),
+            }
+        }
+        MvccRecord::Version(_) => None,
+    })
+}
+
 /// What a read at `ts` sees of one key, from all of its records (any order).
 fn seen_in(mut recs: Records, ts: Timestamp) -> Result<Seen> {
-    // The lock first, then versions newest first.
     recs.sort_by_key(|(r, _)| match r {
         MvccRecord::Lock => (0, 0),
         MvccRecord::Version(t) => (1, !*t),
     });
     for (rec, v) in recs {
-        match rec {
-            MvccRecord::Lock => {
-                let lock = Lock::decode(v)?;
-                if hides(&lock, ts) {
-                    return Ok(Seen::Locked(lock));
-                }
-            }
-            MvccRecord::Version(t) if Timestamp(t) <= ts => {
-                let w = Write::decode(v)?;
-                match w.write_kind()? {
-                    WriteKind::Rollback => {}
-                    WriteKind::Put => return Ok(Seen::Item(Some(Item::of(Timestamp(t), w)))),
-                    WriteKind::Delete => return Ok(Seen::Item(None)),
-                }
-            }
-            MvccRecord::Version(_) => {}
+        if let Some(seen) = decide(rec, v, ts)? {
+            return Ok(seen);
         }
     }
     Ok(Seen::Item(None))
@@ -163,6 +182,13 @@ impl From<Seen> for Visible {
     }
 }
 
+/// A key's lock and newest Put or Delete (`Reader::head`).
+#[derive(Debug, Default)]
+pub struct Head {
+    pub lock: Option<Lock>,
+    pub newest: Option<(Timestamp, Write)>,
+}
+
 pub struct Reader<'a> {
     src: &'a dyn Source,
 }
@@ -194,28 +220,20 @@ impl<'a> Reader<'a> {
         mut f: impl FnMut(Timestamp, Write) -> Result<Option<T>>,
     ) -> Result<Option<T>> {
         let (_, end) = keys::versions_bounds(data_key);
-        let mut from = keys::version_key(data_key, at.0);
-        // Most walks stop at the first record: start small, then grow.
-        let mut want = FIRST_VERSION_CHUNK;
-        loop {
-            let chunk = self.src.range(&from, &end, want, false)?;
-            for (k, v) in &chunk {
+        let mut found = None;
+        self.src
+            .visit(&keys::version_key(data_key, at.0), &end, &mut |k, v| {
                 let Some((_, MvccRecord::Version(ts))) = keys::split_mvcc(k) else {
                     return Err(Error::Corruption(format!("not a version record: {k:02x?}")));
                 };
-                if let Some(t) = f(Timestamp(ts), Write::decode(v)?)? {
-                    return Ok(Some(t));
-                }
-            }
-            match chunk.last() {
-                Some((k, _)) if chunk.len() == want => {
-                    from = k.clone();
-                    from.push(0);
-                    want = (want * 4).min(VERSION_CHUNK);
-                }
-                _ => return Ok(None),
-            }
-        }
+                found = f(Timestamp(ts), Write::decode(v)?)?;
+                Ok(if found.is_some() {
+                    Step::Stop
+                } else {
+                    Step::Next
+                })
+            })?;
+        Ok(found)
     }
 
     /// The newest committed value at or below `ts` (rollbacks skipped).
@@ -240,40 +258,50 @@ impl<'a> Reader<'a> {
 
     /// `get`, with the key's metadata.
     pub fn get_item(&self, data_key: &[u8], ts: Timestamp) -> Result<Seen> {
-        // One engine call for the common case: the lock (if any) and the
-        // newest versions sort together, lock first.
+        // One cursor: the lock (if any) sorts first, then the versions,
+        // newest first; the first record that decides ends the read.
         let (_, end) = keys::versions_bounds(data_key);
-        let head = self
-            .src
-            .range(&keys::lock_key(data_key), &end, FIRST_VERSION_CHUNK, false)?;
-        let complete = head.len() < FIRST_VERSION_CHUNK;
-        let mut recs = Vec::with_capacity(head.len());
-        for (k, v) in &head {
-            match keys::split_mvcc(k) {
-                Some((dk, rec)) if dk == data_key => recs.push((rec, v.as_slice())),
-                _ => return Err(Error::Corruption(format!("not an MVCC record: {k:02x?}"))),
-            }
-        }
-        let decided = complete
-            || recs.iter().any(|(r, v)| match r {
-                MvccRecord::Lock => false,
-                // A put or delete at or below `ts` in the head decides.
-                MvccRecord::Version(t) => {
-                    Timestamp(*t) <= ts
-                        && Write::decode(v)
-                            .and_then(|w| w.write_kind())
-                            .is_ok_and(|k| k != WriteKind::Rollback)
+        let mut seen = None;
+        let mut above = 0;
+        self.src
+            .visit(&keys::lock_key(data_key), &end, &mut |k, v| {
+                let rec = match keys::split_mvcc(k) {
+                    Some((dk, rec)) if dk == data_key => rec,
+                    _ => return Err(Error::Corruption(format!("not an MVCC record: {k:02x?}"))),
+                };
+                if let MvccRecord::Version(t) = rec {
+                    if Timestamp(t) > ts {
+                        // Newer than the read: after a few, jump to `ts`.
+                        above += 1;
+                        return Ok(if above < SKIP_BY_NEXT {
+                            Step::Next
+                        } else {
+                            Step::Seek(keys::version_key(data_key, ts.0))
+                        });
+                    }
                 }
-            });
-        if decided {
-            return seen_in(recs, ts);
-        }
-        if let Some(lock) = self.lock(data_key)? {
-            if hides(&lock, ts) {
-                return Ok(Seen::Locked(lock));
-            }
-        }
-        Ok(Seen::Item(self.item_at(data_key, ts)?))
+                seen = decide(rec, v, ts)?;
+                Ok(if seen.is_some() {
+                    Step::Stop
+                } else {
+                    Step::Next
+                })
+            })?;
+        Ok(seen.unwrap_or(Seen::Item(None)))
+    }
+
+    /// The key's lock and its newest Put or Delete at any timestamp: what a
+    /// blind write checks. The lock is a point read (a disk that fails
+    /// reads fails here whether or not the key exists: the simulator's
+    /// read-fault nemesis counts on it), the versions one cursor.
+    pub fn head(&self, data_key: &[u8]) -> Result<Head> {
+        Ok(Head {
+            lock: self.lock(data_key)?,
+            newest: self.walk(data_key, Timestamp::MAX, |ts, w| match w.write_kind()? {
+                WriteKind::Rollback => Ok(None),
+                _ => Ok(Some((ts, w))),
+            })?,
+        })
     }
 
     /// The newest write record of the key (any kind) at or below `at`.
@@ -348,11 +376,15 @@ impl<'a> Reader<'a> {
         limit: usize,
         reverse: bool,
     ) -> Result<Result<Vec<KeyItem>, LockedKey>> {
+        if !reverse {
+            return self.scan_forward(start, end, ts, limit);
+        }
+        // Reversed: records below `hi`, in chunks (a key's versions come
+        // oldest first, so they are all read).
         let mut out = Vec::new();
-        // Forward: records from `lo`; reversed: records below `hi`.
-        let (mut lo, mut hi) = (start.to_vec(), end.to_vec());
+        let mut hi = end.to_vec();
         while out.len() < limit {
-            let chunk = self.src.range(&lo, &hi, SCAN_CHUNK, reverse)?;
+            let chunk = self.src.range(start, &hi, SCAN_CHUNK, true)?;
             let full = chunk.len() == SCAN_CHUNK;
             let mut groups: Vec<(Vec<u8>, Records)> = Vec::new();
             for (k, v) in &chunk {
@@ -381,17 +413,72 @@ impl<'a> Reader<'a> {
                     Seen::Item(Some(item)) => out.push((data_key.clone(), item)),
                     Seen::Item(None) => {}
                 }
-                if reverse {
-                    hi = data_key;
-                } else {
-                    lo = keys::versions_bounds(&data_key).1;
-                }
+                hi = data_key;
             }
             if !full {
                 break;
             }
         }
         Ok(Ok(out))
+    }
+
+    /// `scan_items` in order, on one cursor: once a key's visible version
+    /// is found, its older versions are stepped over (a few) or sought
+    /// past, never read.
+    fn scan_forward(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        ts: Timestamp,
+        limit: usize,
+    ) -> Result<Result<Vec<KeyItem>, LockedKey>> {
+        let mut out: Vec<KeyItem> = Vec::new();
+        if limit == 0 {
+            return Ok(Ok(out));
+        }
+        let mut locked = None;
+        // The key being read, whether it is decided, records passed since.
+        let mut cur: Option<Vec<u8>> = None;
+        let (mut decided, mut passed) = (false, 0);
+        self.src.visit(start, end, &mut |k, v| {
+            let Some((dk, rec)) = keys::split_mvcc(k) else {
+                return Err(Error::Corruption(format!("not an MVCC record: {k:02x?}")));
+            };
+            if cur.as_deref() != Some(dk) {
+                let key = cur.get_or_insert_with(Vec::new);
+                key.clear();
+                key.extend_from_slice(dk);
+                (decided, passed) = (false, 0);
+            } else if decided {
+                passed += 1;
+                return Ok(if passed < SKIP_BY_NEXT {
+                    Step::Next
+                } else {
+                    Step::Seek(keys::versions_bounds(dk).1)
+                });
+            }
+            match decide(rec, v, ts)? {
+                None => Ok(Step::Next),
+                Some(Seen::Locked(lock)) => {
+                    locked = Some((dk.to_vec(), lock));
+                    Ok(Step::Stop)
+                }
+                Some(Seen::Item(item)) => {
+                    decided = true;
+                    if let Some(item) = item {
+                        out.push((dk.to_vec(), item));
+                        if out.len() >= limit {
+                            return Ok(Step::Stop);
+                        }
+                    }
+                    Ok(Step::Next)
+                }
+            }
+        })?;
+        Ok(match locked {
+            Some(l) => Err(l),
+            None => Ok(out),
+        })
     }
 
     /// Every data key with records in `[start, end)`, in order or reversed.

@@ -384,11 +384,14 @@ fn golden_scripts() {
     crate::golden::run_scripts::<Runner>("src/mvcc/testscripts");
 }
 
-/// The chunked scan against a reference (every key read on its own), over
-/// more records than one chunk holds, with deletes, rollbacks and a lock
-/// above the read timestamp, forward and reversed, at several limits.
+/// Scans and point reads against a model of the records, over more records
+/// than one chunk holds, with deletes, rollbacks, locks above the read
+/// timestamp and keys with many versions (a forward scan steps over a few
+/// older versions and seeks past the rest; a point read below many newer
+/// versions seeks to its timestamp), forward and reversed, at several
+/// limits.
 #[test]
-fn a_chunked_scan_sees_what_point_reads_see() {
+fn scans_and_point_reads_see_what_the_model_sees() {
     let engine = MemEngine::new();
     let mut wb = WriteBatch::new();
     let at = |ts: u64, kind: WriteKind, value: &[u8]| {
@@ -401,22 +404,34 @@ fn a_chunked_scan_sees_what_point_reads_see() {
         }
         .encode()
     };
+    // Every key's versions: (timestamp, kind, value).
+    type Versions = Vec<(u64, WriteKind, Vec<u8>)>;
+    let mut model: Vec<(Vec<u8>, Versions)> = Vec::new();
     for i in 0..300u64 {
         let k = dk(&format!("k{i:03}"));
-        // Key i has 1 + i % 4 versions; every fifth ends deleted at 40.
+        let mut versions = Vec::new();
+        // Key i has 1 + i % 4 versions; every fifth ends deleted at 40;
+        // every thirteenth has 29 more, at 41..=69.
         for v in 0..=(i % 4) {
             let t = 10 + v * 10;
-            wb.put(
-                keys::version_key(&k, t),
-                at(t, WriteKind::Put, format!("{i}@{t}").as_bytes()),
-            );
+            versions.push((t, WriteKind::Put, format!("{i}@{t}").into_bytes()));
         }
         if i % 5 == 0 {
-            wb.put(keys::version_key(&k, 40), at(40, WriteKind::Delete, b""));
+            versions.push((40, WriteKind::Delete, vec![]));
         }
         if i % 7 == 0 {
-            wb.put(keys::version_key(&k, 25), at(25, WriteKind::Rollback, b""));
+            versions.retain(|(t, _, _)| *t != 25);
+            versions.push((25, WriteKind::Rollback, vec![]));
         }
+        if i % 13 == 0 {
+            for t in 41..=69 {
+                versions.push((t, WriteKind::Put, format!("{i}@{t}").into_bytes()));
+            }
+        }
+        for (t, kind, value) in &versions {
+            wb.put(keys::version_key(&k, *t), at(*t, *kind, value));
+        }
+        model.push((k.clone(), versions));
         if i % 11 == 0 {
             let lock = Lock {
                 start_ts: 100,
@@ -432,15 +447,24 @@ fn a_chunked_scan_sees_what_point_reads_see() {
     engine.write(&wb, true).unwrap();
     let r = Reader::new(&engine);
     let (from, to) = (dk("k000"), dk("k9"));
-    for read_ts in [15u64, 35, 45, 99] {
-        let read_ts = Timestamp(read_ts);
+    for read_ts in [15u64, 35, 45, 60, 99] {
         let mut want = Vec::new();
-        for i in 0..300u64 {
-            let k = dk(&format!("k{i:03}"));
-            if let Visible::Value(Some(v)) = r.get(&k, read_ts).unwrap() {
-                want.push((k, v));
+        for (k, versions) in &model {
+            let newest = versions
+                .iter()
+                .filter(|(t, kind, _)| *t <= read_ts && *kind != WriteKind::Rollback)
+                .max_by_key(|(t, _, _)| *t);
+            let seen = match newest {
+                Some((_, WriteKind::Put, v)) => Some(v.clone()),
+                _ => None,
+            };
+            let read_ts = Timestamp(read_ts);
+            assert_eq!(r.get(k, read_ts).unwrap(), Visible::Value(seen.clone()));
+            if let Some(v) = seen {
+                want.push((k.clone(), v));
             }
         }
+        let read_ts = Timestamp(read_ts);
         for limit in [1usize, 7, 100, 255, 256, 257, 1000] {
             let got = r.scan(&from, &to, read_ts, limit, false).unwrap().unwrap();
             let n = limit.min(want.len());

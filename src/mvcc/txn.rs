@@ -113,6 +113,28 @@ fn versioned(
     value: Vec<u8>,
     lease: u64,
 ) -> Result<Write> {
+    let below = if kind != WriteKind::Put || at == Timestamp::ZERO {
+        None
+    } else {
+        r.walk(key, Timestamp(at.0 - 1), |ts, old| {
+            match old.write_kind()? {
+                WriteKind::Rollback => Ok(None),
+                _ => Ok(Some((ts, old))),
+            }
+        })?
+    };
+    versioned_over(below.as_ref(), at, kind, start, value, lease)
+}
+
+/// `versioned`, given the key's newest Put or Delete below `at`.
+fn versioned_over(
+    below: Option<&(Timestamp, Write)>,
+    at: Timestamp,
+    kind: WriteKind,
+    start: Timestamp,
+    value: Vec<u8>,
+    lease: u64,
+) -> Result<Write> {
     let mut w = Write {
         kind: kind as i32,
         start_ts: start.0,
@@ -123,21 +145,12 @@ fn versioned(
     if kind != WriteKind::Put {
         return Ok(w);
     }
-    let below = if at == Timestamp::ZERO {
-        None
-    } else {
-        r.walk(key, Timestamp(at.0 - 1), |ts, old| {
-            match old.write_kind()? {
-                WriteKind::Rollback => Ok(None),
-                WriteKind::Put => Ok(Some(Some(old.meta(ts)))),
-                WriteKind::Delete => Ok(Some(None)),
-            }
-        })?
-        .flatten()
-    };
     let (create, version) = match below {
-        Some((create, version)) => (create, version + 1),
-        None => (at, 1),
+        Some((ts, old)) if old.write_kind()? == WriteKind::Put => {
+            let (create, version) = old.meta(*ts);
+            (create, version + 1)
+        }
+        _ => (at, 1),
     };
     w.create_ts = create.0;
     w.version = version;
@@ -436,17 +449,23 @@ pub fn one_pc(
     let mut wb = WriteBatch::new();
     for m in muts {
         let key = m.key();
-        if let Some(lock) = r.lock(key)? {
+        // One read answers the lock check, the conflict check and the
+        // metadata: the newest Put or Delete is the one below `commit`
+        // once it is known to be below `start`.
+        let head = r.head(key)?;
+        if let Some(lock) = head.lock {
             return Ok(Err(TxnError::Locked {
                 key: key.to_vec(),
                 lock,
             }));
         }
-        if let Some(committed) = r.committed_after(key, Timestamp(start.0.saturating_sub(1)))? {
-            return Ok(Err(TxnError::Conflict {
-                key: key.to_vec(),
-                committed,
-            }));
+        if let Some((committed, _)) = head.newest {
+            if committed > Timestamp(start.0.saturating_sub(1)) {
+                return Ok(Err(TxnError::Conflict {
+                    key: key.to_vec(),
+                    committed,
+                }));
+            }
         }
         // A transaction whose commit's reply was lost is settled by marking
         // it rolled back on its first key (`check_status`): it must not
@@ -459,7 +478,7 @@ pub fn one_pc(
             }
         }
         let (kind, value, lease) = m.kind_value();
-        let w = versioned(r, key, commit, kind, start, value, lease)?;
+        let w = versioned_over(head.newest.as_ref(), commit, kind, start, value, lease)?;
         put_record(&mut wb, key, commit, w);
     }
     Ok(Ok(wb))

@@ -75,6 +75,9 @@ impl Source for SnapshotSource<'_> {
     fn range(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
         self.0.scan(start, end, limit, reverse)
     }
+    fn visit(&self, start: &[u8], end: &[u8], f: &mut crate::storage::Visitor) -> Result<()> {
+        self.0.visit(start, end, f)
+    }
 }
 
 impl Replica {

@@ -173,6 +173,11 @@ impl<'a> Overlay<'a> {
         }
     }
 
+    /// `Engine::visit` through the batch (chunked `scan`s).
+    pub fn visit(&self, start: &[u8], end: &[u8], f: &mut super::Visitor) -> Result<()> {
+        super::visit_chunked(&|from, n| self.scan(from, end, n, false), start, f)
+    }
+
     pub fn exists(&self, key: &[u8]) -> Result<bool> {
         Ok(self.get(key)?.is_some())
     }
@@ -267,8 +272,10 @@ impl<'a> Overlay<'a> {
     }
 }
 
-/// Engine pairs read per call while scanning through an overlay.
-const OVERLAY_SCAN_MIN_CHUNK: usize = 16;
+/// Engine pairs read per call while scanning through an overlay (a point
+/// read of a key's newest records asks for 4: reading more copies versions
+/// nobody looks at).
+const OVERLAY_SCAN_MIN_CHUNK: usize = 4;
 const OVERLAY_SCAN_MAX_CHUNK: usize = 1024;
 
 #[cfg(test)]

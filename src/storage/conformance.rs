@@ -49,6 +49,14 @@ fn conformance(e: &dyn Engine) {
     assert!(e.scan(b"d", b"b", 10, false).unwrap().is_empty());
     assert!(e.scan(b"a", b"z", 0, false).unwrap().is_empty());
 
+    // Visits borrow pairs in order; Seek skips ahead, Stop ends; bounds hold.
+    assert_eq!(visited(e, b"", b"", &[]), ["a", "b", "c", "d", "e"]);
+    assert_eq!(visited(e, b"b", b"e", &[]), ["b", "c", "d"]);
+    assert_eq!(visited(e, b"a", b"", &[("a", "d")]), ["a", "d", "e"]);
+    assert_eq!(visited(e, b"a", b"d", &[("b", "zz")]), ["a", "b"]);
+    assert_eq!(visited(e, b"a", b"", &[("c", "")]), ["a", "b", "c"]);
+    assert!(visited(e, b"d", b"b", &[]).is_empty());
+
     // A batch applies in order and atomically: put, overwrite, delete, range delete.
     let snap = e.snapshot().unwrap();
     let mut wb = WriteBatch::new();
@@ -74,6 +82,20 @@ fn conformance(e: &dyn Engine) {
         ["a", "b", "c", "d", "e"]
     );
     assert_eq!(keys(&snap.scan(b"a", b"c", 100, true).unwrap()), ["b", "a"]);
+    let mut seen = Vec::new();
+    snap.visit(b"b", b"", &mut |k, v| {
+        seen.push((b(std::str::from_utf8(k).unwrap()), v.to_vec()));
+        Ok(if k == b"c" {
+            Step::Seek(b("e"))
+        } else {
+            Step::Next
+        })
+    })
+    .unwrap();
+    assert_eq!(
+        seen,
+        [(b("b"), b("vb")), (b("c"), b("vc")), (b("e"), b("ve"))]
+    );
 
     // Binary keys with 0x00 and 0xff bytes order bytewise.
     let mut wb = WriteBatch::new();
@@ -85,6 +107,58 @@ fn conformance(e: &dyn Engine) {
         got.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
         vec![vec![0x11, 0x00], vec![0x11, 0xff, 0xff]]
     );
+}
+
+/// The keys a visit of `[start, end)` passes; at a key named in `plan` it
+/// seeks to the paired key (`""`: stops there).
+fn visited(e: &dyn Engine, start: &[u8], end: &[u8], plan: &[(&str, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    e.visit(start, end, &mut |k, v| {
+        let k = String::from_utf8_lossy(k).into_owned();
+        assert_eq!(v, format!("v{k}").as_bytes());
+        let step = match plan.iter().find(|(at, _)| *at == k) {
+            Some((_, "")) => Step::Stop,
+            Some((_, to)) => Step::Seek(b(to)),
+            None => Step::Next,
+        };
+        out.push(k);
+        Ok(step)
+    })
+    .unwrap();
+    out
+}
+
+/// A seeded random visit (seeks and stops at random) passes the same pairs
+/// on every engine and through the chunked default.
+fn random_visit(engines: &[&dyn Engine], rng: &mut impl rand::Rng) {
+    let key =
+        |rng: &mut dyn rand::RngCore| vec![(rng.next_u32() % 4) as u8, (rng.next_u32() % 32) as u8];
+    let (s, e) = (key(rng), key(rng));
+    let plan: Vec<u32> = (0..64).map(|_| rng.next_u32()).collect();
+    let run = |visit: &dyn Fn(&mut Visitor) -> Result<()>| {
+        let mut out = Vec::new();
+        let mut i = 0;
+        visit(&mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            let r = plan[i % plan.len()];
+            i += 1;
+            Ok(match r % 10 {
+                0 => Step::Stop,
+                // Just past this key, or a few keys on.
+                1 => Step::Seek([k, &[(r >> 8) as u8]].concat()),
+                2 if k.len() == 2 && k[1] < 250 => Step::Seek(vec![k[0], k[1] + 3]),
+                _ => Step::Next,
+            })
+        })
+        .unwrap();
+        out
+    };
+    let first = run(&|f| engines[0].visit(&s, &e, f));
+    for eng in engines {
+        assert_eq!(run(&|f| eng.visit(&s, &e, f)), first);
+        let scan = |from: &[u8], n: usize| eng.scan(from, &e, n, false);
+        assert_eq!(run(&|f| visit_chunked(&scan, &s, f)), first);
+    }
 }
 
 #[test]
@@ -153,6 +227,7 @@ fn mem_and_rocks_agree_on_random_workload() {
         );
         let k = key(&mut rng);
         assert_eq!(rocks.get(&k).unwrap(), mem.get(&k).unwrap());
+        random_visit(&[&rocks, &mem], &mut rng);
     }
     assert_eq!(rocks.scan(&[], &[], usize::MAX, false).unwrap(), mem.dump());
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{BatchOp, Engine, KvPair, Snapshot, WriteBatch};
+use super::{feed, BatchOp, Engine, Fed, KvPair, Snapshot, Visitor, WriteBatch};
 use crate::error::Result;
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -156,6 +156,28 @@ fn scan_map(map: &Map, start: &[u8], end: &[u8], limit: usize, reverse: bool) ->
     }
 }
 
+/// `visit` over the map: a `Seek` starts a new range at its key.
+fn visit_map(map: &Map, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()> {
+    let hi = if end.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(end.to_vec())
+    };
+    let mut from = start.to_vec();
+    loop {
+        if !end.is_empty() && from.as_slice() >= end {
+            return Ok(());
+        }
+        let pairs = map
+            .range((Bound::Included(from.clone()), hi.clone()))
+            .map(|(k, v)| (k.as_slice(), v.as_slice()));
+        match feed(pairs, f)? {
+            Fed::Seek(to) => from = to,
+            Fed::Ended | Fed::Stopped => return Ok(()),
+        }
+    }
+}
+
 impl Engine for MemEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let inner = self.lock();
@@ -167,6 +189,10 @@ impl Engine for MemEngine {
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
         Ok(scan_map(&self.lock().visible, start, end, limit, reverse))
+    }
+
+    fn visit(&self, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()> {
+        visit_map(&self.lock().visible, start, end, f)
     }
 
     fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
@@ -210,6 +236,9 @@ impl Snapshot for MemSnapshot {
     }
     fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
         Ok(scan_map(&self.map, start, end, limit, reverse))
+    }
+    fn visit(&self, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()> {
+        visit_map(&self.map, start, end, f)
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rocksdb::{IteratorMode, Options, ReadOptions, SnapshotWithThreadMode, WriteOptions, DB};
 
-use super::{BatchOp, Engine, KvPair, Snapshot, WriteBatch};
+use super::{BatchOp, Engine, KvPair, Snapshot, Step, Visitor, WriteBatch};
 use crate::error::{Error, Result};
 
 pub struct RocksEngine {
@@ -76,6 +76,23 @@ fn read_opts(start: &[u8], end: &[u8]) -> ReadOptions {
     ro
 }
 
+/// `visit` on one raw iterator: no copies, and a `Seek` is the iterator's.
+fn visit_raw<D: rocksdb::DBAccess>(
+    mut it: rocksdb::DBRawIteratorWithThreadMode<'_, D>,
+    start: &[u8],
+    f: &mut Visitor,
+) -> Result<()> {
+    it.seek(start);
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        match f(k, v)? {
+            Step::Next => it.next(),
+            Step::Seek(to) => it.seek(&to),
+            Step::Stop => return Ok(()),
+        }
+    }
+    it.status().map_err(storage_err)
+}
+
 fn collect(
     iter: impl Iterator<Item = std::result::Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>>,
     limit: usize,
@@ -103,6 +120,13 @@ impl Engine for RocksEngine {
             IteratorMode::Start
         };
         collect(self.db.iterator_opt(mode, read_opts(start, end)), limit)
+    }
+
+    fn visit(&self, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()> {
+        if !end.is_empty() && start >= end {
+            return Ok(());
+        }
+        visit_raw(self.db.raw_iterator_opt(read_opts(start, end)), start, f)
     }
 
     fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
@@ -157,5 +181,11 @@ impl Snapshot for RocksSnapshot {
             IteratorMode::Start
         };
         collect(self.snap.iterator_opt(mode, read_opts(start, end)), limit)
+    }
+    fn visit(&self, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()> {
+        if !end.is_empty() && start >= end {
+            return Ok(());
+        }
+        visit_raw(self.snap.raw_iterator_opt(read_opts(start, end)), start, f)
     }
 }
