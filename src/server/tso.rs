@@ -192,7 +192,19 @@ impl OracleRound {
             let confirmed = st.lease.confirmed(term, asked, answered, lease, wait);
             if confirmed == Confirmed::NewTerm || st.oracle.is_none() {
                 // One read for both: they sit next to each other.
-                let (persisted, handoff) = self.read_mark_and_handoff().await?;
+                let (persisted, handoff) = match self.read_mark_and_handoff().await {
+                    Ok(read) => read,
+                    Err(e) => {
+                        // The lease already names this term, so the next
+                        // confirmation is a renewal that would not read
+                        // the mark again: forget the oracle so it does. A
+                        // state kept from an earlier term may sit below
+                        // what another leader handed out since (seed 1955:
+                        // a disk failing reads, timestamps 3 s back).
+                        st.oracle = None;
+                        return Err(e);
+                    }
+                };
                 match st.oracle.as_mut() {
                     Some(o) => o.observe(persisted),
                     None => st.oracle = Some(Oracle::starting_above(persisted)),

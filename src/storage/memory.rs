@@ -33,7 +33,7 @@ struct Inner {
     writes: u64,
     syncs: u64,
     sync_latency: std::time::Duration,
-    /// Point reads of keys this matches fail (see `fail_reads`).
+    /// Reads of keys this matches fail (see `fail_reads`).
     failing_reads: Option<ReadFault>,
     /// Synced writes fail (see `fail_syncs`).
     failing_syncs: bool,
@@ -93,7 +93,9 @@ impl MemEngine {
         self.lock().sync_latency = d;
     }
 
-    /// Makes point reads of the keys `which` matches fail (`None`: heal).
+    /// Makes reads of the keys `which` matches fail (`None`: heal): point
+    /// reads of them, and scans and visits that start at one or pass one
+    /// (a disk that fails reads fails them whether or not a key is there).
     pub fn fail_reads(&self, which: Option<ReadFault>) {
         self.lock().failing_reads = which;
     }
@@ -188,11 +190,30 @@ impl Engine for MemEngine {
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize, reverse: bool) -> Result<Vec<KvPair>> {
-        Ok(scan_map(&self.lock().visible, start, end, limit, reverse))
+        let inner = self.lock();
+        let pairs = scan_map(&inner.visible, start, end, limit, reverse);
+        if let Some(fault) = &inner.failing_reads {
+            if fault(start) || pairs.iter().any(|(k, _)| fault(k)) {
+                return Err(crate::error::Error::Storage(INJECTED_READ_ERROR.into()));
+            }
+        }
+        Ok(pairs)
     }
 
     fn visit(&self, start: &[u8], end: &[u8], f: &mut Visitor) -> Result<()> {
-        visit_map(&self.lock().visible, start, end, f)
+        let inner = self.lock();
+        match &inner.failing_reads {
+            Some(fault) if fault(start) => {
+                Err(crate::error::Error::Storage(INJECTED_READ_ERROR.into()))
+            }
+            Some(fault) => visit_map(&inner.visible, start, end, &mut |k, v| {
+                if fault(k) {
+                    return Err(crate::error::Error::Storage(INJECTED_READ_ERROR.into()));
+                }
+                f(k, v)
+            }),
+            None => visit_map(&inner.visible, start, end, f),
+        }
     }
 
     fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {

@@ -64,16 +64,27 @@ pub(super) struct FaultEngine {
     fail: AtomicBool,
 }
 
+impl FaultEngine {
+    /// Whether a read of `key` fails now (a data key while `fail` is set).
+    fn fails(&self, key: &[u8]) -> bool {
+        self.fail.load(Ordering::Relaxed) && key.first().is_some_and(|b| *b >= keys::SYSTEM_DATA)
+    }
+}
+
 impl Engine for FaultEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if self.fail.load(Ordering::Relaxed) && key.first().is_some_and(|b| *b >= keys::SYSTEM_DATA)
-        {
+        if self.fails(key) {
             return Err(Error::Storage("injected read error".into()));
         }
         self.mem.get(key)
     }
+    /// Fails like `get` when it starts at or passes a failing key.
     fn scan(&self, s: &[u8], e: &[u8], limit: usize, rev: bool) -> Result<Vec<KvPair>> {
-        self.mem.scan(s, e, limit, rev)
+        let pairs = self.mem.scan(s, e, limit, rev)?;
+        if self.fails(s) || pairs.iter().any(|(k, _)| self.fails(k)) {
+            return Err(Error::Storage("injected read error".into()));
+        }
+        Ok(pairs)
     }
     fn write(&self, b: &WriteBatch, sync: bool) -> Result<()> {
         self.mem.write(b, sync)
